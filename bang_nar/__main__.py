@@ -1,0 +1,5 @@
+import sys
+
+from bang_nar.cli import main
+
+sys.exit(main())

@@ -1,0 +1,39 @@
+"""`bang-nar` command line: one subcommand per module, each with `add_parser(subparsers)` and `run(args) -> int`.
+
+    bang-nar --help
+    bang-nar demo
+    bang-nar convert checkpoint.pt ./bang-hf
+"""
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = ["convert", "train", "distill", "evaluate", "generate", "push", "demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bang-nar", description="BANG AR/NAR models and SPMD fine-tuning.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"bang_nar.cli.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"bang_nar.cli.{name}":
+                raise
+            continue  # subcommand not built in this version
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Convert an original fairseq BANG checkpoint to a Hugging Face folder (config, safetensors, tokenizer, card).
+
+    bang-nar convert checkpoint_base_9gram_ck35.pt ./bang-base
+    bang-nar convert finetuned_nar.pt ./bang-nar-qg --load-sep
+"""
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("convert", help="fairseq BANG checkpoint → Hugging Face folder", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="fairseq .pt file (fine-tuned or pretraining layout)")
+    parser.add_argument("output_dir", help="folder to write config.json, model.safetensors, tokenizer and README.md")
+    parser.add_argument("--load-sep", action="store_true",
+                        help="copy the [SEP] embedding row into [X_SEP] (original --load-sep, spec §5.3)")
+    parser.add_argument("--vocab-file", default=None, help="vocab.txt to bundle (default: BANG's BERT-uncased vocab)")
+    parser.add_argument("--generation-mode", choices=["ar", "nar"], default=None,
+                        help="default generate() mode to store (default: from the checkpoint's --nar-ratio)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bang_nar.convert_bang_original_checkpoint import convert_bang_checkpoint
+
+    overrides = {"generation_mode": args.generation_mode} if args.generation_mode else {}
+    model = convert_bang_checkpoint(args.checkpoint, args.output_dir, load_sep=args.load_sep,
+                                    vocab_file=args.vocab_file, **overrides)
+    config = model.config
+    print(
+        f"Converted {args.checkpoint} → {args.output_dir}: {model.num_parameters():,} parameters, "
+        f"d_model={config.d_model}, layers={config.encoder_layers}+{config.decoder_layers}, "
+        f"heads={config.decoder_attention_heads}, default mode={config.generation_mode}."
+    )
+    return 0
