@@ -1,0 +1,204 @@
+"""AR-stream distillation targets ŷ¹..ŷᵏ for SPMD (docs/spmd.md, "Notation") and sequence-KD NAR training.
+
+`distill_dataset` decodes every source with the AR mode of a BANG model (beam search, by default beam 4 and length
+penalty 1.2 as in BANG's README) and adds the k best hypotheses as a column of token-id lists, each ending with
+`[SEP]`. The work is cut into fixed chunks of `batch_size` examples; each finished chunk is written to
+`output_dir/kd_chunks/`, so an interrupted run resumes where it stopped. Under `torchrun` or `accelerate launch`,
+process r takes chunks r, r+N, r+2N, ...; process 0 merges the chunks in dataset order, saves the dataset with
+`save_to_disk(output_dir / "dataset")` and writes `provenance.json` (teacher and settings) next to it.
+
+Example (any number of processes):
+
+    torchrun --nproc_per_node 4 -m my_distill_script  # calls distill_dataset(model, ds, "data/qg_kd")
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+import transformers
+from accelerate import PartialState
+from tqdm.auto import tqdm
+
+CHUNK_DIR = "kd_chunks"
+PROVENANCE_NAME = "provenance.json"
+
+
+def _hypotheses_to_ids(sequences: torch.Tensor, eos_token_id: int, pad_token_id: int) -> list[list[int]]:
+    """AR `generate` output `[N, L]` (decoder start first) → id lists `y.. [SEP]`: start dropped, cut after the
+    first [SEP], pads dropped; a hypothesis stopped by the length limit gets a final [SEP] so the NAR student still
+    learns where to stop."""
+    rows = []
+    for row in sequences[:, 1:].tolist():
+        ids: list[int] = []
+        for token in row:
+            if token == pad_token_id:
+                continue
+            ids.append(token)
+            if token == eos_token_id:
+                break
+        if not ids or ids[-1] != eos_token_id:
+            ids.append(eos_token_id)
+        rows.append(ids)
+    return rows
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    """Atomic write: a crash never leaves a half-written chunk that a resumed run would trust."""
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def _distil_chunk(
+    model: Any, sources: list[list[int]], settings: dict[str, Any], generation_kwargs: dict[str, Any]
+) -> list[list[list[int]]]:
+    """Beam-search one chunk of sources; returns k id lists per source."""
+    config = model.config
+    length = max(len(s) for s in sources)
+    input_ids = torch.full((len(sources), length), config.pad_token_id, dtype=torch.long)
+    for i, source in enumerate(sources):
+        input_ids[i, : len(source)] = torch.as_tensor(source)
+    attention_mask = input_ids.ne(config.pad_token_id).long()
+    k = settings["num_return_sequences"]
+    sequences = model.generate(
+        input_ids=input_ids.to(model.device),
+        attention_mask=attention_mask.to(model.device),
+        mode="ar",
+        num_beams=settings["num_beams"],
+        length_penalty=settings["length_penalty"],
+        num_return_sequences=k,
+        max_new_tokens=settings["max_new_tokens"],
+        **generation_kwargs,
+    )
+    ids = _hypotheses_to_ids(sequences.cpu(), config.eos_token_id, config.pad_token_id)
+    return [ids[i * k : (i + 1) * k] for i in range(len(sources))]
+
+
+def distill_dataset(
+    model: Any,
+    dataset: datasets.Dataset,
+    output_dir: str | os.PathLike,
+    *,
+    num_beams: int = 4,
+    length_penalty: float = 1.2,
+    num_return_sequences: int = 1,
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+    source_column: str = "input_ids",
+    kd_column: str = "kd_labels",
+    teacher_name: str | None = None,
+    tokenizer: Any = None,
+    generation_kwargs: dict[str, Any] | None = None,
+    resume: bool = True,
+    keep_chunks: bool = False,
+    show_progress: bool = True,
+) -> datasets.Dataset:
+    """Add the k-best AR-stream targets of `model` to `dataset` as column `kd_column`; save with provenance.
+
+    Args:
+        model: an AR-fine-tuned `BangForConditionalGeneration` (the teacher); decoded with `generate(mode="ar")`.
+        dataset: a `datasets.Dataset` with tokenized sources in `source_column` (each ending with `[SEP]`).
+        output_dir: the result goes to `output_dir/dataset` (`save_to_disk`), `provenance.json` next to it, chunks
+            to `kd_chunks/` (removed after the merge unless `keep_chunks`).
+        num_beams, length_penalty, num_return_sequences (k), max_new_tokens: beam-search settings.
+        batch_size: examples per chunk (one `generate` call, one resumable unit).
+        teacher_name: recorded in the provenance; default `model.config._name_or_path`.
+        tokenizer: if given, also adds `<kd_column>_text` with the decoded hypotheses for inspection.
+        generation_kwargs: extra `generate` options (e.g. `original_compatible=True`), recorded too.
+        resume: reuse finished chunks of an earlier run with identical settings (else refuse to mix runs).
+        keep_chunks: keep `kd_chunks/` after the merge.
+
+    Returns:
+        The merged dataset (the same on every process), read back from `output_dir`.
+    """
+    if source_column not in dataset.column_names:
+        raise ValueError(f"dataset has no column {source_column!r}; tokenize the sources first (e.g. into input_ids).")
+    if kd_column in dataset.column_names:
+        raise ValueError(f"dataset already has a {kd_column!r} column; remove it or choose another kd_column.")
+    if num_return_sequences > num_beams:
+        raise ValueError(f"num_return_sequences ({num_return_sequences}) cannot exceed num_beams ({num_beams}).")
+    state = PartialState()
+    output_dir = Path(output_dir)
+    chunk_dir = output_dir / CHUNK_DIR
+    generation_kwargs = dict(generation_kwargs or {})
+    settings = {
+        "teacher": teacher_name or getattr(model.config, "_name_or_path", "") or "unnamed",
+        "mode": "ar",
+        "num_beams": num_beams,
+        "length_penalty": length_penalty,
+        "num_return_sequences": num_return_sequences,
+        "max_new_tokens": max_new_tokens,
+        "generation_kwargs": generation_kwargs,
+        "source_column": source_column,
+        "kd_column": kd_column,
+        "batch_size": batch_size,
+        "num_examples": len(dataset),
+    }
+    if state.is_main_process:
+        _prepare_chunk_dir(chunk_dir, settings, resume)
+    state.wait_for_everyone()
+
+    model = model.to(state.device).eval()
+    num_chunks = math.ceil(len(dataset) / batch_size)
+    mine = range(state.process_index, num_chunks, state.num_processes)
+    for chunk in tqdm(mine, desc=f"distil (rank {state.process_index})", disable=not (show_progress and state.is_local_main_process)):
+        path = chunk_dir / f"{chunk:08d}.json"
+        if path.exists():
+            continue
+        sources = dataset[chunk * batch_size : (chunk + 1) * batch_size][source_column]
+        _write_json(path, _distil_chunk(model, sources, settings, generation_kwargs))
+    state.wait_for_everyone()
+
+    if state.is_main_process:
+        hypotheses = [h for c in range(num_chunks) for h in json.loads((chunk_dir / f"{c:08d}.json").read_text())]
+        merged = dataset.add_column(kd_column, hypotheses)
+        if tokenizer is not None:
+            texts = [tokenizer.batch_decode(h, skip_special_tokens=True) for h in hypotheses]
+            merged = merged.add_column(f"{kd_column}_text", texts)
+        merged.save_to_disk(str(output_dir / "dataset"))
+        provenance = {
+            **settings,
+            "num_processes": state.num_processes,
+            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "transformers_version": transformers.__version__,
+            "torch_version": torch.__version__,
+            "note": "AR-stream targets for SPMD (bang-nar's reconstruction, docs/spmd.md)",
+        }
+        _write_json(output_dir / PROVENANCE_NAME, provenance)
+        if not keep_chunks:
+            for file in chunk_dir.iterdir():
+                file.unlink()
+            chunk_dir.rmdir()
+    state.wait_for_everyone()
+    return datasets.load_from_disk(str(output_dir / "dataset"))
+
+
+def load_provenance(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """The provenance written next to a distilled dataset (teacher, beam settings, versions)."""
+    return json.loads((Path(output_dir) / PROVENANCE_NAME).read_text(encoding="utf-8"))
+
+
+def _prepare_chunk_dir(chunk_dir: Path, settings: dict[str, Any], resume: bool) -> None:
+    """Create the chunk folder; on resume, refuse chunks made with other settings (they would mix teachers)."""
+    settings_path = chunk_dir / "settings.json"
+    if chunk_dir.exists() and settings_path.exists():
+        previous = json.loads(settings_path.read_text(encoding="utf-8"))
+        if not resume:
+            for file in chunk_dir.glob("*.json"):
+                file.unlink()
+        elif previous != settings:
+            raise ValueError(
+                f"{chunk_dir} holds chunks made with other settings ({previous}); pass resume=False to start over "
+                "or use another output_dir."
+            )
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(settings_path, settings)

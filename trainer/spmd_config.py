@@ -1,0 +1,200 @@
+"""`SPMDTrainingArguments`: the knobs of docs/spmd.md (our reconstruction of SPMD) plus BANG's AR/NAR mode policy.
+
+Every field has a default and a help string, so the same dataclass serves Python callers and `HfArgumentParser`.
+`spmd_preset` fills the rows of the ablation table of docs/spmd.md; any field set explicitly wins over the preset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from transformers import Seq2SeqTrainingArguments
+
+TARGET_SOURCES = ("gold", "ar_kd")
+
+# docs/spmd.md, "Baselines the same trainer must express": target_sources, α, pace_mode, β (self teacher).
+SPMD_PRESETS: dict[str, dict[str, object]] = {
+    "bang_nar": {"target_sources": ["gold"], "kd_alpha": 0.0, "pace_mode": "none", "ar_loss_weight": 0.0},
+    "seq_kd": {"target_sources": ["ar_kd"], "kd_alpha": 0.0, "pace_mode": "none", "ar_loss_weight": 0.0},
+    "spmd": {"target_sources": ["gold", "ar_kd"], "kd_alpha": 0.5, "pace_mode": "percentile", "ar_loss_weight": 0.5},
+}
+
+
+def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+    below = value <= low if low_open else value < low
+    if below or value > high:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value}.")
+
+
+@dataclass
+class SPMDTrainingArguments(Seq2SeqTrainingArguments):
+    """Seq2SeqTrainingArguments plus SPMD (docs/spmd.md, a reconstruction from the paper's abstract).
+
+    - `spmd_preset`: row of the ablation table (`bang_nar`, `seq_kd`, `spmd`) filling the four fields below left None.
+    - `train_mode` / `nar_ratio`: BANG's per-batch mode policy (bang_spec.md §3.4), drawn from a seeded generator.
+    - `target_sources` (C_i), `mix_strategy` and `p_mix` (Eq. 3), `kd_alpha` (α, Eq. 4), `kd_temperature` (τ, Eq. 2),
+      `ar_loss_weight` (β, Eq. 7), `teacher` ("self" or a frozen checkpoint path, for q_AR),
+      `pace_mode` (Eq. 6), `pace_signal` (Eq. 5), `pace_q0` (q0), `pace_warmup_ratio`, `pace_lambda0` (λ0),
+      `pace_growth` (μ).
+    - `label_smoothing_factor` (ε of Eq. 1): the standard Trainer field, default raised to 0.1 (spmd.md Eq. 1 and
+      BANG's `--label-smoothing 0.1`). The trainer passes it to every loss explicitly, so the model config's
+      `label_smoothing` is not used in training.
+    - `kd_column`: the batch key (and dataset column) holding the k distilled candidates.
+    """
+
+    spmd_preset: Literal["bang_nar", "seq_kd", "spmd"] = field(
+        default="spmd",
+        metadata={
+            "help": "Row of the ablation table of docs/spmd.md: 'bang_nar' (gold, α=0, no pacing, β=0), "
+            "'seq_kd' (AR-stream targets only, α=0, no pacing, β=0) or 'spmd' (gold + AR-stream targets, α=0.5, "
+            "percentile pacing, β=0.5). Fields set explicitly override the preset."
+        },
+    )
+    train_mode: Literal["nar", "ar", "mixed"] = field(
+        default="nar",
+        metadata={
+            "help": "Decoder mode per batch: 'nar' (the SPMD loss of Eq. 7), 'ar' (label-smoothed AR cross-entropy "
+            "on gold: BANG AR fine-tuning, e.g. to train the teacher) or 'mixed' (each batch is NAR with "
+            "probability nar_ratio, drawn from a seeded generator; bang_spec.md §3.4)."
+        },
+    )
+    nar_ratio: float = field(
+        default=0.5, metadata={"help": "Probability that a batch is NAR when train_mode='mixed' (BANG --nar-ratio)."}
+    )
+    target_sources: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "C_i, the candidate targets of each sample: any of 'gold' (y) and 'ar_kd' (the AR-stream "
+            "targets ŷ in the kd_column). Default: from spmd_preset."
+        },
+    )
+    mix_strategy: Literal["min_loss", "random", "all"] = field(
+        default="min_loss",
+        metadata={
+            "help": "Eq. 3 target choice m_i: 'min_loss' (argmin of the NAR loss, no grad), 'random' (ŷ with "
+            "probability p_mix, else y) or 'all' (average over every candidate)."
+        },
+    )
+    p_mix: float = field(default=0.5, metadata={"help": "p_mix of Eq. 3 'random': probability of a distilled target."})
+    kd_alpha: float | None = field(
+        default=None, metadata={"help": "α of Eq. 4, weight of the token KL. Default: from spmd_preset (spmd: 0.5)."}
+    )
+    kd_temperature: float = field(default=1.0, metadata={"help": "τ of Eq. 2 (the KL is scaled by τ²)."})
+    ar_loss_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "β of Eq. 7, weight of the AR-stream gold loss. Default: from spmd_preset (spmd: 0.5 with "
+            "teacher='self', 0 with a frozen teacher)."
+        },
+    )
+    teacher: str = field(
+        default="self",
+        metadata={
+            "help": "Source of q_AR: 'self' (the same model under stop-gradient, sharing the batch's encoder pass) "
+            "or the path/id of a frozen AR-fine-tuned BANG checkpoint."
+        },
+    )
+    pace_mode: Literal["percentile", "hard", "linear", "none"] | None = field(
+        default=None,
+        metadata={
+            "help": "Eq. 6 self-paced weights: 'percentile' (keep the easiest q(s) of the global batch), 'hard' "
+            "(d < λ), 'linear' (max(0, 1 − d/λ)) or 'none'. Default: from spmd_preset (spmd: percentile)."
+        },
+    )
+    pace_signal: Literal["nar_loss", "ar_nar_kl", "disagreement"] = field(
+        default="nar_loss",
+        metadata={"help": "Eq. 5 difficulty d_i: 'nar_loss' (ℓ_NAR(m_i)), 'ar_nar_kl' (KL(m_i)) or 'disagreement'."},
+    )
+    pace_q0: float = field(default=0.5, metadata={"help": "q0 of Eq. 6 'percentile': kept fraction at step 0."})
+    pace_warmup_ratio: float = field(
+        default=0.5,
+        metadata={"help": "Share of the optimizer steps over which q(s) rises linearly from q0 to 1 ('percentile')."},
+    )
+    pace_lambda0: float = field(
+        default=1.0, metadata={"help": "λ0 of Eq. 6 'hard'/'linear', in the units of pace_signal (our choice: 1.0)."}
+    )
+    pace_growth: float = field(
+        default=1.3, metadata={"help": "μ of Eq. 6 'hard'/'linear': λ(s) = λ0·μ^epoch (Kumar et al. 2010 style)."}
+    )
+    kd_column: str = field(
+        default="kd_labels",
+        metadata={"help": "Dataset column / batch key with the k AR-stream targets of each sample (token ids)."},
+    )
+    label_smoothing_factor: float = field(
+        default=0.1,
+        metadata={"help": "ε of Eq. 1 for every NAR and AR cross-entropy (docs/spmd.md, BANG: 0.1)."},
+    )
+
+    def __post_init__(self) -> None:
+        self._resolve_preset()
+        self._check_spmd_fields()
+        # An NAR batch runs several forwards (NAR, AR gold) through the DDP wrapper before one backward. DDP allows
+        # that only without its unused-parameter search, which Trainer would switch on for a PreTrainedModel.
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = False
+        super().__post_init__()
+
+    def _resolve_preset(self) -> None:
+        if self.spmd_preset not in SPMD_PRESETS:
+            raise ValueError(f"spmd_preset must be one of {sorted(SPMD_PRESETS)}, got {self.spmd_preset!r}.")
+        preset = dict(SPMD_PRESETS[self.spmd_preset])
+        # docs/spmd.md Eq. 7: "β = 0.5 when the teacher is the same model, 0 with a frozen teacher".
+        if self.teacher != "self":
+            preset["ar_loss_weight"] = 0.0
+        for name, value in preset.items():
+            if getattr(self, name) is None:
+                setattr(self, name, list(value) if isinstance(value, list) else value)
+
+    def _check_spmd_fields(self) -> None:
+        if self.train_mode not in ("nar", "ar", "mixed"):
+            raise ValueError(f"train_mode must be 'nar', 'ar' or 'mixed', got {self.train_mode!r}.")
+        _check_range("nar_ratio", self.nar_ratio, 0.0, 1.0)
+        sources = list(self.target_sources or [])
+        if not sources or any(s not in TARGET_SOURCES for s in sources) or len(set(sources)) != len(sources):
+            raise ValueError(
+                f"target_sources must be a non-empty subset of {TARGET_SOURCES} without repeats, got {sources!r}."
+            )
+        self.target_sources = [s for s in TARGET_SOURCES if s in sources]  # fixed order: gold first
+        if self.mix_strategy not in ("min_loss", "random", "all"):
+            raise ValueError(f"mix_strategy must be 'min_loss', 'random' or 'all', got {self.mix_strategy!r}.")
+        if self.mix_strategy == "random" and len(self.target_sources) != 2:
+            raise ValueError(
+                "mix_strategy='random' chooses between gold and AR-stream targets; set target_sources=['gold', 'ar_kd'] "
+                "or use mix_strategy='min_loss'."
+            )
+        _check_range("p_mix", self.p_mix, 0.0, 1.0)
+        _check_range("kd_alpha", self.kd_alpha, 0.0, 1.0)
+        _check_range("kd_temperature", self.kd_temperature, 0.0, float("inf"), low_open=True)
+        _check_range("ar_loss_weight", self.ar_loss_weight, 0.0, float("inf"))
+        if not self.teacher:
+            raise ValueError("teacher must be 'self' or the path of a frozen AR-fine-tuned checkpoint, got ''.")
+        if self.pace_mode not in ("percentile", "hard", "linear", "none"):
+            raise ValueError(f"pace_mode must be 'percentile', 'hard', 'linear' or 'none', got {self.pace_mode!r}.")
+        if self.pace_signal not in ("nar_loss", "ar_nar_kl", "disagreement"):
+            raise ValueError(
+                f"pace_signal must be 'nar_loss', 'ar_nar_kl' or 'disagreement', got {self.pace_signal!r}."
+            )
+        _check_range("pace_q0", self.pace_q0, 0.0, 1.0, low_open=True)
+        _check_range("pace_warmup_ratio", self.pace_warmup_ratio, 0.0, 1.0)
+        _check_range("pace_lambda0", self.pace_lambda0, 0.0, float("inf"), low_open=True)
+        _check_range("pace_growth", self.pace_growth, 1.0, float("inf"))
+        _check_range("label_smoothing_factor", self.label_smoothing_factor, 0.0, 0.999)
+
+    # ---- derived settings the trainer reads ----
+
+    @property
+    def uses_distilled_targets(self) -> bool:
+        """True when some batch needs the kd_column (an NAR batch with 'ar_kd' among the candidates)."""
+        return self.train_mode != "ar" and "ar_kd" in self.target_sources
+
+    @property
+    def needs_teacher(self) -> bool:
+        """True when q_AR is needed: α > 0 (Eq. 4) or the KL as pace signal (Eq. 5), in NAR batches."""
+        return self.train_mode != "ar" and (self.kd_alpha > 0 or self.pace_signal == "ar_nar_kl")
+
+    @property
+    def eval_mode(self) -> str:
+        """Decoder mode for evaluation loss and `predict_with_generate`: AR for AR training, NAR otherwise."""
+        return "ar" if self.train_mode == "ar" else "nar"

@@ -1,0 +1,487 @@
+"""`SPMDSeq2SeqTrainer`: BANG fine-tuning (AR, NAR, mixed) with self-paced mixed distillation (docs/spmd.md).
+
+SPMD here is **our reconstruction** from the abstract of Qi et al. 2022 (arXiv 2205.11162); docs/spmd.md is the
+definition. `compute_loss` reads as the algorithm; the equations live in `spmd_loss.py`; the cross-rank state of the
+self-paced schedule lives in `SelfPacedState`, reduced through the Accelerator in its one method `update`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import transformers
+from huggingface_hub import ModelCardData
+from torch import nn
+from transformers import Seq2SeqTrainer
+from transformers.modeling_outputs import BaseModelOutput
+
+from bang_nar.hub import render_model_card
+
+from .collator import SPMDDataCollator
+from .spmd_config import SPMDTrainingArguments
+from .spmd_loss import (
+    IGNORE_INDEX,
+    candidate_choice,
+    gold_nll,
+    mixed_distillation_loss,
+    nar_mismatch,
+    pace_difficulty,
+    self_paced_weights,
+    sequence_kd_nll,
+    token_kd_divergence,
+)
+
+SPMD_STATE_NAME = "spmd_state.pt"
+MODEL_CARD_TEMPLATE = "spmd_model_card"
+# The arguments listed in the model card's settings table.
+CARD_SETTINGS = (
+    "spmd_preset", "train_mode", "nar_ratio", "target_sources", "mix_strategy", "p_mix", "kd_alpha", "kd_temperature",
+    "ar_loss_weight", "teacher", "pace_mode", "pace_signal", "pace_q0", "pace_warmup_ratio", "pace_lambda0",
+    "pace_growth", "label_smoothing_factor", "learning_rate", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "max_steps", "num_train_epochs", "seed",
+)  # fmt: skip
+
+# Columns of the per-sample statistics gathered across ranks in `SelfPacedState.update`.
+STATS = ("difficulty", "nar_loss", "kd_loss", "from_gold", "ar_loss_sum", "ar_tokens")
+
+
+@dataclass
+class PaceResult:
+    """What `SelfPacedState.update` returns: this rank's v_i, the global Σ v_i, and global per-sample statistics."""
+
+    weights: torch.Tensor  # [b] v_i of this rank's samples
+    weight_sum: torch.Tensor  # scalar Σ_i v_i over the global micro-batch
+    stats: torch.Tensor  # [N, len(STATS)] every rank's samples, in rank order
+    components: dict[str, torch.Tensor]  # threshold, kept_fraction, mean_weight (Eq. 6)
+
+
+@dataclass
+class SelfPacedState:
+    """Self-paced schedule (docs/spmd.md Eq. 6) and the RNG of `random` mixing and of the AR/NAR mode draw.
+
+    Identical on every rank: the generator is seeded the same everywhere and every rank draws the global batch's
+    numbers; difficulties are all-gathered in `update`, the only cross-rank call. Saved in every checkpoint
+    (`state_dict`) and restored on resume, so a resumed run continues the same schedule and the same draws.
+    """
+
+    mode: str = "percentile"
+    q0: float = 0.5
+    warmup_ratio: float = 0.5
+    lambda0: float = 1.0
+    growth: float = 1.3
+    seed: int = 42
+    step: int = 0  # optimizer step s of the last update
+    epoch: int = 0  # completed epochs at the last update
+    keep_fraction: float = 1.0  # q(s)
+    lam: float = 1.0  # λ(s)
+    threshold: float = math.inf  # last threshold (Eq. 6)
+    generator: torch.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.lam = self.lambda0
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    @classmethod
+    def from_args(cls, args: SPMDTrainingArguments) -> SelfPacedState:
+        return cls(
+            mode=args.pace_mode,
+            q0=args.pace_q0,
+            warmup_ratio=args.pace_warmup_ratio,
+            lambda0=args.pace_lambda0,
+            growth=args.pace_growth,
+            seed=args.seed,
+        )
+
+    def schedule(self, step: int, epoch: float, max_steps: int) -> None:
+        """Move to optimizer step s: q(s) = q0 + (1 − q0)·min(1, s / (ratio·max_steps)); λ(s) = λ0·μ^epoch."""
+        self.step, self.epoch = int(step), int(epoch)
+        warmup = self.warmup_ratio * max(max_steps, 0)
+        progress = min(1.0, self.step / warmup) if warmup > 0 else 1.0
+        self.keep_fraction = self.q0 + (1.0 - self.q0) * progress
+        self.lam = self.lambda0 * self.growth**self.epoch
+
+    def update(self, step: int, epoch: float, max_steps: int, stats: torch.Tensor, accelerator: Any) -> PaceResult:
+        """Eq. (6) over the global micro-batch: advance the schedule, all-gather the per-sample statistics
+        `[b, len(STATS)]` (column 0 = d_i), weight every sample, and return this rank's slice.
+
+        Every rank must pass the same b (Trainer's `even_batches` default guarantees it)."""
+        self.schedule(step, epoch, max_steps)
+        stats = stats.detach().float()
+        num_processes = getattr(accelerator, "num_processes", 1)
+        gathered = accelerator.gather(stats) if num_processes > 1 else stats
+        if gathered.size(0) != stats.size(0) * num_processes:
+            raise RuntimeError("Ranks passed micro-batches of different sizes; keep Trainer's even_batches=True.")
+        weights, components = self_paced_weights(gathered[:, 0], self.mode, self.keep_fraction, self.lam)
+        self.threshold = float(components["threshold"])
+        start = getattr(accelerator, "process_index", 0) * stats.size(0)
+        local = weights[start : start + stats.size(0)].to(stats.device)
+        return PaceResult(local, weights.sum(), gathered, components)
+
+    def draw_uniform(self, num_local: int, accelerator: Any) -> torch.Tensor:
+        """`[num_local]` U[0, 1) draws for this rank: every rank draws the global batch and keeps its slice, so N
+        processes draw exactly what one process with N times the micro-batch would."""
+        num_processes = getattr(accelerator, "num_processes", 1)
+        draws = torch.rand(num_local * num_processes, generator=self.generator)
+        start = getattr(accelerator, "process_index", 0) * num_local
+        return draws[start : start + num_local]
+
+    def state_dict(self) -> dict[str, Any]:
+        keys = ("mode", "step", "epoch", "keep_fraction", "lam", "threshold")
+        return {**{k: getattr(self, k) for k in keys}, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["mode"] != self.mode:
+            raise ValueError(
+                f"The checkpoint's pace_mode is {state['mode']!r} but this run uses {self.mode!r}; resume with the "
+                "same SPMD settings or start a new run."
+            )
+        for key in ("step", "epoch", "keep_fraction", "lam", "threshold"):
+            setattr(self, key, state[key])
+        self.generator.set_state(state["generator"])
+
+
+class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer for BANG: `train_mode` 'ar' / 'nar' / 'mixed'; NAR batches use the SPMD loss (Eq. 7).
+
+    Conventions kept from Trainer: `num_items_in_batch` (the AR term is a token mean over the whole update),
+    gradient accumulation (micro-batch SPMD losses are averaged), data parallelism (Σ v_i and the percentile are
+    global), mixed precision (losses in fp32), `predict_with_generate` (NAR generate, or AR when `train_mode='ar'`).
+    """
+
+    _tag_names = ["bang-nar", "bang", "spmd", "non-autoregressive", "text2text-generation"]
+    _paper = {
+        "title": "A Self-Paced Mixed Distillation Method for Non-Autoregressive Generation",
+        "id": "2205.11162",
+        "note": "SPMD reconstruction from the abstract; see docs/spmd.md",
+    }
+    # `compute_loss` normalises every term for gradient accumulation itself (see `_scales`).
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, model: nn.Module | None = None, args: SPMDTrainingArguments | None = None, **kwargs: Any):
+        if not isinstance(args, SPMDTrainingArguments):
+            raise TypeError("SPMDSeq2SeqTrainer needs args=SPMDTrainingArguments(...).")
+        if kwargs.get("data_collator") is None:
+            kwargs["data_collator"] = SPMDDataCollator(model.config.pad_token_id, kd_column=args.kd_column)
+        _check_dataset(kwargs.get("train_dataset"), args)
+        super().__init__(model=model, args=args, **kwargs)
+        self.model_accepts_loss_kwargs = True  # compute_loss consumes num_items_in_batch itself
+        self.pace_state = SelfPacedState.from_args(args)
+        self.teacher = self._load_teacher(args)
+        self._metrics: dict[str, defaultdict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    # ---- the loss ---------------------------------------------------------------------------------------------
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """One micro-batch of docs/spmd.md (NAR batches) or BANG AR fine-tuning (AR batches)."""
+        if not model.training or return_outputs:
+            return self._evaluation_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self._draw_mode() == "ar":  # 1. mode (BANG's nar_ratio policy)
+            return self._ar_batch_loss(model, inputs, num_items_in_batch)
+        args, eps = self.args, self.args.label_smoothing_factor
+        # 2. student: encoder once; one NAR pass scores every candidate (slot t depends only on x and t, §2.6)
+        encoder_outputs = self._unwrapped().get_encoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        candidates, is_distilled = self._candidates(inputs)  # [B, K, T], [K]
+        nar_logits = self._decode(model, inputs, encoder_outputs, "nar", candidates.size(-1))
+        _, nar = sequence_kd_nll(nar_logits, candidates, eps)  # Eq. 1, ℓ_NAR(c): [B, K]
+        draws = self.pace_state.draw_uniform(candidates.size(0), self.accelerator) if args.mix_strategy == "random" else None
+        choice, chosen = candidate_choice(nar["per_candidate"], nar["valid"], is_distilled, args.mix_strategy, args.p_mix, draws)  # Eq. 3
+        targets, choice, nar_loss = _selected(candidates, choice, nar["per_candidate"], args.mix_strategy)
+        # 3. AR-stream knowledge under no_grad, then the token KL (Eq. 2)
+        kd = None
+        if args.needs_teacher:
+            teacher_logits = self._teacher_logits(inputs, encoder_outputs, targets)  # [B, K', T, V]
+            kd = token_kd_divergence(nar_logits.unsqueeze(1), teacher_logits, targets.ne(IGNORE_INDEX), args.kd_temperature)[1]["per_sequence"]
+        ar_loss, ar = None, None
+        if args.ar_loss_weight > 0:  # the AR stream keeps training on gold (Eq. 7, second term)
+            ar_logits = self._decode(model, inputs, encoder_outputs, "ar")
+            ar_loss, ar = gold_nll(ar_logits, inputs["labels"], eps, num_items_in_batch)
+        # 4. self-paced weights over the global micro-batch (Eq. 5-6), then Eq. 4 + 7
+        mismatch = nar_mismatch(nar_logits, targets) if args.pace_signal == "disagreement" else None
+        difficulty, _ = pace_difficulty(args.pace_signal, nar_loss, kd, mismatch, choice)
+        stats = _stats(difficulty, nar_loss, kd, choice, chosen["from_gold"], ar)
+        pace = self.pace_state.update(self.state.global_step, self.state.epoch or 0.0, self.state.max_steps, stats, self.accelerator)
+        sp_scale, ar_scale = self._scales(num_items_in_batch)
+        loss, _ = mixed_distillation_loss(
+            nar_loss, pace.weights, args.kd_alpha, kd, choice,
+            ar_loss * ar_scale / sp_scale if ar_loss is not None else None, args.ar_loss_weight,
+            weight_sum=pace.weight_sum, num_micro_batches=self._micro_batches(),
+        )  # fmt: skip
+        self._record_nar(pace)  # 5. logs
+        return loss * sp_scale  # 6.
+
+    def _ar_batch_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: Any) -> torch.Tensor:
+        """BANG AR fine-tuning (bang_spec.md §3.2): label-smoothed AR cross-entropy on gold, Trainer-normalised."""
+        logits = self._decode(model, inputs, None, "ar")
+        loss, parts = gold_nll(logits, inputs["labels"], self.args.label_smoothing_factor, num_items_in_batch)
+        self._record("train", {"ar_loss": float(parts["sum_per_sequence"].sum() / parts["num_tokens"].sum().clamp_min(1)), "nar_batch": 0.0})
+        return loss * self._scales(num_items_in_batch)[1]
+
+    def _evaluation_loss(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool, num_items_in_batch: Any
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """Gold label-smoothed loss in `args.eval_mode`: what NAR (or AR) inference is trained to minimise."""
+        outputs = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            labels=inputs["labels"],
+            mode=self.args.eval_mode,
+            label_smoothing=self.args.label_smoothing_factor,
+        )
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    # ---- helpers of compute_loss ------------------------------------------------------------------------------
+
+    def _unwrapped(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _draw_mode(self) -> str:
+        """BANG's per-batch mode (bang_spec.md §3.4), from the seeded state generator, the same on every rank."""
+        if self.args.train_mode != "mixed":
+            return self.args.train_mode
+        return "nar" if float(torch.rand((), generator=self.pace_state.generator)) < self.args.nar_ratio else "ar"
+
+    def _candidates(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """C_i from `target_sources`: gold first, then the k AR-stream targets → `[B, K, T]` and `is_distilled [K]`."""
+        parts: list[torch.Tensor] = []
+        if "gold" in self.args.target_sources:
+            parts.append(inputs["labels"].unsqueeze(1))
+        if "ar_kd" in self.args.target_sources:
+            if self.args.kd_column not in inputs:
+                raise ValueError(
+                    f"target_sources includes 'ar_kd' but the batch has no '{self.args.kd_column}'; distil the data "
+                    "first (bang_nar.trainer.distill_dataset) or use spmd_preset='bang_nar'."
+                )
+            parts.append(inputs[self.args.kd_column])
+        length = max(p.size(-1) for p in parts)
+        parts = [nn.functional.pad(p, (0, length - p.size(-1)), value=IGNORE_INDEX) for p in parts]
+        candidates = torch.cat(parts, dim=1)
+        # The model treats pad ids in labels as padding; do the same so the two agree.
+        candidates = candidates.masked_fill(candidates == self._unwrapped().config.pad_token_id, IGNORE_INDEX)
+        is_distilled = torch.tensor([i > 0 or "gold" not in self.args.target_sources for i in range(candidates.size(1))])
+        return candidates, is_distilled
+
+    def _decode(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], encoder_outputs: BaseModelOutput | None, mode: str,
+        num_slots: int | None = None, labels: torch.Tensor | None = None, network: nn.Module | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """Logits `[B, T, V]` of one decoder pass: NAR with `num_slots` real slots, or AR teacher-forced on `labels`
+        (default gold). Runs through `model` (the DDP-wrapped one for gradient passes), sharing `encoder_outputs`."""
+        network = network if network is not None else model
+        kwargs: dict[str, Any] = {"attention_mask": inputs["attention_mask"], "mode": mode}
+        if encoder_outputs is None:
+            kwargs["input_ids"] = inputs["input_ids"]
+        else:
+            kwargs["encoder_outputs"] = encoder_outputs
+        if mode == "nar":
+            kwargs["decoder_attention_mask"] = inputs["attention_mask"].new_ones(inputs["attention_mask"].size(0), num_slots)
+        else:
+            labels = inputs["labels"] if labels is None else labels
+            kwargs["decoder_input_ids"] = self._unwrapped().prepare_decoder_input_ids_from_labels(labels)
+        return network(**kwargs).logits
+
+    @torch.no_grad()
+    def _teacher_logits(
+        self, inputs: dict[str, torch.Tensor], encoder_outputs: BaseModelOutput, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """q_AR teacher-forced on the chosen targets `[B, K', T]` → logits `[B, K', T, V]`, under no_grad.
+
+        teacher='self': the student's own AR predicting stream on the batch's encoder output (stop-gradient);
+        otherwise the frozen checkpoint, which runs its own encoder."""
+        batch, num, length = targets.shape
+        repeat = {k: inputs[k].repeat_interleave(num, 0) for k in ("input_ids", "attention_mask")}
+        flat = targets.reshape(batch * num, length)
+        if self.teacher is None:
+            hidden = encoder_outputs.last_hidden_state.detach().repeat_interleave(num, 0)
+            logits = self._decode(None, repeat, BaseModelOutput(last_hidden_state=hidden), "ar", labels=flat, network=self._unwrapped())
+        else:
+            logits = self._decode(None, repeat, None, "ar", labels=flat, network=self.teacher)
+        return logits.view(batch, num, length, -1)
+
+    def _micro_batches(self) -> int:
+        return int(getattr(self, "current_gradient_accumulation_steps", 1) or 1)
+
+    def _scales(self, num_items_in_batch: Any) -> tuple[float, float]:
+        """Multipliers undoing DDP's gradient averaging: `(sp_scale, ar_scale)`.
+
+        The SPMD term is normalised by the global Σ v_i, so each rank's share is multiplied by the world size.
+        The AR term follows Trainer: ×world size when `num_items_in_batch` is the global token count; without
+        `num_items_in_batch` it is a local token mean, divided by the accumulation steps instead."""
+        world = self.accelerator.num_processes
+        if num_items_in_batch is None:
+            return float(world), 1.0 / self._micro_batches()
+        return float(world), float(world) if self.args.average_tokens_across_devices else 1.0
+
+    def _load_teacher(self, args: SPMDTrainingArguments) -> nn.Module | None:
+        if args.teacher == "self" or not args.needs_teacher:
+            return None
+        from bang_nar import BangForConditionalGeneration
+
+        teacher = BangForConditionalGeneration.from_pretrained(args.teacher).to(args.device).eval()
+        return teacher.requires_grad_(False)
+
+    # ---- logging ------------------------------------------------------------------------------------------------
+
+    def _record(self, split: str, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self._metrics[split][key].append(value)
+
+    def _record_nar(self, pace: PaceResult) -> None:
+        stats = dict(zip(STATS, pace.stats.unbind(-1)))
+        values = {
+            "nar_loss": stats["nar_loss"].mean(),
+            "kd_loss": stats["kd_loss"].mean(),
+            "pace/mean_weight": pace.components["mean_weight"],
+            "pace/kept_fraction": pace.components["kept_fraction"],
+            "pace/threshold": pace.components["threshold"],
+            "pace/keep_target" if self.pace_state.mode == "percentile" else "pace/lambda": (
+                self.pace_state.keep_fraction if self.pace_state.mode == "percentile" else self.pace_state.lam
+            ),
+            "mix/from_gold": stats["from_gold"].mean(),
+            "mix/from_distilled": 1.0 - stats["from_gold"].mean(),
+            "nar_batch": 1.0,
+        }
+        if self.args.ar_loss_weight > 0:
+            values["ar_loss"] = stats["ar_loss_sum"].sum() / stats["ar_tokens"].sum().clamp_min(1)
+        self._record("train", {k: float(v) for k, v in values.items()})
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds the means of the recorded loss parts since the last log (TRL pattern)."""
+        split = "train" if "loss" in logs or not any(k.startswith("eval_") for k in logs) else "eval"
+        metrics = {k: sum(v) / len(v) for k, v in self._metrics[split].items() if v}
+        prefix = "eval_" if split == "eval" else ""
+        super().log({**logs, **{prefix + k: v for k, v in metrics.items()}}, start_time)
+        self._metrics[split].clear()
+
+    # ---- data, evaluation, checkpoints, model card ------------------------------------------------------------
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """Keep the distilled-candidate column, which the model's forward does not name."""
+        super()._set_signature_columns_if_needed()
+        if self.args.kd_column not in self._signature_columns:
+            self._signature_columns.append(self.args.kd_column)
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+        **gen_kwargs: Any,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Evaluation: gold loss in `eval_mode`; with `predict_with_generate`, `generate(mode=eval_mode)` (NAR by
+        default: the one-pass decode SPMD trains for)."""
+        inputs = {k: v for k, v in inputs.items() if k != self.args.kd_column}
+        if self.args.predict_with_generate and not prediction_loss_only:
+            inputs["mode"] = self.args.eval_mode  # reaches both `generate` and the loss forward
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        """Checkpoint RNG states, plus the SPMD state (schedule, λ, threshold, mixing RNG): like the RNG states it
+        is what a resumed run needs to continue identically, and it is saved and loaded at the same moments."""
+        super()._save_rng_state(output_dir)
+        if self.args.should_save:
+            torch.save(self.pace_state.state_dict(), os.path.join(output_dir, SPMD_STATE_NAME))
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        super()._load_rng_state(checkpoint)
+        path = os.path.join(checkpoint, SPMD_STATE_NAME) if checkpoint else None
+        if path and os.path.isfile(path):
+            self.pace_state.load_state_dict(torch.load(path, weights_only=True))
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Write `README.md` in `output_dir` from `hub_cards/spmd_model_card.md`, filled from the class metadata
+        (`_tag_names`, `_paper`) and the SPMD arguments."""
+        if not self.is_world_process_zero():
+            return
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        base = getattr(self._unwrapped().config, "_name_or_path", "") or "a BANG checkpoint"
+        card_data = ModelCardData(
+            library_name="transformers",
+            tags=list(dict.fromkeys(self._tag_names + tags)),
+            base_model=base if os.path.sep not in base and base != "a BANG checkpoint" else None,
+            datasets=[dataset_name] if dataset_name else None,
+            pipeline_tag="text2text-generation",
+        )
+        values = {
+            "model_name": model_name or os.path.basename(os.path.normpath(self.args.output_dir)),
+            "base_model": base,
+            "dataset": f"`{dataset_name}`" if dataset_name else "an unspecified dataset",
+            "paper_title": self._paper["title"],
+            "paper_id": self._paper["id"],
+            "hyperparameters": "\n".join(f"| `{k}` | `{getattr(self.args, k)}` |" for k in CARD_SETTINGS),
+            "train_mode": self.args.train_mode,
+            "spmd_preset": self.args.spmd_preset,
+            "transformers_version": transformers.__version__,
+            "torch_version": torch.__version__,
+        }
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        with open(os.path.join(self.args.output_dir, "README.md"), "w", encoding="utf-8") as f:
+            f.write(render_model_card(MODEL_CARD_TEMPLATE, values, card_data))
+
+
+def _check_dataset(dataset: Any, args: SPMDTrainingArguments) -> None:
+    """Fail before training when the data cannot feed the requested candidates."""
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:
+        return  # not a datasets.Dataset: checked per batch in `_candidates`
+    missing = [c for c in ("input_ids", "labels") if c not in columns]
+    if args.uses_distilled_targets and args.kd_column not in columns:
+        missing.append(args.kd_column)
+    if missing:
+        hint = (
+            f" '{args.kd_column}' holds the AR-stream targets: build it with bang_nar.trainer.distill_dataset, or "
+            "use spmd_preset='bang_nar' (gold only)."
+            if args.kd_column in missing
+            else ""
+        )
+        raise ValueError(f"train_dataset lacks the column(s) {missing}.{hint}")
+
+
+def _selected(
+    candidates: torch.Tensor, choice: torch.Tensor, nar_loss: torch.Tensor, strategy: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep only the candidates that carry choice weight: m_i alone (`[B, 1, …]`) unless `strategy == 'all'`, so
+    the teacher runs once per sample. Returns `(targets [B, K', T], weights [B, K'], ℓ_NAR [B, K'])`."""
+    if strategy == "all":
+        return candidates, choice, nar_loss
+    index = choice.argmax(-1, keepdim=True)  # [B, 1]
+    targets = candidates.gather(1, index.unsqueeze(-1).expand(-1, -1, candidates.size(-1)))
+    return targets, torch.ones_like(index, dtype=choice.dtype), nar_loss.gather(1, index)
+
+
+def _stats(
+    difficulty: torch.Tensor,
+    nar_loss: torch.Tensor,
+    kd: torch.Tensor | None,
+    choice: torch.Tensor,
+    from_gold: torch.Tensor,
+    ar: dict[str, torch.Tensor] | None,
+) -> torch.Tensor:
+    """Per-sample `[B, len(STATS)]` statistics for the one all-gather (difficulty first)."""
+    zeros = torch.zeros_like(difficulty)
+    columns = [
+        difficulty,
+        (choice * nar_loss).sum(-1),
+        (choice * kd).sum(-1) if kd is not None else zeros,
+        from_gold,
+        ar["sum_per_sequence"] if ar is not None else zeros,
+        ar["num_tokens"].float() if ar is not None else zeros,
+    ]
+    return torch.stack([c.detach().float() for c in columns], dim=-1)
