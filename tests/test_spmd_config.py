@@ -1,0 +1,80 @@
+"""SPMDTrainingArguments: presets (docs/spmd.md ablation table), explicit overrides, range checks, CLI parsing."""
+
+import pytest
+from transformers import HfArgumentParser
+
+from bang_nar.trainer import SPMD_PRESETS, SPMDTrainingArguments
+
+
+def make(**kwargs) -> SPMDTrainingArguments:
+    return SPMDTrainingArguments(output_dir="unused", report_to="none", **kwargs)
+
+
+@pytest.mark.parametrize("preset", sorted(SPMD_PRESETS))
+def test_presets_fill_the_ablation_rows(preset):
+    args = make(spmd_preset=preset)
+    for name, value in SPMD_PRESETS[preset].items():
+        assert getattr(args, name) == value
+
+
+def test_defaults_are_the_spmd_row_and_spec_values():
+    args = make()
+    assert (args.target_sources, args.mix_strategy, args.kd_alpha, args.kd_temperature) == (["gold", "ar_kd"], "min_loss", 0.5, 1.0)
+    assert (args.pace_mode, args.pace_signal, args.pace_q0, args.pace_warmup_ratio) == ("percentile", "nar_loss", 0.5, 0.5)
+    assert (args.ar_loss_weight, args.teacher, args.label_smoothing_factor, args.train_mode) == (0.5, "self", 0.1, "nar")
+    assert args.ddp_find_unused_parameters is False
+
+
+def test_explicit_fields_win_over_the_preset_and_frozen_teacher_drops_beta():
+    args = make(spmd_preset="bang_nar", kd_alpha=0.3, target_sources=["ar_kd", "gold"])
+    assert args.kd_alpha == 0.3 and args.target_sources == ["gold", "ar_kd"] and args.pace_mode == "none"
+    assert make(teacher="some/checkpoint").ar_loss_weight == 0.0
+    assert make(teacher="some/checkpoint", ar_loss_weight=0.2).ar_loss_weight == 0.2
+
+
+def test_derived_flags():
+    assert make().needs_teacher and make().uses_distilled_targets
+    assert not make(spmd_preset="bang_nar").needs_teacher
+    assert make(spmd_preset="bang_nar", pace_signal="ar_nar_kl").needs_teacher
+    assert not make(train_mode="ar").uses_distilled_targets and make(train_mode="ar").eval_mode == "ar"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"spmd_preset": "fast"}, "spmd_preset"),
+        ({"train_mode": "semi"}, "train_mode"),
+        ({"nar_ratio": 1.5}, "nar_ratio"),
+        ({"target_sources": []}, "target_sources"),
+        ({"target_sources": ["gold", "beam"]}, "target_sources"),
+        ({"target_sources": ["gold", "gold"]}, "target_sources"),
+        ({"mix_strategy": "random", "target_sources": ["gold"]}, "random"),
+        ({"mix_strategy": "best"}, "mix_strategy"),
+        ({"p_mix": -0.1}, "p_mix"),
+        ({"kd_alpha": 1.2}, "kd_alpha"),
+        ({"kd_temperature": 0.0}, "kd_temperature"),
+        ({"ar_loss_weight": -1.0}, "ar_loss_weight"),
+        ({"teacher": ""}, "teacher"),
+        ({"pace_mode": "soft"}, "pace_mode"),
+        ({"pace_signal": "bleu"}, "pace_signal"),
+        ({"pace_q0": 0.0}, "pace_q0"),
+        ({"pace_warmup_ratio": 2.0}, "pace_warmup_ratio"),
+        ({"pace_lambda0": 0.0}, "pace_lambda0"),
+        ({"pace_growth": 0.5}, "pace_growth"),
+        ({"label_smoothing_factor": 1.0}, "label_smoothing_factor"),
+    ],
+    ids=lambda v: "-".join(map(str, v)) if isinstance(v, dict) else v,
+)
+def test_invalid_values_fail_with_the_field_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make(**kwargs)
+
+
+def test_hf_argument_parser_reads_every_field():
+    (args,) = HfArgumentParser(SPMDTrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", "unused", "--report_to", "none", "--spmd_preset", "seq_kd", "--target_sources", "gold", "ar_kd",
+         "--mix_strategy", "all", "--pace_mode", "linear", "--pace_lambda0", "3", "--kd_alpha", "0.2", "--train_mode", "mixed",
+         "--nar_ratio", "0.7"]
+    )  # fmt: skip
+    assert (args.target_sources, args.mix_strategy, args.pace_mode, args.pace_lambda0) == (["gold", "ar_kd"], "all", "linear", 3.0)
+    assert (args.kd_alpha, args.ar_loss_weight, args.train_mode, args.nar_ratio) == (0.2, 0.0, "mixed", 0.7)
