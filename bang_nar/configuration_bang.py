@@ -3,7 +3,9 @@
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-GENERATION_MODES = ("ar", "nar")
+# Forward passes run one stream ("ar" | "nar"); generate() also offers "nar_verify" (NAR draft, AR-verified).
+FORWARD_MODES = ("ar", "nar")
+GENERATION_MODES = (*FORWARD_MODES, "nar_verify")
 
 
 @strict
@@ -120,4 +122,4 @@ class BangConfig(PreTrainedConfig):
             raise ValueError(f"eos_token_id={self.eos_token_id} is outside the vocabulary (vocab_size={self.vocab_size}).")
 
 
-__all__ = ["BangConfig", "GENERATION_MODES"]
+__all__ = ["BangConfig", "FORWARD_MODES", "GENERATION_MODES"]

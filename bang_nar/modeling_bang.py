@@ -27,7 +27,7 @@ from transformers.generation import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.utils import ModelOutput
 
-from .configuration_bang import GENERATION_MODES, BangConfig
+from .configuration_bang import FORWARD_MODES, GENERATION_MODES, BangConfig
 
 Mode = Literal["ar", "nar"]
 
@@ -169,6 +169,80 @@ def nar_cut_and_dedup(
     return out
 
 
+def constrained_argmax(
+    logits: torch.Tensor, no_repeat_ngram_size: int = 0, suppress_repeats: bool = False
+) -> torch.Tensor:
+    """Left-to-right argmax over NAR logits [B, L, V] that never emits a banned token (no model pass).
+
+    Banned at slot t: the token chosen at t-1 (`suppress_repeats`), and every token that would complete an n-gram
+    already emitted in the row (`no_repeat_ngram_size` = n, as HF's `NoRepeatNGramLogitsProcessor`). Without
+    options this is the plain per-slot argmax of the original generator.
+    """
+    if not no_repeat_ngram_size and not suppress_repeats:
+        return logits.argmax(-1)
+    batch_size, length, _ = logits.shape
+    n = no_repeat_ngram_size
+    seen: list[dict[tuple[int, ...], set[int]]] = [{} for _ in range(batch_size)]
+    tokens = torch.zeros(batch_size, length, dtype=torch.long, device=logits.device)
+    history: list[list[int]] = [[] for _ in range(batch_size)]
+    for t in range(length):
+        scores = logits[:, t].clone()  # [B, V]
+        for b in range(batch_size):
+            banned = set()
+            if suppress_repeats and history[b]:
+                banned.add(history[b][-1])
+            if n and len(history[b]) >= n - 1:
+                banned |= seen[b].get(tuple(history[b][len(history[b]) - n + 1 :]), set())
+            if banned:
+                scores[b, list(banned)] = -math.inf
+        chosen = scores.argmax(-1)
+        tokens[:, t] = chosen
+        for b, token in enumerate(chosen.tolist()):
+            history[b].append(token)
+            if n and len(history[b]) >= n:
+                ngram = tuple(history[b][-n:])
+                seen[b].setdefault(ngram[:-1], set()).add(ngram[-1])
+    return tokens
+
+
+def nar_candidates(
+    logits: torch.Tensor, tokens: torch.Tensor, num_candidates: int, sep_token_id: int
+) -> torch.Tensor:
+    """Raw NAR candidates [B, K, L] around `tokens` (the argmax, first): length variants and substitutions.
+
+    - length variants: cut at each of the slots where `[SEP]` is most probable (earlier `[SEP]`s are replaced by
+      their best other token, so the candidate really ends there);
+    - substitutions: the least confident slot before the argmax cut takes its second-best token.
+    Half of the K-1 extra candidates (rounded up) are length variants. Rows may repeat when a row has fewer
+    distinct variants; the rescoring tie-break keeps the first, i.e. the plainer candidate.
+    """
+    log_probs = logits.float().log_softmax(-1)  # [B, L, V]
+    batch_size, length = tokens.shape
+    non_sep = log_probs.clone()
+    non_sep[..., sep_token_id] = -math.inf
+    best_other, second = non_sep.topk(2, dim=-1).indices.unbind(-1)  # [B, L] each
+    num_extra = num_candidates - 1
+    num_length = min((num_extra + 1) // 2, length)
+    candidates = [tokens]
+    sep_slots = log_probs[..., sep_token_id].topk(num_length, dim=-1).indices  # [B, n_len]
+    slot_index = torch.arange(length, device=tokens.device)
+    for j in range(num_length):
+        cut = sep_slots[:, j : j + 1]  # [B, 1]
+        variant = torch.where(tokens.eq(sep_token_id) & (slot_index < cut), best_other, tokens)
+        candidates.append(torch.where(slot_index == cut, torch.full_like(tokens, sep_token_id), variant))
+    num_subs = num_extra - num_length
+    if num_subs > 0:
+        is_sep = tokens.eq(sep_token_id).int()
+        before_cut = (is_sep.cumsum(-1) - is_sep) == 0  # slots before the first [SEP]
+        confidence = log_probs.max(-1).values.masked_fill(~before_cut, math.inf)
+        weakest = confidence.topk(min(num_subs, length), dim=-1, largest=False).indices  # [B, n_sub]
+        for j in range(num_subs):
+            slot = weakest[:, min(j, weakest.size(1) - 1) : min(j, weakest.size(1) - 1) + 1]
+            replaced = torch.where(tokens.gather(1, slot).eq(best_other.gather(1, slot)), second.gather(1, slot), best_other.gather(1, slot))
+            candidates.append(torch.where(slot_index == slot, replaced, tokens))
+    return torch.stack(candidates, dim=1)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Outputs
 # ---------------------------------------------------------------------------------------------------------------
@@ -191,13 +265,19 @@ class BangNARGenerateOutput(ModelOutput):
     - `sequences` [B, L']: post-processed ids (first pass of spec §4.2; raw when `nar_postprocess=False`);
     - `raw_sequences` [B, L]: the argmax at every decoder slot, as the original generator returns it;
     - `scores` [B, L]: the raw max logit per slot (the original `positional_scores`, not a log-prob);
-    - `logits` [B, L, V]: full logits, only with `output_logits=True`.
+    - `logits` [B, L, V]: full logits, only with `output_logits=True`;
+    - `candidates` [B, K, L''] and `candidate_scores` [B, K]: with `num_candidates` > 1, every post-processed
+      candidate and its length-normalised AR-stream log-probability (the best one is `sequences`);
+    - `ar_passes` [B]: `mode="nar_verify"` only, AR-stream passes each row needed (greedy AR needs one per token).
     """
 
     sequences: torch.Tensor | None = None
     raw_sequences: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    candidates: torch.Tensor | None = None
+    candidate_scores: torch.Tensor | None = None
+    ar_passes: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -458,8 +538,14 @@ class BangDecoder(BangPreTrainedModel):
         self.post_init()
 
     def _ar_stream_inputs(self, input_ids: torch.Tensor, num_past: int) -> torch.Tensor:
-        """Spec §2.5: main stream `E[y_i] + P[pos_i]`, predicting stream `e_ng + P[pos_i + 1]` → [B, 2T, D]."""
-        positions = make_positions(input_ids.ne(self.config.pad_token_id), offset=num_past)  # [B, T]
+        """Spec §2.5: main stream `E[y_i] + P[pos_i]`, predicting stream `e_ng + P[pos_i + 1]` → [B, 2T, D].
+
+        pos_i = num_past + i + 1 for every slot. fairseq gives right-padding slots position 0 instead, but those
+        slots come after every real one, are invisible to them (causal) and are never scored, so real positions
+        are identical (golden parity); numbering by index keeps a teacher-forced chunk equal to step-by-step
+        decoding even when a pad id is decoded mid-sequence (greedy generate, `nar_verify`).
+        """
+        positions = num_past + 1 + torch.arange(input_ids.size(1), device=input_ids.device).expand_as(input_ids)
         main_stream = self.embed_tokens(input_ids) + self.embed_positions(positions)
         predict_stream = self.ngram_input_embed.weight[0] + self.embed_positions(positions + 1)
         return torch.cat([main_stream, predict_stream], dim=1)
@@ -510,7 +596,7 @@ class BangDecoder(BangPreTrainedModel):
             self_attn_bias, buckets = _nar_attention_mask(slot_mask.size(1), self.config, device, dtype)
             num_main, cache = None, None
         else:
-            raise ValueError(f"mode must be one of {GENERATION_MODES}, got {mode!r}.")
+            raise ValueError(f"mode must be one of {FORWARD_MODES}, got {mode!r}.")
 
         hidden = F.dropout(self.emb_layer_norm(hidden), self.config.dropout, self.training)
         encoder_bias = _key_padding_bias(encoder_attention_mask, hidden.dtype)
@@ -665,8 +751,11 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
 
         `logits[:, t]` predicts `labels[:, t]` in both modes.
         """
-        if mode not in GENERATION_MODES:
-            raise ValueError(f"mode must be one of {GENERATION_MODES}, got {mode!r}.")
+        if mode not in FORWARD_MODES:
+            raise ValueError(
+                f"forward() runs one stream: mode must be one of {FORWARD_MODES}, got {mode!r} "
+                "('nar_verify' exists only in generate())."
+            )
         if labels is not None:
             labels = labels.masked_fill(labels == self.config.pad_token_id, -100)
             use_cache = False
@@ -710,15 +799,18 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
 
     @torch.no_grad()
     def generate(self, inputs: torch.Tensor | None = None, *args, mode: str | None = None, **kwargs):
-        """Decode with `mode="ar"` (HF beam search / greedy through GenerationMixin) or `mode="nar"` (one pass).
+        """Decode with `mode` = `"ar"` (GenerationMixin beam search / greedy), `"nar"` (one pass) or `"nar_verify"`
+        (NAR draft verified by the AR stream: exactly AR greedy, in fewer AR passes).
 
-        `mode` defaults to `config.generation_mode`. See `_generate_ar` and `_generate_nar` for the options.
+        `mode` defaults to `config.generation_mode`. Options: `_generate_ar`, `_generate_nar`, `_generate_nar_verify`.
         """
         mode = mode or self.config.generation_mode
         if mode == "ar":
             return self._generate_ar(inputs, *args, **kwargs)
         if mode == "nar":
             return self._generate_nar(inputs, **kwargs)
+        if mode == "nar_verify":
+            return self._generate_nar_verify(inputs, **kwargs)
         raise ValueError(f"mode must be one of {GENERATION_MODES}, got {mode!r}.")
 
     def _generate_ar(self, inputs: torch.Tensor | None = None, *args, original_compatible: bool = False, **kwargs):
@@ -746,6 +838,62 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
             kwargs["logits_processor"] = processors
         return super().generate(inputs, *args, **kwargs)
 
+    def _encode_for_nar(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        encoder_outputs: BaseModelOutput | None,
+        max_new_tokens: int | None,
+        num_beams: int | None,
+    ) -> tuple[BaseModelOutput, torch.Tensor, int]:
+        """Shared set-up of the one-pass modes: encoder outputs, source mask and the number of decoder slots."""
+        if num_beams is not None and num_beams > 1:
+            raise ValueError(
+                f"NAR modes decode every position in one argmax pass; num_beams={num_beams} has no meaning there. "
+                "Drop num_beams, use num_candidates for NAR rescoring, or mode='ar' for beam search."
+            )
+        if encoder_outputs is None:
+            if input_ids is None:
+                raise ValueError("generate(mode='nar') needs input_ids (the source) or encoder_outputs.")
+            encoder_outputs = self.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
+        if attention_mask is None:
+            if input_ids is None:
+                raise ValueError("With encoder_outputs, pass the source attention_mask too (pads must stay masked).")
+            attention_mask = input_ids.ne(self.config.pad_token_id).long()
+        num_slots = max_new_tokens if max_new_tokens is not None else encoder_outputs.last_hidden_state.size(1)
+        if num_slots < 1:
+            raise ValueError(f"max_new_tokens must be >= 1 for NAR decoding, got {num_slots}.")
+        return encoder_outputs, attention_mask, num_slots
+
+    def _nar_logits(self, encoder_outputs: BaseModelOutput, attention_mask: torch.Tensor, num_slots: int) -> torch.Tensor:
+        """The one NAR decoder pass with `num_slots` real slots → logits [B, L, V]."""
+        batch_size = encoder_outputs.last_hidden_state.size(0)
+        slot_mask = torch.ones(batch_size, num_slots, dtype=torch.long, device=attention_mask.device)
+        return self(
+            attention_mask=attention_mask, encoder_outputs=encoder_outputs, decoder_attention_mask=slot_mask, mode="nar"
+        ).logits
+
+    def _ar_sequence_scores(
+        self, encoder_outputs: BaseModelOutput, attention_mask: torch.Tensor, candidates: torch.Tensor
+    ) -> torch.Tensor:
+        """Length-normalised AR-stream log-prob of candidates [B, K, L] (`y.. [SEP] pad*`), in one teacher-forced pass."""
+        batch_size, num_candidates, length = candidates.shape
+        labels = candidates.reshape(batch_size * num_candidates, length)
+        labels = labels.masked_fill(labels.eq(self.config.pad_token_id), -100)
+        repeated = BaseModelOutput(
+            last_hidden_state=encoder_outputs.last_hidden_state.repeat_interleave(num_candidates, dim=0)
+        )
+        logits = self(
+            attention_mask=attention_mask.repeat_interleave(num_candidates, dim=0),
+            encoder_outputs=repeated,
+            labels=labels,
+            mode="ar",
+        ).logits
+        token_log_probs = logits.float().log_softmax(-1).gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)
+        token_log_probs = token_log_probs.masked_fill(labels.eq(-100), 0.0)
+        scores = token_log_probs.sum(-1) / labels.ne(-100).sum(-1).clamp(min=1)
+        return scores.view(batch_size, num_candidates)
+
     def _generate_nar(
         self,
         inputs: torch.Tensor | None = None,
@@ -753,6 +901,9 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
         encoder_outputs: BaseModelOutput | None = None,
         max_new_tokens: int | None = None,
         nar_postprocess: bool = True,
+        num_candidates: int = 1,
+        no_repeat_ngram_size: int = 0,
+        suppress_repeats: bool = False,
         return_dict_in_generate: bool = False,
         output_logits: bool = False,
         input_ids: torch.Tensor | None = None,
@@ -761,48 +912,124 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
     ) -> torch.Tensor | BangNARGenerateOutput:
         """One encoder pass, one decoder pass, argmax per slot (spec §4.1, `BANGNARSequenceGenerator.generate`).
 
-        The decoder has `max_new_tokens` slots, or the padded source length when it is None (the original rule).
-        NAR attention is causal, so slot t is the same whatever the number of slots (spec §2.6). With
-        `nar_postprocess=True` (default) the ids are cut at the first non-leading `[SEP]`, `[CLS]` and consecutive
-        repeats are dropped (`nar_cut_and_dedup`); with False the raw argmax of every slot is returned.
+        - The decoder has `max_new_tokens` slots, or the padded source length when None (the original rule). NAR
+          attention is causal, so slot t is the same whatever the number of slots (spec §2.6).
+        - `nar_postprocess=True` (default) cuts at the first non-leading `[SEP]` and drops `[CLS]` and consecutive
+          repeats on ids (`nar_cut_and_dedup`); False returns the raw argmax of every slot.
+        - `suppress_repeats` / `no_repeat_ngram_size` constrain the argmax itself (`constrained_argmax`).
+        - `num_candidates` = K > 1 builds K candidates (`nar_candidates`: length variants and substitutions) and
+          keeps the one with the best length-normalised AR-stream log-prob, scored in one batched teacher-forced
+          pass (cost: one AR pass over K·B rows).
         Beam-search and sampling options of `GenerationConfig` do not apply to this mode and are ignored.
         """
-        if num_beams is not None and num_beams > 1:
-            raise ValueError(
-                f"mode='nar' decodes every position in one argmax pass; num_beams={num_beams} has no meaning there. "
-                "Drop num_beams, or use mode='ar' for beam search."
-            )
         input_ids = inputs if inputs is not None else input_ids
-        if encoder_outputs is None:
-            if input_ids is None:
-                raise ValueError("generate(mode='nar') needs input_ids (the source) or encoder_outputs.")
-            encoder_outputs = self.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
-        elif attention_mask is None and input_ids is None:
-            raise ValueError("With encoder_outputs, pass the source attention_mask too (pads must stay masked).")
-        encoder_states = encoder_outputs.last_hidden_state
-        batch_size, source_length = encoder_states.shape[:2]
-        num_slots = max_new_tokens if max_new_tokens is not None else source_length
-        if num_slots < 1:
-            raise ValueError(f"max_new_tokens must be >= 1 for NAR decoding, got {num_slots}.")
-
-        slot_mask = torch.ones(batch_size, num_slots, dtype=torch.long, device=encoder_states.device)
-        logits = self(
-            attention_mask=attention_mask if attention_mask is not None else input_ids.ne(self.config.pad_token_id),
-            encoder_outputs=encoder_outputs,
-            decoder_attention_mask=slot_mask,
-            mode="nar",
-        ).logits
-        scores, raw = logits.max(dim=-1)  # [B, L]
-        sequences = (
-            nar_cut_and_dedup(raw, self.config.eos_token_id, self.config.bos_token_id, self.config.pad_token_id)
-            if nar_postprocess
-            else raw
+        encoder_outputs, attention_mask, num_slots = self._encode_for_nar(
+            input_ids, attention_mask, encoder_outputs, max_new_tokens, num_beams
         )
+        if num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}.")
+        logits = self._nar_logits(encoder_outputs, attention_mask, num_slots)
+        scores = logits.max(dim=-1).values  # [B, L], the original `positional_scores`
+        raw = constrained_argmax(logits, no_repeat_ngram_size, suppress_repeats)
+
+        config = self.config
+        candidates = candidate_scores = None
+        if num_candidates > 1:
+            raw_candidates = nar_candidates(logits, raw, num_candidates, config.eos_token_id)  # [B, K, L]
+            flat = nar_cut_and_dedup(raw_candidates.flatten(0, 1), config.eos_token_id, config.bos_token_id, config.pad_token_id)
+            candidates = flat.view(raw.size(0), num_candidates, -1)
+            candidate_scores = self._ar_sequence_scores(encoder_outputs, attention_mask, candidates)
+            best = candidate_scores.argmax(-1)  # first maximum: the plain argmax candidate wins ties
+            sequences = candidates[torch.arange(raw.size(0)), best]
+        elif nar_postprocess:
+            sequences = nar_cut_and_dedup(raw, config.eos_token_id, config.bos_token_id, config.pad_token_id)
+        else:
+            sequences = raw
         if not return_dict_in_generate:
             return sequences
         return BangNARGenerateOutput(
-            sequences=sequences, raw_sequences=raw, scores=scores, logits=logits if output_logits else None
+            sequences=sequences,
+            raw_sequences=raw,
+            scores=scores,
+            logits=logits if output_logits else None,
+            candidates=candidates,
+            candidate_scores=candidate_scores,
         )
+
+    def _generate_nar_verify(
+        self,
+        inputs: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | None = None,
+        max_new_tokens: int | None = None,
+        return_dict_in_generate: bool = False,
+        input_ids: torch.Tensor | None = None,
+        num_beams: int | None = None,
+        **unused_generation_kwargs,
+    ) -> torch.Tensor | BangNARGenerateOutput:
+        """NAR draft, AR verification: token-for-token AR greedy decoding (`max_new_tokens` = draft length) with
+        far fewer AR passes when the streams agree.
+
+        One NAR pass drafts every slot. Each round runs the AR stream teacher-forced over the unconfirmed rest
+        (the KV cache holds the confirmed prefix), accepts the longest prefix where the AR argmax equals the draft,
+        and appends the AR token at the first disagreement. The NAR stream does not see the prefix, so the draft
+        stays valid after a correction. Returns `[SEP]`-started ids like `mode="ar"`, pads after `[SEP]`.
+        """
+        input_ids = inputs if inputs is not None else input_ids
+        encoder_outputs, attention_mask, num_slots = self._encode_for_nar(
+            input_ids, attention_mask, encoder_outputs, max_new_tokens, num_beams
+        )
+        config = self.config
+        draft = self._nar_logits(encoder_outputs, attention_mask, num_slots).argmax(-1)  # [B, L]
+        batch_size = draft.size(0)
+        start = draft.new_full((batch_size, 1), config.decoder_start_token_id)
+        sequences = torch.cat([start, draft], dim=1)  # index k >= 1 holds output token k
+        confirmed = [1] * batch_size  # indices < confirmed[b] are final
+        finished = [False] * batch_size
+        ar_passes = torch.zeros(batch_size, dtype=torch.long)
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        cached = 0
+        while not all(finished):
+            logits = self(
+                attention_mask=attention_mask,
+                encoder_outputs=encoder_outputs,
+                decoder_input_ids=sequences[:, cached:],
+                cache=cache,
+                use_cache=True,
+                mode="ar",
+            ).logits
+            predicted = logits.argmax(-1).tolist()  # predicted[b][j]: AR token for index cached + j + 1
+            rows = sequences.tolist()
+            for b in range(batch_size):
+                if finished[b]:
+                    continue
+                ar_passes[b] += 1
+                k = confirmed[b]
+                while True:
+                    token = predicted[b][k - 1 - cached]
+                    agreed = rows[b][k] == token
+                    rows[b][k] = token
+                    k += 1
+                    if token == config.eos_token_id or k > num_slots:
+                        finished[b] = True
+                        rows[b][k:] = [config.pad_token_id] * (len(rows[b]) - k)
+                        break
+                    if not agreed:
+                        break
+                confirmed[b] = k
+            sequences = torch.tensor(rows, dtype=draft.dtype, device=draft.device)
+            # Keys/values are valid up to the last index whose *input* token was already final in this round.
+            pending = [confirmed[b] for b in range(batch_size) if not finished[b]]
+            if pending:
+                new_cached = min(pending) - 1
+                cache.crop(new_cached - cache.get_seq_length())
+                cached = new_cached
+        # Drop columns that are padding in every row (rows that stopped early), like HF generate does.
+        keep = int(sequences.ne(config.pad_token_id).any(0).nonzero().max()) + 1
+        sequences = sequences[:, :keep]
+        if not return_dict_in_generate:
+            return sequences
+        return BangNARGenerateOutput(sequences=sequences, raw_sequences=draft, ar_passes=ar_passes)
 
 
 __all__ = [
@@ -811,6 +1038,8 @@ __all__ = [
     "BangPreTrainedModel",
     "BangNARGenerateOutput",
     "ForcedEosKeepScoreLogitsProcessor",
+    "constrained_argmax",
+    "nar_candidates",
     "label_smoothed_nll_loss",
     "make_positions",
     "nar_cut_and_dedup",

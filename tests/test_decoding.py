@@ -1,0 +1,128 @@
+"""Decoding beyond BANG (issue: AR-verified NAR drafts, candidate rescoring, repetition control)."""
+
+import pytest
+import torch
+
+from bang_nar.convert_bang_original_checkpoint import convert_bang_checkpoint
+from bang_nar.modeling_bang import constrained_argmax, nar_candidates
+from safetensors.torch import load_file
+
+from .conftest import golden_path, random_batch, tiny_model
+
+
+def _greedy(model, input_ids, mask, max_new_tokens):
+    return model.generate(input_ids, attention_mask=mask, mode="ar", max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("seed", range(8))
+def test_nar_verify_is_token_for_token_ar_greedy(seed):
+    model = tiny_model(seed)
+    input_ids, mask, _ = random_batch(batch_size=5, source_length=11, seed=100 + seed)
+    out = model.generate(input_ids, attention_mask=mask, mode="nar_verify", return_dict_in_generate=True)
+    assert torch.equal(out.sequences, _greedy(model, input_ids, mask, input_ids.size(1)))
+    # Each round confirms at least one token, so passes never exceed the tokens produced.
+    produced = out.sequences[:, 1:].ne(0).sum(1)
+    assert (out.ar_passes >= 1).all() and (out.ar_passes <= produced).all()
+    limited = model.generate(input_ids, attention_mask=mask, mode="nar_verify", max_new_tokens=4)
+    assert torch.equal(limited, _greedy(model, input_ids, mask, 4))
+
+
+@torch.no_grad()
+def test_nar_verify_needs_one_pass_when_streams_agree():
+    """If the NAR draft is what AR greedy would say, one AR pass confirms the whole sequence."""
+    model = tiny_model(3)
+    input_ids, mask, _ = random_batch(batch_size=2, seed=5)
+    greedy = _greedy(model, input_ids, mask, input_ids.size(1))
+    # Make the NAR stream reproduce greedy exactly: feed the greedy tokens as a forced draft.
+    original = model._nar_logits
+
+    def forced_draft(encoder_outputs, attention_mask, num_slots):
+        logits = original(encoder_outputs, attention_mask, num_slots)
+        target = torch.cat([greedy[:, 1:], greedy.new_zeros(greedy.size(0), num_slots)], 1)[:, :num_slots]
+        target = torch.where(target.eq(0), torch.full_like(target, 102), target)
+        return torch.nn.functional.one_hot(target, logits.size(-1)).float() * 100
+
+    model._nar_logits = forced_draft
+    out = model.generate(input_ids, attention_mask=mask, mode="nar_verify", return_dict_in_generate=True)
+    assert torch.equal(out.sequences, greedy)
+    assert out.ar_passes.tolist() == [1, 1]
+
+
+@torch.no_grad()
+def test_nar_verify_on_golden_checkpoint():
+    model = convert_bang_checkpoint(golden_path("checkpoint.pt"))
+    case = load_file(golden_path("cases.safetensors"))
+    src = case["src_tokens_right_padded"]
+    out = model.generate(src, attention_mask=src.ne(0).long(), mode="nar_verify", return_dict_in_generate=True)
+    assert torch.equal(out.sequences, _greedy(model, src, src.ne(0).long(), src.size(1)))
+
+
+def test_constrained_argmax_hand_case():
+    logits = torch.full((1, 6, 10), -10.0)
+    # Unconstrained argmax: 3 3 4 3 4 5
+    for t, token in enumerate([3, 3, 4, 3, 4, 5]):
+        logits[0, t, token] = 5.0
+    logits[0, :, 7] = 1.0  # runner-up everywhere
+    assert constrained_argmax(logits).tolist() == [[3, 3, 4, 3, 4, 5]]
+    assert constrained_argmax(logits, suppress_repeats=True).tolist() == [[3, 7, 4, 3, 4, 5]]
+    # bigram (3, 4) is used at t=1..2 → at t=4 token 4 after 3 is banned
+    assert constrained_argmax(logits, no_repeat_ngram_size=2).tolist() == [[3, 3, 4, 3, 7, 5]]
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("n", [2, 3])
+def test_repetition_options_never_emit_blocked_ngrams(n):
+    model = tiny_model(1)
+    input_ids, mask, _ = random_batch(batch_size=4, source_length=30, seed=9)
+    raw = model.generate(input_ids, attention_mask=mask, mode="nar", no_repeat_ngram_size=n, suppress_repeats=True, nar_postprocess=False)
+    for row in raw.tolist():
+        assert all(a != b for a, b in zip(row, row[1:]))
+        ngrams = [tuple(row[i : i + n]) for i in range(len(row) - n + 1)]
+        assert len(ngrams) == len(set(ngrams))
+    plain = model.generate(input_ids, attention_mask=mask, mode="nar", nar_postprocess=False)
+    assert any(a == b for row in plain.tolist() for a, b in zip(row, row[1:]))  # the constraint had work to do
+
+
+def test_nar_candidates_hand_case():
+    logits = torch.zeros(1, 5, 8)
+    logits[0, :, 4] = 3.0  # argmax token 4 at every slot ...
+    logits[0, 2, 6] = 4.0  # ... but [SEP]=6 at slot 2
+    logits[0, 4, 6] = 2.5  # [SEP] second most likely at slot 4 (token 4 still wins there)
+    logits[0, 1, 5] = 2.9  # slot 1 is the least confident before the cut; its runner-up is 5
+    tokens = logits.argmax(-1)
+    candidates = nar_candidates(logits, tokens, num_candidates=3, sep_token_id=6)
+    assert candidates[0, 0].tolist() == [4, 4, 6, 4, 4]  # the argmax itself
+    assert candidates[0, 1].tolist() == [4, 4, 6, 4, 4]  # most likely [SEP] slot is the argmax cut
+    assert candidates[0, 2].tolist() == [4, 5, 6, 4, 4]  # substitution at the weakest slot
+    longer = nar_candidates(logits, tokens, num_candidates=5, sep_token_id=6)
+    assert longer[0, 2].tolist() == [4, 4, 4, 4, 6]  # cut at slot 4: the earlier [SEP] takes its best other token
+
+
+@torch.no_grad()
+def test_rescoring_picks_the_candidate_with_the_best_ar_score():
+    model = tiny_model(2)
+    input_ids, mask, _ = random_batch(batch_size=3, seed=4)
+    out = model.generate(input_ids, attention_mask=mask, mode="nar", num_candidates=4, return_dict_in_generate=True)
+    assert out.candidates.shape[:2] == (3, 4)
+    for b in range(3):
+        independent = []
+        for candidate in out.candidates[b]:
+            labels = candidate[candidate.ne(0)][None]
+            logits = model(input_ids=input_ids[b : b + 1], attention_mask=mask[b : b + 1], labels=labels).logits
+            log_probs = logits.log_softmax(-1).gather(-1, labels[..., None]).squeeze(-1)
+            independent.append(log_probs.mean().item())
+        assert out.candidate_scores[b].tolist() == pytest.approx(independent, abs=1e-4)
+        assert torch.equal(out.sequences[b], out.candidates[b, max(range(4), key=lambda k: independent[k])])
+    single = model.generate(input_ids, attention_mask=mask, mode="nar")
+    assert torch.equal(out.candidates[:, 0, : single.size(1)], single)
+
+
+def test_nar_modes_reject_beams_and_bad_candidate_counts(model):
+    x = torch.tensor([[5, 6, 102]])
+    with pytest.raises(ValueError, match="num_candidates for NAR rescoring"):
+        model.generate(x, mode="nar_verify", num_beams=2)
+    with pytest.raises(ValueError, match="num_candidates must be >= 1"):
+        model.generate(x, mode="nar", num_candidates=0)
+    with pytest.raises(ValueError, match="exists only in generate"):
+        model(input_ids=x, decoder_input_ids=x, mode="nar_verify")
