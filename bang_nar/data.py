@@ -1,0 +1,487 @@
+"""Loading and tokenizing seq2seq pairs for BANG training and evaluation.
+
+Three entry points:
+
+- `load_pairs`: a Hub dataset name or local `json`/`jsonl`/`csv`/`parquet` files, or parallel source/target
+  `.txt` files, read through `datasets` and returned with two string columns, `source` and `target`. Bad files
+  fail early with an error that names the file, the line (or row) and a fix.
+- `tokenize_pairs`: adds `input_ids`, `attention_mask` and `labels` with the tokenizer's own call, so its
+  post-processor decides the special tokens (BANG: source = tokens + [SEP], labels = tokens + [SEP]). Truncation
+  is counted, logged and returned in a `TokenizationReport`, never silent.
+- `load_du_qg_sample`: the bundled demo sample of the Du et al. (2017) QG pairs (CC BY-SA 4.0, see
+  `sample_data/du_qg/ATTRIBUTION.md`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+# Extension -> `datasets` builder name. ".txt" is handled here: one example per line, in two parallel files.
+_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+SUPPORTED_EXTENSIONS = (*_BUILDERS, ".txt")
+
+# How a parallel target file is named after its source file, tried in order on the file name's parts.
+_PARALLEL_NAME_PAIRS = (("src", "tgt"), ("source", "target"), ("article", "title"))
+
+SAMPLE_DATA_DIR = Path(__file__).parent / "sample_data"
+
+
+class DataFormatError(ValueError):
+    """A data file (or Hub dataset) does not have the shape `load_pairs` needs; the message says where and how to fix it."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# load_pairs
+
+
+def load_pairs(
+    source: PathLike | tuple[PathLike, PathLike],
+    *,
+    source_column: str = "source",
+    target_column: str = "target",
+    split: str | None = None,
+    qg_format: bool = False,
+    answer_column: str | None = None,
+    qg_separator: str = "[SEP]",
+    target_file: PathLike | None = None,
+    dataset_config: str | None = None,
+    keep_columns: Sequence[str] = (),
+    **load_kwargs: Any,
+) -> datasets.Dataset | datasets.DatasetDict:
+    """Load source/target pairs as a `datasets.Dataset` with string columns `source` and `target`.
+
+    Args:
+        source: one of
+            - a local `.json`/`.jsonl`/`.csv`/`.parquet` file with one example per record;
+            - a local source `.txt` file (one example per line) whose parallel target file is `target_file`, or
+              is named after it (`src-dev.txt` -> `tgt-dev.txt`, `*_source.txt` -> `*_target.txt`,
+              `*.article.txt` -> `*.title.txt`), or a `(source_txt, target_txt)` pair;
+            - anything else (a Hub dataset name such as `"user/name"`, or a local dataset folder) goes to
+              `datasets.load_dataset`.
+        source_column, target_column: the columns holding source and target text (record files and Hub
+            datasets). They are renamed to `source` and `target`.
+        split: Hub/folder datasets only: the split to return. `None` returns a `DatasetDict` of all splits.
+        qg_format: build GLGE-style question-generation inputs, `"{answer} [SEP] {context}"`, with the context
+            taken from `source_column` and the answer from `answer_column`.
+        answer_column: the answer column, required when `qg_format` is set.
+        qg_separator: the text between answer and context in QG inputs.
+        target_file: the parallel target `.txt` file, when it cannot be inferred from the source file's name.
+        dataset_config: the Hub dataset's configuration name (the second argument of `load_dataset`).
+        keep_columns: further columns to keep unchanged (e.g. `references` for multi-reference evaluation).
+        **load_kwargs: passed to `datasets.load_dataset` (e.g. `cache_dir`, `revision`).
+
+    Returns:
+        A `Dataset` for local files (and for a Hub dataset with `split`), else a `DatasetDict`.
+
+    Raises:
+        FileNotFoundError: a local file is missing.
+        DataFormatError: unknown extension, missing column, empty or non-string value, unreadable JSON line,
+            or parallel files with different line counts; the message names the file and line.
+    """
+    if qg_format and not answer_column:
+        raise ValueError("qg_format=True needs answer_column= (the column holding the answer text).")
+    if not qg_format and answer_column:
+        raise ValueError(f"answer_column={answer_column!r} is only used with qg_format=True; set it or drop answer_column.")
+
+    if isinstance(source, (tuple, list)):
+        if len(source) != 2 or target_file is not None:
+            raise ValueError("Pass parallel text files either as (source_txt, target_txt) or as source + target_file=, not both.")
+        source, target_file = source
+
+    path = Path(os.path.expanduser(os.fspath(source)))
+    if path.is_file() or path.suffix.lower() in SUPPORTED_EXTENSIONS or target_file is not None:
+        if split not in (None, "train"):
+            raise ValueError(
+                f"split={split!r} applies to Hub datasets; a local file is one split. Pass the file of that split instead."
+            )
+        if qg_format and path.suffix.lower() == ".txt":
+            raise DataFormatError(
+                f"{path}: QG input needs an answer column, and parallel .txt files have none. Put source, answer and "
+                "target in a .jsonl/.csv file and pass answer_column=."
+            )
+        return _load_local(path, target_file, source_column, target_column, qg_format, answer_column, qg_separator,
+                           keep_columns, load_kwargs)
+    # A Hub dataset name or a local dataset folder: the real `load_dataset` code path.
+    loaded = datasets.load_dataset(os.fspath(source), dataset_config, split=split, **load_kwargs)
+    if isinstance(loaded, datasets.DatasetDict):
+        return datasets.DatasetDict(
+            {
+                name: _standardize(part, f"{source} (split {name!r})", None, source_column, target_column, qg_format,
+                                   answer_column, qg_separator, keep_columns)
+                for name, part in loaded.items()
+            }
+        )
+    if not isinstance(loaded, datasets.Dataset):
+        raise DataFormatError(f"{source}: load_dataset returned {type(loaded).__name__}; load_pairs needs a map-style Dataset (do not pass streaming=True).")
+    return _standardize(loaded, f"{source} (split {split!r})", None, source_column, target_column, qg_format,
+                        answer_column, qg_separator, keep_columns)
+
+
+def _load_local(
+    path: Path,
+    target_file: PathLike | None,
+    source_column: str,
+    target_column: str,
+    qg_format: bool,
+    answer_column: str | None,
+    qg_separator: str,
+    keep_columns: Sequence[str],
+    load_kwargs: dict[str, Any],
+) -> datasets.Dataset:
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_EXTENSIONS:
+        raise DataFormatError(
+            f"{path}: unknown extension {path.suffix!r}. Supported: {', '.join(SUPPORTED_EXTENSIONS)} "
+            "(or a Hub dataset name). Rename the file or convert it to one of these."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file. Check the path (relative paths start at {Path.cwd()}).")
+    if suffix == ".txt" or target_file is not None:
+        target_path = Path(os.path.expanduser(os.fspath(target_file))) if target_file is not None else _infer_target_file(path)
+        if not target_path.is_file():
+            raise FileNotFoundError(f"{target_path}: no such file (the target file parallel to {path}). Pass target_file=.")
+        if source_column != "source" or target_column != "target":
+            logger.info("Parallel .txt files have no columns; source_column/target_column are ignored.")
+        return _load_parallel_text(path, target_path, keep_columns)
+
+    try:
+        dataset = datasets.load_dataset(_BUILDERS[suffix], data_files=os.fspath(path), split="train", **load_kwargs)
+    except datasets.exceptions.DatasetGenerationError as err:
+        if suffix == ".jsonl" or suffix == ".json":
+            _raise_json_location(path, err)
+        raise DataFormatError(f"{path}: could not be read as {suffix[1:]}: {err.__cause__ or err}") from err
+    return _standardize(dataset, str(path), path, source_column, target_column, qg_format, answer_column,
+                        qg_separator, keep_columns)
+
+
+def _infer_target_file(path: Path) -> Path:
+    """`src-dev.txt` -> `tgt-dev.txt`: swap the first source-ish word in the file name for its target word."""
+    stem, suffix = path.name[: -len(path.suffix)], path.suffix
+    parts = stem.replace("-", " - ").replace("_", " _ ").replace(".", " . ").split(" ")
+    for src_word, tgt_word in _PARALLEL_NAME_PAIRS:
+        for i, part in enumerate(parts):
+            if part.lower() == src_word:
+                parts[i] = tgt_word
+                return path.with_name("".join(parts) + suffix)
+    raise DataFormatError(
+        f"{path}: cannot infer the parallel target file from this name (looked for "
+        f"{', '.join(s for s, _ in _PARALLEL_NAME_PAIRS)} in it). Pass target_file= or a (source, target) pair."
+    )
+
+
+def _read_lines(path: Path) -> list[str]:
+    # Split on "\n" only: str.splitlines() also splits on U+2028 and friends, which would break the line
+    # correspondence that `wc -l` and the parallel file rely on.
+    with open(path, encoding="utf-8", newline=None) as handle:
+        lines = handle.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start an empty one
+    return lines
+
+
+def _load_parallel_text(source_path: Path, target_path: Path, keep_columns: Sequence[str]) -> datasets.Dataset:
+    if keep_columns:
+        raise ValueError(f"keep_columns={list(keep_columns)!r}: parallel .txt files have no other columns.")
+    sources, targets = _read_lines(source_path), _read_lines(target_path)
+    if len(sources) != len(targets):
+        shorter, longer = (source_path, target_path) if len(sources) < len(targets) else (target_path, source_path)
+        raise DataFormatError(
+            f"Parallel files differ in length: {source_path} has {len(sources)} lines, {target_path} has "
+            f"{len(targets)}. {longer} line {min(len(sources), len(targets)) + 1} has no partner in {shorter}. "
+            "Each source line needs exactly one target line; fix the files (check for stray or missing newlines)."
+        )
+    for file_path, lines in ((source_path, sources), (target_path, targets)):
+        empty = [i for i, line in enumerate(lines, start=1) if not line.strip()]
+        if empty:
+            raise DataFormatError(
+                f"{file_path} line {empty[0]}: empty line ({len(empty)} empty line(s) in all, first at line "
+                f"{empty[0]}). Remove the pair on that line from both files, or give it text."
+            )
+    return datasets.Dataset.from_dict(
+        {"source": [line.strip() for line in sources], "target": [line.strip() for line in targets]}
+    )
+
+
+def _raise_json_location(path: Path, err: Exception) -> None:
+    """Find the first unparsable line of a JSON Lines file ourselves: pyarrow's message gives no line number."""
+    if path.suffix.lower() == ".jsonl":
+        with open(path, encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as decode_error:
+                    raise DataFormatError(
+                        f"{path} line {line_number}, column {decode_error.colno}: not valid JSON ({decode_error.msg}). "
+                        "Each line must be one JSON object, e.g. {\"source\": \"...\", \"target\": \"...\"}."
+                    ) from err
+    else:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                json.load(handle)
+        except json.JSONDecodeError as decode_error:
+            raise DataFormatError(
+                f"{path} line {decode_error.lineno}, column {decode_error.colno}: not valid JSON ({decode_error.msg})."
+            ) from err
+    raise DataFormatError(
+        f"{path}: could not be read as JSON records: {err.__cause__ or err}. Use a list of objects (.json) or one "
+        "object per line (.jsonl), each with the source and target columns."
+    ) from err
+
+
+def _standardize(
+    dataset: datasets.Dataset,
+    origin: str,
+    path: Path | None,
+    source_column: str,
+    target_column: str,
+    qg_format: bool,
+    answer_column: str | None,
+    qg_separator: str,
+    keep_columns: Sequence[str],
+) -> datasets.Dataset:
+    """Check the columns, then return exactly `source`, `target` (+ `keep_columns`)."""
+    text_columns = [source_column, target_column] + ([answer_column] if qg_format else [])
+    flags = {source_column: "source_column", target_column: "target_column", answer_column: "answer_column"}
+    for column in [*text_columns, *keep_columns]:
+        if column not in dataset.column_names:
+            flag = flags.get(column, "keep_columns")
+            raise DataFormatError(
+                f"{origin}: missing column {column!r} (asked for by {flag}=, CLI --{flag.replace('_', '-')}). "
+                f"Available columns: {dataset.column_names}. Pass the right name, e.g. {flag}={dataset.column_names[0]!r}."
+            )
+    _check_text_columns(dataset, text_columns, origin, path)
+
+    keep = list(dict.fromkeys([*text_columns, *keep_columns]))
+    dataset = dataset.select_columns(keep)
+    if qg_format:
+        dataset = dataset.map(
+            lambda batch: {
+                source_column: [f"{a.strip()} {qg_separator} {c.strip()}" for a, c in zip(batch[answer_column], batch[source_column])]
+            },
+            batched=True,
+            desc="Composing QG inputs (answer [SEP] context)",
+        )
+        if answer_column not in keep_columns:
+            dataset = dataset.remove_columns(answer_column)
+    # Rename through temporary names so swapping `source` and `target` columns works.
+    renames = {source_column: "source", target_column: "target"}
+    if any(old != new for old, new in renames.items()):
+        clashes = [c for c in ("source", "target") if c in keep_columns and c not in renames]
+        if clashes:
+            raise DataFormatError(f"{origin}: keep_columns {clashes} would be overwritten by the renamed source/target columns.")
+        dataset = dataset.rename_columns({old: f"__bang_{new}" for old, new in renames.items()})
+        dataset = dataset.rename_columns({f"__bang_{new}": new for new in renames.values()})
+    return dataset.select_columns(["source", "target", *[c for c in keep_columns if c not in ("source", "target")]])
+
+
+def _check_text_columns(dataset: datasets.Dataset, columns: Sequence[str], origin: str, path: Path | None) -> None:
+    """Every text value must be a non-empty string; report the first offending row over all columns."""
+    first: tuple[int, str, int] | None = None  # (row, column, count)
+    for column in columns:
+        feature = dataset.features[column]
+        if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+            raise DataFormatError(
+                f"{origin}: column {column!r} has type {feature}, but text is needed. Pick a text column, or convert "
+                "this one (one string per example; put multiple references in keep_columns instead)."
+            )
+        values = dataset.with_format("arrow")[column]
+        if isinstance(values, pa.Table):  # some `datasets` versions return a one-column table
+            values = values.column(0)
+        is_bad = pc.or_(pc.is_null(values), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values.fill_null(""))), 0))
+        if isinstance(is_bad, pa.ChunkedArray):
+            is_bad = is_bad.combine_chunks()
+        bad_rows = pc.indices_nonzero(is_bad)
+        if len(bad_rows) and (first is None or bad_rows[0].as_py() < first[0]):
+            first = (bad_rows[0].as_py(), column, len(bad_rows))
+    if first is not None:
+        row, column, count = first
+        raise DataFormatError(
+            f"{origin} {_row_location(path, row)}: column {column!r} is empty or missing ({count} such row(s) in "
+            "that column). Every example needs non-empty source and target text: fill in or drop those rows."
+        )
+
+
+def _row_location(path: Path | None, row: int) -> str:
+    """Describe 0-based record `row` as a line number where the format allows one, else as a 1-based row."""
+    if path is None:
+        return f"row {row + 1}"
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        with open(path, encoding="utf-8") as handle:
+            seen = -1
+            for line_number, line in enumerate(handle, start=1):
+                seen += bool(line.strip())  # `datasets` skips blank lines, so count only non-blank ones
+                if seen == row:
+                    return f"line {line_number}"
+    elif suffix == ".csv":
+        with open(path, encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            next(reader, None)  # header
+            start = reader.line_num + 1
+            for index, _ in enumerate(reader):
+                if index == row:
+                    return f"line {start}"
+                start = reader.line_num + 1
+    return f"row {row + 1}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tokenize_pairs
+
+
+@dataclass
+class TokenizationReport:
+    """What `tokenize_pairs` did: how many sources/targets were cut to the maximum length."""
+
+    num_examples: int
+    max_source_length: int
+    max_target_length: int
+    truncated_sources: int
+    truncated_targets: int
+    longest_source: int  # in tokens, special tokens included, before truncation
+    longest_target: int
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.num_examples} examples; truncated {self.truncated_sources} source(s) to {self.max_source_length} "
+            f"tokens (longest {self.longest_source}) and {self.truncated_targets} target(s) to "
+            f"{self.max_target_length} tokens (longest {self.longest_target})"
+        )
+
+
+def tokenize_pairs(
+    dataset: datasets.Dataset,
+    tokenizer: Any,
+    max_source_length: int,
+    max_target_length: int,
+    *,
+    num_proc: int | None = None,
+) -> tuple[datasets.Dataset, TokenizationReport]:
+    """Add `input_ids`, `attention_mask` and `labels` to a `source`/`target` dataset; count what is truncated.
+
+    The tokenizer's own call adds the special tokens, so the result follows its post-processor. BANG expects
+    `tokens + [SEP]` on both sides (no [CLS]); every sequence is checked to end in the tokenizer's `sep_token` or
+    `eos_token`, truncated ones included (the tokenizer keeps room for them).
+
+    Args:
+        dataset: a `Dataset` with string columns `source` and `target` (as returned by `load_pairs`).
+        tokenizer: a `transformers` tokenizer (e.g. `BertTokenizerFast` with the bundled vocab, or the word-level
+            tokenizer of `bang_nar.multimodality`).
+        max_source_length, max_target_length: maximum lengths in tokens, special tokens included.
+        num_proc: processes for `Dataset.map`.
+
+    Returns:
+        `(dataset, report)`: the dataset with the three new columns (text columns kept), and a
+        `TokenizationReport`, which is also logged (as a warning when anything was truncated).
+    """
+    if isinstance(dataset, datasets.DatasetDict):
+        raise TypeError("tokenize_pairs takes one Dataset; call it once per split, e.g. tokenize_pairs(ds['train'], ...).")
+    missing = [c for c in ("source", "target") if c not in dataset.column_names]
+    if missing:
+        raise DataFormatError(f"tokenize_pairs: dataset lacks column(s) {missing}; load it with load_pairs(..., source_column=, target_column=).")
+    if min(max_source_length, max_target_length) < 2:
+        raise ValueError("max_source_length and max_target_length must be >= 2 (at least one token plus [SEP]).")
+    end_ids = {i for i in (tokenizer.sep_token_id, tokenizer.eos_token_id) if i is not None}
+    if not end_ids:
+        raise ValueError("The tokenizer has neither sep_token nor eos_token; BANG sequences end with [SEP]. Set sep_token/eos_token.")
+
+    def encode(texts: list[str], max_length: int, is_target: bool) -> tuple[dict[str, list], list[bool], list[int]]:
+        call = (lambda t, **kw: tokenizer(text_target=t, **kw)) if is_target else (lambda t, **kw: tokenizer(t, **kw))
+        full = call(texts, truncation=False, verbose=False)
+        lengths = [len(ids) for ids in full["input_ids"]]
+        is_cut = [n > max_length for n in lengths]
+        cut_rows = [i for i, flag in enumerate(is_cut) if flag]
+        if cut_rows:  # re-encode only the long ones, so the tokenizer itself truncates and keeps [SEP]
+            cut = call([texts[i] for i in cut_rows], truncation=True, max_length=max_length, verbose=False)
+            for key in full:
+                for j, i in enumerate(cut_rows):
+                    full[key][i] = cut[key][j]
+        return full, is_cut, lengths
+
+    def tokenize_batch(batch: dict[str, list]) -> dict[str, list]:
+        src, src_cut, src_len = encode(batch["source"], max_source_length, is_target=False)
+        tgt, tgt_cut, tgt_len = encode(batch["target"], max_target_length, is_target=True)
+        for ids in (*src["input_ids"], *tgt["input_ids"]):
+            if not ids or ids[-1] not in end_ids:
+                raise ValueError(
+                    f"The tokenizer produced a sequence that does not end with [SEP]/eos: {ids[:8]}...; BANG needs "
+                    "source = tokens + [SEP] and labels = tokens + [SEP]. Give the tokenizer a post-processor with the "
+                    "template '$A [SEP]' (see bang_nar.multimodality.build_word_tokenizer)."
+                )
+        return {
+            "input_ids": src["input_ids"],
+            "attention_mask": src["attention_mask"],
+            "labels": tgt["input_ids"],
+            "_source_cut": src_cut,
+            "_target_cut": tgt_cut,
+            "_source_len": src_len,
+            "_target_len": tgt_len,
+        }
+
+    tokenized = dataset.map(tokenize_batch, batched=True, num_proc=num_proc, desc="Tokenizing pairs")
+    stats = tokenized.select_columns(["_source_cut", "_target_cut", "_source_len", "_target_len"]).with_format("arrow")[:]
+    report = TokenizationReport(
+        num_examples=len(tokenized),
+        max_source_length=max_source_length,
+        max_target_length=max_target_length,
+        truncated_sources=int(pc.sum(stats["_source_cut"]).as_py() or 0),
+        truncated_targets=int(pc.sum(stats["_target_cut"]).as_py() or 0),
+        longest_source=int(pc.max(stats["_source_len"]).as_py() or 0),
+        longest_target=int(pc.max(stats["_target_len"]).as_py() or 0),
+    )
+    tokenized = tokenized.remove_columns(["_source_cut", "_target_cut", "_source_len", "_target_len"])
+    log = logger.warning if report.truncated_sources or report.truncated_targets else logger.info
+    log("Tokenization: %s", report)
+    return tokenized, report
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bundled Du 2017 QG sample
+
+
+def load_du_qg_sample(split: str | None = None) -> datasets.Dataset | datasets.DatasetDict:
+    """The bundled demo sample of the Du et al. (2017) sentence-level QG pairs (CC BY-SA 4.0).
+
+    `train` is drawn from the Du dev split and `eval` from the head of the Du test split; both are tokenized,
+    lowercased text as upstream (see `sample_data/du_qg/ATTRIBUTION.md`). A tiny model trained on it for minutes
+    gives smoke-test scores, not paper numbers.
+
+    Args:
+        split: `"train"` or `"eval"`; `None` returns a `DatasetDict` with both.
+    """
+    folder = SAMPLE_DATA_DIR / "du_qg"
+    splits = ("train", "eval")
+    if split is not None and split not in splits:
+        raise ValueError(f"split={split!r}: the Du QG sample has splits {splits}.")
+    loaded = {name: load_pairs(folder / f"{name}.jsonl") for name in (splits if split is None else (split,))}
+    return loaded[split] if split is not None else datasets.DatasetDict(loaded)
+
+
+__all__ = [
+    "DataFormatError",
+    "SUPPORTED_EXTENSIONS",
+    "TokenizationReport",
+    "load_du_qg_sample",
+    "load_pairs",
+    "tokenize_pairs",
+]
