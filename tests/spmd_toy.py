@@ -5,12 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import datasets
+import pytest
 import torch
 
 from bang_nar.trainer import SPMDSeq2SeqTrainer, SPMDTrainingArguments
 from tests.conftest import tiny_model
 
 EOS = 102
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models run far faster on one thread, and much faster than several threads on a busy 2-core runner."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def toy_dataset(num: int = 16, k: int = 2, seed: int = 0) -> datasets.Dataset:

@@ -170,6 +170,10 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         _check_dataset(kwargs.get("train_dataset"), args)
         super().__init__(model=model, args=args, **kwargs)
         self.model_accepts_loss_kwargs = True  # compute_loss consumes num_items_in_batch itself
+        if args.label_names is None:
+            # Trainer's `find_labels` takes every forward argument containing "label", so BANG's `label_smoothing`
+            # would count as a label and evaluation would see no labels (and no loss).
+            self.label_names = ["labels"]
         self.pace_state = SelfPacedState.from_args(args)
         self.teacher = self._load_teacher(args)
         self._metrics: dict[str, defaultdict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
