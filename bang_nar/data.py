@@ -450,6 +450,11 @@ def tokenize_pairs(
         longest_target=int(pc.max(stats["_target_len"]).as_py() or 0),
     )
     tokenized = tokenized.remove_columns(["_source_cut", "_target_cut", "_source_len", "_target_len"])
+    cls_id = getattr(tokenizer, "cls_token_id", None)
+    if cls_id is not None and len(tokenized) and tokenized[0]["input_ids"][0] == cls_id:
+        # Not an error (the tokenizer decides), but BANG checkpoints were trained without it.
+        logger.warning("Sources start with [CLS]; BANG's convention is tokens + [SEP] without [CLS] "
+                       "(use bang_nar.load_bang_tokenizer or a '$A [SEP]' post-processor).")
     log = logger.warning if report.truncated_sources or report.truncated_targets else logger.info
     log("Tokenization: %s", report)
     return tokenized, report

@@ -284,11 +284,31 @@ class TestTokenizePairs:
                                                                                   tok.get_vocab()["did"], 3]
         assert "truncated 1 source(s) to 4 tokens" in caplog.text and "1 target(s) to 3 tokens" in caplog.text
 
+    def test_leading_cls_is_warned_about(self, caplog):
+        tok = word_tokenizer(self.words)
+        tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        with caplog.at_level(logging.WARNING, logger="bang_nar.data"):
+            ds, _ = tokenize_pairs(datasets.Dataset.from_dict({"source": ["the cat"], "target": ["who ?"]}), tok, 8, 8)
+        assert ds[0]["input_ids"][0] == 2 and "Sources start with [CLS]" in caplog.text
+
     def test_tokenizer_without_sep_template_is_rejected(self):
         tok = word_tokenizer(self.words, with_sep=False)
         data = datasets.Dataset.from_dict({"source": ["the cat"], "target": ["who ?"]})
         with pytest.raises(ValueError, match=r"template '\$A \[SEP\]'"):
             tokenize_pairs(data, tok, 8, 8)
+
+    def test_qg_input_with_the_bang_tokenizer(self, tmp_path, cache):
+        # The composed text "answer [SEP] context" encodes like the tokenizer's own pair template.
+        from bang_nar.tokenization_bang import load_bang_tokenizer
+
+        tok = load_bang_tokenizer()
+        records = [{"context": "paris is the capital", "answer": "paris", "question": "what is the capital ?"}]
+        ds = load_pairs(write_jsonl(tmp_path / "qg.jsonl", records), source_column="context", target_column="question",
+                        qg_format=True, answer_column="answer", cache_dir=cache)
+        ds, _ = tokenize_pairs(ds, tok, 32, 32)
+        assert ds[0]["input_ids"] == tok("paris", "paris is the capital")["input_ids"]
+        assert ds[0]["input_ids"].count(tok.sep_token_id) == 2 and tok.cls_token_id not in ds[0]["input_ids"]
 
     def test_bad_arguments(self):
         tok = word_tokenizer(self.words)
