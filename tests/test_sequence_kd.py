@@ -1,0 +1,69 @@
+"""distill_dataset: k-best AR beam search added as a column, provenance next to it, resumable chunks."""
+
+import json
+
+import pytest
+import torch
+
+from bang_nar.trainer import distill_dataset
+from bang_nar.trainer.sequence_kd import load_provenance
+from tests.conftest import tiny_model
+from tests.spmd_toy import EOS, single_thread, toy_dataset  # noqa: F401 (autouse fixture)
+
+SETTINGS = dict(num_beams=4, num_return_sequences=2, max_new_tokens=6, batch_size=3, show_progress=False)
+
+
+def _source_only(num: int = 7):
+    return toy_dataset(num=num).remove_columns("kd_labels")
+
+
+def test_adds_k_best_targets_with_provenance(tmp_path):
+    model = tiny_model(seed=5)
+    dataset = _source_only()
+    result = distill_dataset(model, dataset, tmp_path, teacher_name="tiny-ar-teacher", **SETTINGS)
+    assert result.column_names == dataset.column_names + ["kd_labels"]
+    assert all(len(kd) == 2 and all(h[-1] == EOS and len(h) <= 7 for h in kd) for kd in result["kd_labels"])
+    # The first hypothesis is the beam search of the example alone (no batching effect).
+    source = torch.tensor([dataset[4]["input_ids"]])
+    alone = model.generate(input_ids=source, attention_mask=torch.ones_like(source), mode="ar", num_beams=4,
+                           length_penalty=1.2, num_return_sequences=2, max_new_tokens=6)  # fmt: skip
+    first = [t for t in alone[0, 1:].tolist() if t != 0]
+    assert result[4]["kd_labels"][0] == (first[: first.index(EOS) + 1] if EOS in first else first + [EOS])
+    provenance = load_provenance(tmp_path)
+    assert provenance["teacher"] == "tiny-ar-teacher" and provenance["length_penalty"] == 1.2
+    assert provenance["num_beams"] == 4 and provenance["num_return_sequences"] == 2 and provenance["num_examples"] == 7
+    assert not (tmp_path / "kd_chunks").exists()
+
+
+def test_resumes_after_an_interruption(tmp_path, monkeypatch):
+    model = tiny_model(seed=5)
+    clean = distill_dataset(model, _source_only(), tmp_path / "clean", **SETTINGS)
+    calls = {"n": 0}
+    real_generate = model.generate
+
+    def failing_generate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", failing_generate)
+    with pytest.raises(KeyboardInterrupt):
+        distill_dataset(model, _source_only(), tmp_path / "run", **SETTINGS)
+    assert sorted(p.name for p in (tmp_path / "run" / "kd_chunks").glob("0*.json")) == ["00000000.json"]
+    calls["n"] = 10
+    resumed = distill_dataset(model, _source_only(), tmp_path / "run", **SETTINGS)
+    assert calls["n"] == 12  # only the two missing chunks were decoded
+    assert list(resumed["kd_labels"]) == list(clean["kd_labels"])
+
+
+def test_refuses_to_mix_settings_and_bad_input(tmp_path):
+    model = tiny_model(seed=5)
+    (tmp_path / "kd_chunks").mkdir()
+    (tmp_path / "kd_chunks" / "settings.json").write_text(json.dumps({"num_beams": 8}))
+    with pytest.raises(ValueError, match="other settings"):
+        distill_dataset(model, _source_only(), tmp_path, **SETTINGS)
+    with pytest.raises(ValueError, match="already has"):
+        distill_dataset(model, toy_dataset(num=3), tmp_path / "x", **SETTINGS)
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        distill_dataset(model, _source_only(), tmp_path / "y", num_beams=2, num_return_sequences=3)
