@@ -7,6 +7,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+import torch
 
 from bang_nar import BangConfig, BangForConditionalGeneration
 from bang_nar.trainer import SPMDSeq2SeqTrainer, distill_dataset
@@ -45,6 +46,7 @@ def test_ar_teacher_then_spmd_losses_fall(tmp_path):
         decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=64,
         pad_token_id=0, unk_token_id=1, bos_token_id=2, eos_token_id=3, decoder_start_token_id=3, mask_token_id=4,
     )  # fmt: skip
+    torch.manual_seed(0)
     model = BangForConditionalGeneration(config)
     common = dict(per_device_train_batch_size=32, learning_rate=3e-3, warmup_steps=10, logging_steps=10, train_sampling_strategy="random")
     ar = SPMDSeq2SeqTrainer(model=model, args=spmd_args(tmp_path / "ar", train_mode="ar", max_steps=100, **common), train_dataset=dataset)
@@ -54,7 +56,8 @@ def test_ar_teacher_then_spmd_losses_fall(tmp_path):
     spmd = SPMDSeq2SeqTrainer(model=model, args=spmd_args(tmp_path / "spmd", max_steps=120, **common), train_dataset=distilled)
     spmd.train()
 
-    for trainer, key in ((ar, "loss"), (spmd, "loss"), (spmd, "nar_loss")):
+    for trainer, key in ((ar, "loss"), (spmd, "loss"), (spmd, "nar_loss"), (spmd, "mix/from_gold"), (spmd, "kd_loss")):
         curve = [log[key] for log in trainer.state.log_history if key in log and "train_runtime" not in log]
-        print(f"{trainer.args.train_mode} {key}: " + " ".join(f"{v:.2f}" for v in curve))
-        assert mean(curve[-3:]) < mean(curve[:3]) - 0.1, (key, curve)
+        print(f"{trainer.args.train_mode} {key}: " + " ".join(f"{v:.2f}" for v in curve))  # the run's summary
+        if key in ("loss", "nar_loss"):
+            assert mean(curve[-3:]) < mean(curve[:3]) - 0.1, (key, curve)

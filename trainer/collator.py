@@ -22,6 +22,10 @@ def _pad(rows: Sequence[Sequence[int]], value: int, multiple: int | None) -> tor
     return out
 
 
+def _is_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple))
+
+
 @dataclass
 class SPMDDataCollator:
     """Collate `{"input_ids", "labels", kd_column?}` features for `SPMDSeq2SeqTrainer`.
@@ -69,7 +73,7 @@ class SPMDDataCollator:
 
     def _pad_candidates(self, per_sample: list[Sequence[Sequence[int]]]) -> torch.Tensor:
         """k candidate id lists per sample → `[B, k, T_kd]` with -100 padding (rows and missing candidates)."""
-        if any(not isinstance(c, (list, tuple)) or not all(isinstance(r, (list, tuple)) for r in c) for c in per_sample):
+        if not all(_is_list(c) and all(_is_list(r) for r in c) for c in per_sample):
             raise ValueError(
                 f"'{self.kd_column}' must hold a list of candidate id lists per sample (k >= 1), e.g. [[5, 9, 3]]."
             )

@@ -150,7 +150,9 @@ def distill_dataset(
     model = model.to(state.device).eval()
     num_chunks = math.ceil(len(dataset) / batch_size)
     mine = range(state.process_index, num_chunks, state.num_processes)
-    for chunk in tqdm(mine, desc=f"distil (rank {state.process_index})", disable=not (show_progress and state.is_local_main_process)):
+    show = show_progress and state.is_local_main_process
+    progress = tqdm(mine, desc=f"distil (rank {state.process_index})", disable=not show)
+    for chunk in progress:
         path = chunk_dir / f"{chunk:08d}.json"
         if path.exists():
             continue

@@ -161,8 +161,8 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
             raise ValueError(f"mix_strategy must be 'min_loss', 'random' or 'all', got {self.mix_strategy!r}.")
         if self.mix_strategy == "random" and len(self.target_sources) != 2:
             raise ValueError(
-                "mix_strategy='random' chooses between gold and AR-stream targets; set target_sources=['gold', 'ar_kd'] "
-                "or use mix_strategy='min_loss'."
+                "mix_strategy='random' chooses between gold and AR-stream targets; set "
+                "target_sources=['gold', 'ar_kd'] or use mix_strategy='min_loss'."
             )
         _check_range("p_mix", self.p_mix, 0.0, 1.0)
         _check_range("kd_alpha", self.kd_alpha, 0.0, 1.0)

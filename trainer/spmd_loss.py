@@ -46,7 +46,7 @@ def _normalise(total: torch.Tensor, count: torch.Tensor, num_items_in_batch: int
 def _smoothed_token_nll(
     logits: torch.Tensor, targets: torch.Tensor, epsilon: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-token `(1-ε)·(-log p(target)) + ε·mean_v(-log p(v))` for K targets that share one distribution per position.
+    """Per-token `(1-ε)·(-log p(target)) + ε·mean_v(-log p(v))` for K targets sharing one distribution per position.
 
     logits `[B, T', V]` with T' >= T; targets `[B, K, T]`. Returns `(smoothed [B, K, T], nll [B, K, T], mask)`,
     zero where the target is -100. Sharing is exact for the NAR stream: slot t depends only on the source and t
@@ -360,5 +360,7 @@ def mixed_distillation_loss(
     loss = (pace_weights.to(sample_loss.dtype) * sample_loss).sum() / (denominator * num_micro_batches)  # Eq. (7)
     if ar_loss is not None and ar_loss_weight != 0:
         loss = loss + ar_loss_weight * ar_loss
-    components = {"sample_loss": sample_loss.detach(), "nar": nar.detach(), "kd": kd.detach(), "weight_sum": denominator}
+    components = {
+        "sample_loss": sample_loss.detach(), "nar": nar.detach(), "kd": kd.detach(), "weight_sum": denominator
+    }
     return loss, components

@@ -176,7 +176,7 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             self.label_names = ["labels"]
         self.pace_state = SelfPacedState.from_args(args)
         self.teacher = self._load_teacher(args)
-        self._metrics: dict[str, defaultdict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._metrics: dict[str, defaultdict[str, list[float]]] = {s: defaultdict(list) for s in ("train", "eval")}
 
     # ---- the loss ---------------------------------------------------------------------------------------------
 
@@ -194,18 +194,22 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             return self._ar_batch_loss(model, inputs, num_items_in_batch)
         args, eps = self.args, self.args.label_smoothing_factor
         # 2. student: encoder once; one NAR pass scores every candidate (slot t depends only on x and t, §2.6)
-        encoder_outputs = self._unwrapped().get_encoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        encoder_outputs = self._encode(inputs)
         candidates, is_distilled = self._candidates(inputs)  # [B, K, T], [K]
         nar_logits = self._decode(model, inputs, encoder_outputs, "nar", candidates.size(-1))
         _, nar = sequence_kd_nll(nar_logits, candidates, eps)  # Eq. 1, ℓ_NAR(c): [B, K]
-        draws = self.pace_state.draw_uniform(candidates.size(0), self.accelerator) if args.mix_strategy == "random" else None
-        choice, chosen = candidate_choice(nar["per_candidate"], nar["valid"], is_distilled, args.mix_strategy, args.p_mix, draws)  # Eq. 3
+        draws = self._mix_draws(candidates.size(0))
+        choice, chosen = candidate_choice(  # Eq. 3
+            nar["per_candidate"], nar["valid"], is_distilled, args.mix_strategy, args.p_mix, draws
+        )
         targets, choice, nar_loss = _selected(candidates, choice, nar["per_candidate"], args.mix_strategy)
         # 3. AR-stream knowledge under no_grad, then the token KL (Eq. 2)
         kd = None
         if args.needs_teacher:
             teacher_logits = self._teacher_logits(inputs, encoder_outputs, targets)  # [B, K', T, V]
-            kd = token_kd_divergence(nar_logits.unsqueeze(1), teacher_logits, targets.ne(IGNORE_INDEX), args.kd_temperature)[1]["per_sequence"]
+            mask = targets.ne(IGNORE_INDEX)
+            kd = token_kd_divergence(nar_logits.unsqueeze(1), teacher_logits, mask, args.kd_temperature)[1]
+            kd = kd["per_sequence"]  # KL(c): [B, K']
         ar_loss, ar = None, None
         if args.ar_loss_weight > 0:  # the AR stream keeps training on gold (Eq. 7, second term)
             ar_logits = self._decode(model, inputs, encoder_outputs, "ar")
@@ -214,7 +218,9 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         mismatch = nar_mismatch(nar_logits, targets) if args.pace_signal == "disagreement" else None
         difficulty, _ = pace_difficulty(args.pace_signal, nar_loss, kd, mismatch, choice)
         stats = _stats(difficulty, nar_loss, kd, choice, chosen["from_gold"], ar)
-        pace = self.pace_state.update(self.state.global_step, self.state.epoch or 0.0, self.state.max_steps, stats, self.accelerator)
+        pace = self.pace_state.update(
+            self.state.global_step, self.state.epoch or 0.0, self.state.max_steps, stats, self.accelerator
+        )
         sp_scale, ar_scale = self._scales(num_items_in_batch)
         loss, _ = mixed_distillation_loss(
             nar_loss, pace.weights, args.kd_alpha, kd, choice,
@@ -224,11 +230,14 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         self._record_nar(pace)  # 5. logs
         return loss * sp_scale  # 6.
 
-    def _ar_batch_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: Any) -> torch.Tensor:
+    def _ar_batch_loss(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: Any
+    ) -> torch.Tensor:
         """BANG AR fine-tuning (bang_spec.md §3.2): label-smoothed AR cross-entropy on gold, Trainer-normalised."""
         logits = self._decode(model, inputs, None, "ar")
         loss, parts = gold_nll(logits, inputs["labels"], self.args.label_smoothing_factor, num_items_in_batch)
-        self._record("train", {"ar_loss": float(parts["sum_per_sequence"].sum() / parts["num_tokens"].sum().clamp_min(1)), "nar_batch": 0.0})
+        token_mean = parts["sum_per_sequence"].sum() / parts["num_tokens"].sum().clamp_min(1)
+        self._record("train", {"ar_loss": float(token_mean), "nar_batch": 0.0})
         return loss * self._scales(num_items_in_batch)[1]
 
     def _evaluation_loss(
@@ -249,6 +258,16 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
     def _unwrapped(self) -> nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
+    def _encode(self, inputs: dict[str, torch.Tensor]) -> BaseModelOutput:
+        """The batch's one encoder pass, shared by the NAR, AR-gold and self-teacher decoder passes."""
+        return self._unwrapped().get_encoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+
+    def _mix_draws(self, num_local: int) -> torch.Tensor | None:
+        """U[0, 1) draws of `random` mixing (Eq. 3), from the state's generator; None for the other strategies."""
+        if self.args.mix_strategy != "random":
+            return None
+        return self.pace_state.draw_uniform(num_local, self.accelerator)
+
     def _draw_mode(self) -> str:
         """BANG's per-batch mode (bang_spec.md §3.4), from the seeded state generator, the same on every rank."""
         if self.args.train_mode != "mixed":
@@ -256,7 +275,7 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         return "nar" if float(torch.rand((), generator=self.pace_state.generator)) < self.args.nar_ratio else "ar"
 
     def _candidates(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """C_i from `target_sources`: gold first, then the k AR-stream targets → `[B, K, T]` and `is_distilled [K]`."""
+        """C_i from `target_sources`: gold first, then the k AR-stream targets → `[B, K, T]`, `is_distilled [K]`."""
         parts: list[torch.Tensor] = []
         if "gold" in self.args.target_sources:
             parts.append(inputs["labels"].unsqueeze(1))
@@ -272,7 +291,8 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         candidates = torch.cat(parts, dim=1)
         # The model treats pad ids in labels as padding; do the same so the two agree.
         candidates = candidates.masked_fill(candidates == self._unwrapped().config.pad_token_id, IGNORE_INDEX)
-        is_distilled = torch.tensor([i > 0 or "gold" not in self.args.target_sources for i in range(candidates.size(1))])
+        has_gold = "gold" in self.args.target_sources
+        is_distilled = torch.tensor([i > 0 or not has_gold for i in range(candidates.size(1))])
         return candidates, is_distilled
 
     def _decode(
@@ -288,7 +308,8 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         else:
             kwargs["encoder_outputs"] = encoder_outputs
         if mode == "nar":
-            kwargs["decoder_attention_mask"] = inputs["attention_mask"].new_ones(inputs["attention_mask"].size(0), num_slots)
+            batch_size = inputs["attention_mask"].size(0)
+            kwargs["decoder_attention_mask"] = inputs["attention_mask"].new_ones(batch_size, num_slots)
         else:
             labels = inputs["labels"] if labels is None else labels
             kwargs["decoder_input_ids"] = self._unwrapped().prepare_decoder_input_ids_from_labels(labels)
@@ -307,7 +328,8 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         flat = targets.reshape(batch * num, length)
         if self.teacher is None:
             hidden = encoder_outputs.last_hidden_state.detach().repeat_interleave(num, 0)
-            logits = self._decode(None, repeat, BaseModelOutput(last_hidden_state=hidden), "ar", labels=flat, network=self._unwrapped())
+            shared = BaseModelOutput(last_hidden_state=hidden)
+            logits = self._decode(None, repeat, shared, "ar", labels=flat, network=self._unwrapped())
         else:
             logits = self._decode(None, repeat, None, "ar", labels=flat, network=self.teacher)
         return logits.view(batch, num, length, -1)
