@@ -182,8 +182,9 @@ def test_resume_gives_the_uninterrupted_weights(tmp_path):
         assert torch.equal(a, b), name
 
 
-def test_four_step_train_logs_metrics_and_saves(tmp_path):
-    trainer = spmd_trainer(tmp_path, max_steps=4)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_four_step_train_logs_metrics_and_saves(tmp_path, precision):
+    trainer = spmd_trainer(tmp_path, max_steps=4, mix_strategy="all", bf16=precision == "bf16")  # CPU autocast
     trainer.train()
     trainer.save_model()
     log = trainer.state.log_history[0]
