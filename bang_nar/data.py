@@ -42,7 +42,7 @@ SAMPLE_DATA_DIR = Path(__file__).parent / "sample_data"
 
 
 class DataFormatError(ValueError):
-    """A data file (or Hub dataset) does not have the shape `load_pairs` needs; the message says where and how to fix it."""
+    """A data file or Hub dataset lacks the shape `load_pairs` needs; the message says where, and how to fix it."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -96,18 +96,20 @@ def load_pairs(
     if qg_format and not answer_column:
         raise ValueError("qg_format=True needs answer_column= (the column holding the answer text).")
     if not qg_format and answer_column:
-        raise ValueError(f"answer_column={answer_column!r} is only used with qg_format=True; set it or drop answer_column.")
+        raise ValueError(f"answer_column={answer_column!r} is only used with qg_format=True; set it or drop it.")
 
     if isinstance(source, (tuple, list)):
         if len(source) != 2 or target_file is not None:
-            raise ValueError("Pass parallel text files either as (source_txt, target_txt) or as source + target_file=, not both.")
+            raise ValueError("Pass parallel text files as (source_txt, target_txt) or source + target_file=, not both.")
         source, target_file = source
 
     path = Path(os.path.expanduser(os.fspath(source)))
-    if path.is_file() or path.suffix.lower() in SUPPORTED_EXTENSIONS or target_file is not None:
+    if path.is_file() or path.suffix.lower() in SUPPORTED_EXTENSIONS or target_file is not None or (
+        not path.exists() and _looks_like_a_file_path(os.fspath(source))
+    ):
         if split not in (None, "train"):
             raise ValueError(
-                f"split={split!r} applies to Hub datasets; a local file is one split. Pass the file of that split instead."
+                f"split={split!r} applies to Hub datasets; a local file is one split. Pass that split's file instead."
             )
         if qg_format and path.suffix.lower() == ".txt":
             raise DataFormatError(
@@ -127,9 +129,17 @@ def load_pairs(
             }
         )
     if not isinstance(loaded, datasets.Dataset):
-        raise DataFormatError(f"{source}: load_dataset returned {type(loaded).__name__}; load_pairs needs a map-style Dataset (do not pass streaming=True).")
+        raise DataFormatError(
+            f"{source}: load_dataset returned {type(loaded).__name__}; load_pairs needs a map-style Dataset "
+            "(do not pass streaming=True)."
+        )
     return _standardize(loaded, f"{source} (split {split!r})", None, source_column, target_column, qg_format,
                         answer_column, qg_separator, keep_columns)
+
+
+def _looks_like_a_file_path(text: str) -> bool:
+    """A missing `./x.tsv` or `/data/x.tsv` is a local file to complain about, not a Hub name ("owner/name")."""
+    return bool(Path(text).suffix) and (text.startswith((".", "/", "~")) or len(Path(text).parts) > 2)
 
 
 def _load_local(
@@ -152,9 +162,12 @@ def _load_local(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file. Check the path (relative paths start at {Path.cwd()}).")
     if suffix == ".txt" or target_file is not None:
-        target_path = Path(os.path.expanduser(os.fspath(target_file))) if target_file is not None else _infer_target_file(path)
+        if target_file is not None:
+            target_path = Path(os.path.expanduser(os.fspath(target_file)))
+        else:
+            target_path = _infer_target_file(path)
         if not target_path.is_file():
-            raise FileNotFoundError(f"{target_path}: no such file (the target file parallel to {path}). Pass target_file=.")
+            raise FileNotFoundError(f"{target_path}: no such file (the target parallel to {path}). Pass target_file=.")
         if source_column != "source" or target_column != "target":
             logger.info("Parallel .txt files have no columns; source_column/target_column are ignored.")
         return _load_parallel_text(path, target_path, keep_columns)
@@ -264,7 +277,8 @@ def _standardize(
             flag = flags.get(column, "keep_columns")
             raise DataFormatError(
                 f"{origin}: missing column {column!r} (asked for by {flag}=, CLI --{flag.replace('_', '-')}). "
-                f"Available columns: {dataset.column_names}. Pass the right name, e.g. {flag}={dataset.column_names[0]!r}."
+                f"Available columns: {dataset.column_names}. Pass the right name, e.g. "
+                f"{flag}={dataset.column_names[0]!r}."
             )
     _check_text_columns(dataset, text_columns, origin, path)
 
@@ -273,7 +287,10 @@ def _standardize(
     if qg_format:
         dataset = dataset.map(
             lambda batch: {
-                source_column: [f"{a.strip()} {qg_separator} {c.strip()}" for a, c in zip(batch[answer_column], batch[source_column])]
+                source_column: [
+                    f"{answer.strip()} {qg_separator} {context.strip()}"
+                    for answer, context in zip(batch[answer_column], batch[source_column])
+                ]
             },
             batched=True,
             desc="Composing QG inputs (answer [SEP] context)",
@@ -285,7 +302,7 @@ def _standardize(
     if any(old != new for old, new in renames.items()):
         clashes = [c for c in ("source", "target") if c in keep_columns and c not in renames]
         if clashes:
-            raise DataFormatError(f"{origin}: keep_columns {clashes} would be overwritten by the renamed source/target columns.")
+            raise DataFormatError(f"{origin}: keep_columns {clashes} would be overwritten by the renamed text columns.")
         dataset = dataset.rename_columns({old: f"__bang_{new}" for old, new in renames.items()})
         dataset = dataset.rename_columns({f"__bang_{new}": new for new in renames.values()})
     return dataset.select_columns(["source", "target", *[c for c in keep_columns if c not in ("source", "target")]])
@@ -395,15 +412,18 @@ def tokenize_pairs(
         `TokenizationReport`, which is also logged (as a warning when anything was truncated).
     """
     if isinstance(dataset, datasets.DatasetDict):
-        raise TypeError("tokenize_pairs takes one Dataset; call it once per split, e.g. tokenize_pairs(ds['train'], ...).")
+        raise TypeError("tokenize_pairs takes one Dataset; call it per split, e.g. tokenize_pairs(ds['train'], ...).")
     missing = [c for c in ("source", "target") if c not in dataset.column_names]
     if missing:
-        raise DataFormatError(f"tokenize_pairs: dataset lacks column(s) {missing}; load it with load_pairs(..., source_column=, target_column=).")
+        raise DataFormatError(
+            f"tokenize_pairs: dataset lacks column(s) {missing}; load it with "
+            "load_pairs(..., source_column=, target_column=)."
+        )
     if min(max_source_length, max_target_length) < 2:
         raise ValueError("max_source_length and max_target_length must be >= 2 (at least one token plus [SEP]).")
     end_ids = {i for i in (tokenizer.sep_token_id, tokenizer.eos_token_id) if i is not None}
     if not end_ids:
-        raise ValueError("The tokenizer has neither sep_token nor eos_token; BANG sequences end with [SEP]. Set sep_token/eos_token.")
+        raise ValueError("The tokenizer has neither sep_token nor eos_token; BANG sequences end with [SEP]. Set one.")
 
     def encode(texts: list[str], max_length: int, is_target: bool) -> tuple[dict[str, list], list[bool], list[int]]:
         call = (lambda t, **kw: tokenizer(text_target=t, **kw)) if is_target else (lambda t, **kw: tokenizer(t, **kw))
@@ -439,7 +459,8 @@ def tokenize_pairs(
         }
 
     tokenized = dataset.map(tokenize_batch, batched=True, num_proc=num_proc, desc="Tokenizing pairs")
-    stats = tokenized.select_columns(["_source_cut", "_target_cut", "_source_len", "_target_len"]).with_format("arrow")[:]
+    stat_columns = ["_source_cut", "_target_cut", "_source_len", "_target_len"]
+    stats = tokenized.select_columns(stat_columns).with_format("arrow")[:]
     report = TokenizationReport(
         num_examples=len(tokenized),
         max_source_length=max_source_length,
@@ -449,7 +470,7 @@ def tokenize_pairs(
         longest_source=int(pc.max(stats["_source_len"]).as_py() or 0),
         longest_target=int(pc.max(stats["_target_len"]).as_py() or 0),
     )
-    tokenized = tokenized.remove_columns(["_source_cut", "_target_cut", "_source_len", "_target_len"])
+    tokenized = tokenized.remove_columns(stat_columns)
     cls_id = getattr(tokenizer, "cls_token_id", None)
     if cls_id is not None and len(tokenized) and tokenized[0]["input_ids"][0] == cls_id:
         # Not an error (the tokenizer decides), but BANG checkpoints were trained without it.

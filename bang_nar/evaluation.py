@@ -77,7 +77,7 @@ def compute_generation_metrics(
     predictions = list(predictions)
     references = [[ref] if isinstance(ref, str) else list(ref) for ref in references]
     if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} references; pass one entry per example.")
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references; pass one per example.")
     if not predictions:
         raise ValueError("No predictions to score.")
     if raw_predictions is not None and len(raw_predictions) != len(predictions):
@@ -166,7 +166,7 @@ def _as_rows(results: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     if all(nested):
         return dict(results)
     if any(nested):
-        raise ValueError("write_results: mix of metric values and per-mode dicts; pass one row, or {mode: {metric: value}}.")
+        raise ValueError("write_results: mix of metric values and per-mode dicts; pass one row or {mode: {metric: ...}}.")
     return {"model": results}
 
 

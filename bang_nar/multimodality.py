@@ -224,7 +224,8 @@ def multi_reference_scores(predictions: Sequence[str], references_list: Sequence
         normalize(prediction) in {normalize(ref) for ref in refs}
         for prediction, refs in zip(predictions, references_list)
     )
-    bleu = load_metric("corpus_bleu").compute(predictions=list(predictions), references=[list(r) for r in references_list])
+    references = [list(refs) for refs in references_list]
+    bleu = load_metric("corpus_bleu").compute(predictions=list(predictions), references=references)
     return {
         "bleu": bleu["bleu"],
         "mode_consistency": 100.0 * consistent / len(predictions),

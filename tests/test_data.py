@@ -170,6 +170,10 @@ class TestBadFiles:
         with pytest.raises(FileNotFoundError, match=r"nope\.jsonl: no such file"):
             load_pairs(tmp_path / "nope.jsonl")
 
+    def test_missing_file_with_unknown_extension_is_not_sent_to_the_hub(self, tmp_path):
+        with pytest.raises(DataFormatError, match=r"nope\.tsv: unknown extension"):
+            load_pairs(tmp_path / "nope.tsv")
+
     def test_missing_parallel_target(self, tmp_path):
         (tmp_path / "src-x.txt").write_text("a\n", encoding="utf-8")
         with pytest.raises(FileNotFoundError, match=r"tgt-x\.txt: no such file.*target_file="):
@@ -314,6 +318,6 @@ class TestTokenizePairs:
         tok = word_tokenizer(self.words)
         with pytest.raises(DataFormatError, match="lacks column"):
             tokenize_pairs(datasets.Dataset.from_dict({"text": ["a"]}), tok, 8, 8)
-        with pytest.raises(TypeError, match="once per split"):
+        with pytest.raises(TypeError, match="call it per split"):
             tokenize_pairs(datasets.DatasetDict({"train": datasets.Dataset.from_dict({"source": ["a"], "target": ["b"]})}),
                            tok, 8, 8)

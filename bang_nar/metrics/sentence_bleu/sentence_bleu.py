@@ -57,5 +57,5 @@ class SentenceBleu(evaluate.Metric):
                 scores.append(0.0)  # NLTK divides by the hypothesis length; an empty output earns nothing
                 continue
             ref_tokens = [norm(ref).split() for ref in refs]
-            scores.append(sentence_bleu(ref_tokens, hypothesis, weights=(0.25, 0.25, 0.25, 0.25), smoothing_function=smoothing))
+            scores.append(sentence_bleu(ref_tokens, hypothesis, weights=(0.25,) * 4, smoothing_function=smoothing))
         return {"sentence_bleu": 100.0 * sum(scores) / len(scores) if scores else 0.0}
