@@ -321,8 +321,9 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
     ) -> torch.Tensor:
         """q_AR teacher-forced on the chosen targets `[B, K', T]` → logits `[B, K', T, V]`, under no_grad.
 
-        teacher='self': the student's own AR predicting stream on the batch's encoder output (stop-gradient);
-        otherwise the frozen checkpoint, which runs its own encoder."""
+        teacher='self': the student's own AR predicting stream on the batch's encoder output (stop-gradient), in the
+        model's current mode, so with dropout > 0 the teacher sees dropout too (our choice: the encoder pass is
+        shared, as docs/spmd.md asks); otherwise the frozen checkpoint in eval mode, which runs its own encoder."""
         batch, num, length = targets.shape
         repeat = {k: inputs[k].repeat_interleave(num, 0) for k in ("input_ids", "attention_mask")}
         flat = targets.reshape(batch * num, length)
