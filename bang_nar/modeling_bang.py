@@ -734,7 +734,7 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
         mode: Mode = "ar",
-        label_smoothing: float | None = None,
+        smoothing_eps: float | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput:
@@ -746,7 +746,8 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
             decoder_attention_mask (`[B, T]`): NAR only: 1 for real slots. Without labels or this mask, NAR takes
                 the pad pattern of `decoder_input_ids`.
             mode (`"ar"` or `"nar"`): which decoder stream produces the logits.
-            label_smoothing: ε of the loss; defaults to `config.label_smoothing`.
+            smoothing_eps: ε of the label-smoothed loss; defaults to `config.label_smoothing`. (Not named
+                `label_*`: Trainer treats every forward argument containing "label" as a label column.)
             num_items_in_batch: divide the summed loss by this (Trainer convention) instead of the local count.
 
         `logits[:, t]` predicts `labels[:, t]` in both modes.
@@ -780,7 +781,7 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
 
         loss = None
         if labels is not None:
-            epsilon = self.config.label_smoothing if label_smoothing is None else label_smoothing
+            epsilon = self.config.label_smoothing if smoothing_eps is None else smoothing_eps
             loss = label_smoothed_nll_loss(logits, labels, epsilon, num_items_in_batch)
         return Seq2SeqLMOutput(
             loss=loss,

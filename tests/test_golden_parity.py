@@ -121,7 +121,7 @@ def test_losses(golden):
     ntokens = int(case["ntokens"].reshape(-1)[0])
     for mode in ("ar", "nar"):
         for epsilon, key in ((0.1, f"loss_{mode}"), (0.0, f"loss_{mode}_nll")):
-            loss = model(input_ids=src, attention_mask=src.ne(0).long(), labels=labels, mode=mode, label_smoothing=epsilon).loss
+            loss = model(input_ids=src, attention_mask=src.ne(0).long(), labels=labels, mode=mode, smoothing_eps=epsilon).loss
             expected = float(case[key].reshape(-1)[0]) / ntokens
             assert loss.item() == pytest.approx(expected, rel=1e-5), key
         summed = model(input_ids=src, attention_mask=src.ne(0).long(), labels=labels, mode=mode, num_items_in_batch=1).loss

@@ -118,7 +118,7 @@ def test_loss_is_label_smoothed_token_mean_and_backpropagates(model):
     input_ids, mask, labels = random_batch()
     model.train()
     for mode in ("ar", "nar"):
-        out = model(input_ids=input_ids, attention_mask=mask, labels=labels, mode=mode, label_smoothing=0.1)
+        out = model(input_ids=input_ids, attention_mask=mask, labels=labels, mode=mode, smoothing_eps=0.1)
         log_probs = out.logits.log_softmax(-1)
         rows = labels.ne(-100)
         nll = -log_probs[rows].gather(-1, labels[rows][:, None]).squeeze(-1)

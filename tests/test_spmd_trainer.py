@@ -61,7 +61,7 @@ def reference(model, batch, args, teacher=None, uniform=None, keep_fraction=1.0,
         v = torch.ones(len(d))
     loss = sum(v[i] * sample_losses[i] for i in range(len(d))) / max(float(v.sum()), 1.0)  # Eq. 7
     if args.ar_loss_weight:
-        ar = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"], mode="ar", label_smoothing=eps)
+        ar = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"], mode="ar", smoothing_eps=eps)
         loss = loss + args.ar_loss_weight * ar.loss
     return loss, d
 
@@ -199,7 +199,7 @@ def test_ar_mode_is_the_model_loss_and_mixed_draws_both(tmp_path):
     batch = SPMDDataCollator(pad_token_id=0)(list(dataset))
     model = tiny_model(seed=3).train()
     trainer = spmd_trainer(tmp_path, model=model, dataset=dataset.remove_columns("kd_labels"), train_mode="ar")
-    expected = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels")}, mode="ar", label_smoothing=0.1).loss
+    expected = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels")}, mode="ar", smoothing_eps=0.1).loss
     torch.testing.assert_close(trainer.compute_loss(model, batch), expected)
     mixed = spmd_trainer(tmp_path / "mixed", train_mode="mixed", nar_ratio=0.5, max_steps=8)
     mixed.train()

@@ -40,7 +40,7 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
       `pace_growth` (μ).
     - `label_smoothing_factor` (ε of Eq. 1): the standard Trainer field, default raised to 0.1 (spmd.md Eq. 1 and
       BANG's `--label-smoothing 0.1`). The trainer passes it to every loss explicitly, so the model config's
-      `label_smoothing` is not used in training.
+      `label_smoothing` is not used in training (the forward kwarg is `smoothing_eps`).
     - `kd_column`: the batch key (and dataset column) holding the k distilled candidates.
     """
 

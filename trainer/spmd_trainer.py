@@ -170,10 +170,6 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         _check_dataset(kwargs.get("train_dataset"), args)
         super().__init__(model=model, args=args, **kwargs)
         self.model_accepts_loss_kwargs = True  # compute_loss consumes num_items_in_batch itself
-        if args.label_names is None:
-            # Trainer's `find_labels` takes every forward argument containing "label", so BANG's `label_smoothing`
-            # would count as a label and evaluation would see no labels (and no loss).
-            self.label_names = ["labels"]
         self.pace_state = SelfPacedState.from_args(args)
         self.teacher = self._load_teacher(args)
         self._metrics: dict[str, defaultdict[str, list[float]]] = {s: defaultdict(list) for s in ("train", "eval")}
@@ -249,7 +245,7 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             attention_mask=inputs["attention_mask"],
             labels=inputs["labels"],
             mode=self.args.eval_mode,
-            label_smoothing=self.args.label_smoothing_factor,
+            smoothing_eps=self.args.label_smoothing_factor,
         )
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
