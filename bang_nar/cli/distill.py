@@ -1,0 +1,52 @@
+"""Sequence-level distillation: add the AR stream's beam-search targets to a dataset (with provenance).
+
+Shards across processes under `accelerate launch` / `torchrun`, resumable, merged back in order.
+
+    bang-nar distill --model out/ar --data train.jsonl --output_dir out/distilled --num_beams 4 --length_penalty 1.2
+"""
+
+import argparse
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DistillArguments:
+    model: str = field(metadata={"help": "AR-fine-tuned BANG model folder or Hub id (the teacher)."})
+    output_dir: str = field(metadata={"help": "Writes OUTPUT_DIR/dataset and OUTPUT_DIR/provenance.json."})
+    num_beams: int = field(default=4, metadata={"help": "Beam size."})
+    length_penalty: float = field(default=1.2, metadata={"help": "Beam-search length penalty."})
+    num_return_sequences: int = field(default=1, metadata={"help": "k-best targets kept per source."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Longest distilled target."})
+    batch_size: int = field(default=32, metadata={"help": "Sources per generate call (one resumable chunk)."})
+    no_resume: bool = field(default=False, metadata={"help": "Recompute chunks of an earlier run."})
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("distill", help="AR beam-search targets for sequence KD / SPMD", add_help=False,
+                                   description=__doc__)
+    parser.set_defaults(run=run, passthrough=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer, HfArgumentParser
+
+    from bang_nar.pipeline import build_model, prepare_dataset
+    from bang_nar.trainer import distill_dataset
+
+    from ._args import DataArguments, load_data
+
+    parser = HfArgumentParser((DistillArguments, DataArguments), prog="bang-nar distill", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    distill_args, data_args = parser.parse_args_into_dataclasses(args.args or ["--help"])
+    tokenizer = AutoTokenizer.from_pretrained(distill_args.model)
+    model = build_model(distill_args.model)
+    data = prepare_dataset(load_data(data_args), tokenizer, data_args.max_source_length, data_args.max_target_length)
+    result = distill_dataset(
+        model, data, distill_args.output_dir, num_beams=distill_args.num_beams,
+        length_penalty=distill_args.length_penalty, num_return_sequences=distill_args.num_return_sequences,
+        max_new_tokens=distill_args.max_new_tokens, batch_size=distill_args.batch_size, teacher_name=distill_args.model,
+        tokenizer=tokenizer, resume=not distill_args.no_resume,
+    )
+    print(f"Distilled {len(result)} examples with {distill_args.model} (beam {distill_args.num_beams}, "
+          f"k={distill_args.num_return_sequences}) → {distill_args.output_dir}")
+    return 0
