@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,14 @@ from torch import nn
 from transformers import Seq2SeqTrainer
 from transformers.modeling_outputs import BaseModelOutput
 
-from bang_nar.hub import render_model_card
+from bang_nar.hub import (
+    display_name,
+    eval_results_from_table,
+    is_hub_id,
+    metrics_section,
+    render_model_card,
+    table_notes,
+)
 
 from .collator import SPMDDataCollator
 from .spmd_config import SPMDTrainingArguments
@@ -38,14 +46,6 @@ from .spmd_loss import (
 
 SPMD_STATE_NAME = "spmd_state.pt"
 MODEL_CARD_TEMPLATE = "spmd_model_card"
-# The arguments listed in the model card's settings table.
-CARD_SETTINGS = (
-    "spmd_preset", "train_mode", "nar_ratio", "target_sources", "mix_strategy", "p_mix", "kd_alpha", "kd_temperature",
-    "ar_loss_weight", "teacher", "pace_mode", "pace_signal", "pace_q0", "pace_warmup_ratio", "pace_lambda0",
-    "pace_growth", "label_smoothing_factor", "learning_rate", "per_device_train_batch_size",
-    "gradient_accumulation_steps", "max_steps", "num_train_epochs", "seed",
-)  # fmt: skip
-
 # Columns of the per-sample statistics gathered across ranks in `SelfPacedState.update`.
 STATS = ("difficulty", "nar_loss", "kd_loss", "from_gold", "ar_loss_sum", "ar_tokens")
 
@@ -427,36 +427,224 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         model_name: str | None = None,
         dataset_name: str | None = None,
         tags: str | list[str] | None = None,
+        *,
+        dataset: str | None = None,
+        eval_results: dict[str, dict[str, Any]] | None = None,
+        eval_dataset_name: str | None = None,
+        eval_systems: dict[str, dict[str, Any]] | None = None,
+        eval_device: str | None = None,
+        language: str | list[str] | None = None,
+        license: str | None = None,
+        finetuned_from: str | None = None,
+        dataset_tags: str | list[str] | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         """Write `README.md` in `output_dir` from `hub_cards/spmd_model_card.md`, filled from the class metadata
-        (`_tag_names`, `_paper`) and the SPMD arguments."""
+        (`_tag_names`, `_paper`), every `SPMDTrainingArguments` field, the trainer state and the model.
+
+        Args:
+            model_name: card title and `model-index` name (default: the output folder's name).
+            dataset_name / dataset: the training data (TRL's and Trainer's names for it): a Hub id (also put in the
+                metadata), a local file, or a folder written by `bang-nar distill` (its provenance is summarised).
+            tags: added to `_tag_names`.
+            eval_results: `{system: {metric: value}}` rows, e.g. results.json of `bang-nar evaluate` or
+                `bang_nar.pipeline.evaluate_model`; they become `EvalResult`s and the card's metrics table.
+            eval_dataset_name / eval_systems / eval_device: the evaluation data (default: the training data), each
+                system's decode options and where ms/sample was measured.
+            language, license, finetuned_from, dataset_tags: as in `Trainer.create_model_card` (`push_to_hub` passes
+                them); `tasks` and `dataset_args` are accepted for the same reason and unused (the task is fixed).
+            **kwargs: further facts about the data (e.g. `num_modes=2`), listed under "Data"; None values are skipped.
+        """
+        from bang_nar import __version__ as bang_nar_version
+
         if not self.is_world_process_zero():
             return
-        tags = [tags] if isinstance(tags, str) else list(tags or [])
-        base = getattr(self._unwrapped().config, "_name_or_path", "") or "a BANG checkpoint"
+        data_name = dataset_name or dataset
+        tags = _as_list(tags)
+        model = self._unwrapped()
+        base = finetuned_from or getattr(model.config, "_name_or_path", "") or None
+        model_name = model_name or os.path.basename(os.path.normpath(self.args.output_dir))
+        results = []
+        if eval_results:
+            results = eval_results_from_table(
+                eval_results, eval_dataset_name or data_name or "evaluation data", systems=eval_systems,
+                device=eval_device,
+            )
         card_data = ModelCardData(
+            model_name=model_name,
+            language=language,
+            license=license,
             library_name="transformers",
             tags=list(dict.fromkeys(self._tag_names + tags)),
-            base_model=base if os.path.sep not in base and base != "a BANG checkpoint" else None,
-            datasets=[dataset_name] if dataset_name else None,
+            base_model=base if is_hub_id(base) else None,
+            datasets=[d for d in [data_name, *_as_list(dataset_tags)] if is_hub_id(d)] or None,
             pipeline_tag="text2text-generation",
+            eval_results=results or None,
         )
+        is_nar = self.args.train_mode != "ar"
         values = {
-            "model_name": model_name or os.path.basename(os.path.normpath(self.args.output_dir)),
-            "base_model": base,
-            "dataset": f"`{dataset_name}`" if dataset_name else "an unspecified dataset",
+            "model_name": model_name,
+            "base_model": f"`{display_name(base)}`" if base else _card_scratch(model),
+            "dataset": f"`{display_name(data_name)}`" if data_name else "an unspecified dataset",
             "paper_title": self._paper["title"],
             "paper_id": self._paper["id"],
-            "hyperparameters": "\n".join(f"| `{k}` | `{getattr(self.args, k)}` |" for k in CARD_SETTINGS),
             "train_mode": self.args.train_mode,
             "spmd_preset": self.args.spmd_preset,
+            "recipe": _card_recipe(self.args),
+            "data": _card_data(data_name, self.train_dataset, self.args, kwargs),
+            "spmd_options": _card_spmd_options(self.args),
+            "training_setup": _card_training_setup(self.args, self.state, self.accelerator.num_processes),
+            "metrics": metrics_section(results, table_notes(eval_results or {})),
+            "decoding": _card_decoding(model, is_nar),
+            "use_generate_kwargs": 'mode="nar"' if is_nar else 'mode="ar", num_beams=4, max_new_tokens=64',
+            "use_mode": "nar" if is_nar else "ar",
+            "bang_nar_version": bang_nar_version,
             "transformers_version": transformers.__version__,
             "torch_version": torch.__version__,
         }
         os.makedirs(self.args.output_dir, exist_ok=True)
         with open(os.path.join(self.args.output_dir, "README.md"), "w", encoding="utf-8") as f:
             f.write(render_model_card(MODEL_CARD_TEMPLATE, values, card_data))
+
+
+# ---- model card pieces (used by `create_model_card` only) ------------------------------------------------------------
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+def _card_cell(value: Any) -> str:
+    """A Markdown table cell: the value as code (enums by value), with `|` escaped so it cannot break the row."""
+    return "`" + str(getattr(value, "value", value)).replace("|", "\\|") + "`"
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)  # Trainer's str enums print as "SchedulerType.LINEAR" otherwise
+
+
+def _card_scratch(model: nn.Module) -> str:
+    config = model.config
+    return (
+        f"random initialisation (trained from scratch: d_model={config.d_model}, "
+        f"layers={config.encoder_layers}+{config.decoder_layers}, vocab={config.vocab_size})"
+    )
+
+
+def _card_recipe(args: SPMDTrainingArguments) -> str:
+    """The loss actually optimised, in words, from the resolved arguments (presets already applied)."""
+    ar_gold = f"label-smoothed (ε={args.label_smoothing_factor}) cross-entropy of the AR predicting stream on gold"
+    if args.train_mode == "ar":
+        return (
+            f"- AR fine-tuning (BANG, bang_spec.md §3.2): {ar_gold} targets.\n"
+            "- The SPMD options below are recorded but unused: they apply to NAR batches only."
+        )
+    lines = []
+    if args.train_mode == "mixed":
+        lines.append(f"- Each batch is NAR with probability `nar_ratio`={args.nar_ratio} (seeded draw), else AR ({ar_gold}).")
+    sources = {"gold": "the gold target", "ar_kd": f"the AR-stream beam-search targets (`{args.kd_column}`)"}
+    candidates = " and ".join(sources[s] for s in args.target_sources)
+    choice = {"min_loss": "the candidate with the lowest NAR loss", "random": f"a distilled target with probability "
+              f"p_mix={args.p_mix}, else gold", "all": "the average over all candidates"}[args.mix_strategy]  # fmt: skip
+    lines.append(f"- NAR cross-entropy (ε={args.label_smoothing_factor}) on {candidates}; per sample: {choice} (Eq. 1, 3).")
+    if args.kd_alpha > 0:
+        teacher = "the model's own AR stream (stop-gradient)" if args.teacher == "self" else f"the frozen `{display_name(args.teacher)}`"
+        lines.append(f"- Token KL towards {teacher}, weight α={args.kd_alpha}, temperature τ={args.kd_temperature} (Eq. 2, 4).")
+    else:
+        lines.append("- No token KL (α=0).")
+    if args.pace_mode == "none":
+        lines.append("- No self-paced weighting: every sample has weight 1.")
+    else:
+        lines.append(f"- Self-paced sample weights `{args.pace_mode}` on difficulty `{args.pace_signal}` over the global batch (Eq. 5, 6).")
+    if args.ar_loss_weight > 0:
+        lines.append(f"- AR-stream gold loss with weight β={args.ar_loss_weight} (Eq. 7).")
+    return "\n".join(lines)
+
+
+def _card_data(name: str | None, dataset: Any, args: SPMDTrainingArguments, extra: dict[str, Any]) -> str:
+    """Where the training pairs came from: size, distillation provenance when the data is a `distill` folder."""
+    lines = [f"- Training data: `{name}`" if name else "- Training data: not recorded"]
+    if dataset is not None and hasattr(dataset, "__len__"):
+        lines.append(f"- Training examples: {len(dataset):,}")
+    provenance_path = os.path.join(name, "provenance.json") if name else None
+    if provenance_path and os.path.isfile(provenance_path):
+        from .sequence_kd import load_provenance
+
+        p = load_provenance(name)
+        teacher = display_name(str(p.get("teacher", "?")))
+        lines.append(
+            f"- Distilled targets (`{p.get('kd_column', args.kd_column)}`) by `bang-nar distill`: teacher `{teacher}`, "
+            f"AR beam {p.get('num_beams')}, length penalty {p.get('length_penalty')}, "
+            f"{p.get('num_return_sequences')} target(s) per source, at most {p.get('max_new_tokens')} new tokens"
+        )
+    elif args.uses_distilled_targets:
+        lines.append(f"- Distilled targets: column `{args.kd_column}` of the training data (provenance not recorded)")
+    lines += [f"- `{key}`: {value}" for key, value in extra.items() if value is not None]
+    return "\n".join(lines)
+
+
+def _card_spmd_options(args: SPMDTrainingArguments) -> str:
+    """One row per field declared by `SPMDTrainingArguments` (not its parents), with the first sentence of its help."""
+    import dataclasses
+    import inspect
+
+    own = inspect.get_annotations(SPMDTrainingArguments)  # fields declared in the subclass only, in order
+    helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(SPMDTrainingArguments)}
+    rows = []
+    for name in own:
+        # First sentence only ("Eq. 4" is no sentence end); the value column already shows any preset default.
+        meaning = re.split(r"(?<=[\w)'])\. (?=[A-Z])", helps.get(name, ""))[0].rstrip(".").replace("|", "\\|")
+        rows.append(f"| `{name}` | {_card_cell(getattr(args, name))} | {meaning} |")
+    return "\n".join(rows)
+
+
+def _card_training_setup(args: SPMDTrainingArguments, state: Any, num_processes: int) -> str:
+    """Steps, batch, optimiser and seed of the run, and its last logged losses."""
+    per_update = args.per_device_train_batch_size * args.gradient_accumulation_steps * num_processes
+    precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    history = getattr(state, "log_history", []) or []
+    last = {key: next((e[key] for e in reversed(history) if key in e), None)
+            for key in ("loss", "train_loss", "eval_loss", "train_runtime")}  # fmt: skip
+    settings = {
+        "optimizer steps": f"{state.global_step} (max_steps {args.max_steps})" if args.max_steps > 0 else state.global_step,
+        "epochs": round(float(state.epoch or 0.0), 3),
+        "batch per update": f"{per_update} ({args.per_device_train_batch_size} per device × "
+                            f"{args.gradient_accumulation_steps} accumulation × {num_processes} process(es))",
+        "learning rate": f"{args.learning_rate} ({_plain(args.lr_scheduler_type)}, warmup {args.warmup_steps} steps)",
+        "optimizer": f"{_plain(args.optim)}, weight decay {args.weight_decay}, max grad norm {args.max_grad_norm}",
+        "precision": precision,
+        "seed": f"{args.seed} (data_seed {args.data_seed})",
+        "mean training loss": last["train_loss"],
+        "last logged loss": last["loss"],
+        "last eval loss": last["eval_loss"],
+        "runtime (s)": last["train_runtime"],
+    }
+    return "\n".join(f"| {key} | {_card_cell(value)} |" for key, value in settings.items() if value is not None)
+
+
+def _card_decoding(model: nn.Module, is_nar: bool) -> str:
+    """The default `generate()` mode and the stored generation options, plus how this recipe is meant to decode."""
+    stored = {k: v for k, v in model.generation_config.to_diff_dict().items()
+              if not k.startswith("_") and not k.endswith("token_id") and k != "transformers_version"}  # fmt: skip
+    lines = [
+        f"- Default `generate()` mode (`config.generation_mode`): `{model.config.generation_mode}`; pass `mode=` to choose.",
+        "- NAR (`mode=\"nar\"`): one encoder and one decoder pass, argmax per slot, output cut at the first `[SEP]` and "
+        "consecutive repeats dropped; `num_candidates=K` rescores K NAR candidates with the AR stream; "
+        "`mode=\"nar_verify\"` returns AR greedy output token for token, using the NAR draft.",
+        "- AR (`mode=\"ar\"`): `GenerationMixin` search, e.g. `num_beams=4, length_penalty=1.2` (BANG's setting).",
+    ]
+    if stored:
+        lines.append("- Stored generation config: " + ", ".join(f"`{k}={v}`" for k, v in sorted(stored.items())))
+    if is_nar:
+        lines.append("- This model was trained for NAR decoding" + (
+            f": pass `mode=\"nar\"` (its config still defaults to `{model.config.generation_mode}`)."
+            if model.config.generation_mode != "nar" else "."
+        ))
+    else:
+        lines.append("- This model was trained in AR mode (e.g. as the teacher of `bang-nar distill`).")
+    return "\n".join(lines)
 
 
 def _check_dataset(dataset: Any, args: SPMDTrainingArguments) -> None:
