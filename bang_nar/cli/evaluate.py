@@ -26,6 +26,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-repeat-ngram-size", type=int, default=0, help="NAR n-gram blocking during argmax")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--update-card", action="store_true",
+                        help="merge the scores into MODEL/README.md (Hub EvalResults and the card's metrics table)")
     parser.set_defaults(run=run)
 
 
@@ -58,4 +60,10 @@ def run(args: argparse.Namespace) -> int:
     json_path, md_path = write_results(table, args.output_dir, title=f"{args.model} on {args.data}")
     print(md_path.read_text())
     print(f"Wrote {json_path} and {md_path}")
+    if args.update_card:
+        from bang_nar.hub import describe_device, update_model_card_metrics
+
+        card = update_model_card_metrics(args.model, table, args.data, split=args.split, systems=systems,
+                                         device=describe_device(model.device))
+        print(f"Updated the model card {card}")
     return 0
