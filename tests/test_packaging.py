@@ -1,0 +1,44 @@
+"""The wheel ships everything a user needs, and `trainer/` installs as `bang_nar.trainer`, never as `trainer`."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (path,) = out.glob("bang_nar-*.whl")
+    return path
+
+
+def test_wheel_contents(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        wheel_files = set(archive.namelist())
+        entry_points = archive.read(next(n for n in wheel_files if n.endswith("entry_points.txt"))).decode()
+    expected = [
+        "bang_nar/modeling_bang.py",
+        "bang_nar/configuration_bang.py",
+        "bang_nar/vocab.txt",
+        "bang_nar/cli/__init__.py",
+        "bang_nar/trainer/spmd_trainer.py",
+        "bang_nar/trainer/spmd_loss.py",
+        "bang_nar/hub_cards/converted.md",
+        "bang_nar/metrics/corpus_bleu/corpus_bleu.py",
+        "bang_nar/sample_data/du_qg/train.jsonl",
+        "bang_nar/sample_data/du_qg/ATTRIBUTION.md",
+    ]
+    missing = [name for name in expected if name not in wheel_files]
+    assert not missing, missing
+    assert not any(name.startswith(("trainer/", "hub_cards/", "tests/")) for name in wheel_files)
+    assert "bang-nar = bang_nar.cli:main" in entry_points
