@@ -267,7 +267,8 @@ def test_push_commits_model_tokenizer_card_and_code_but_no_checkpoints(tmp_path,
     assert all(r.url.host == "huggingface.co" for r in fake_hub.requests)
     writes = [r for r in fake_hub.requests if r.method == "POST"]
     assert all(r.headers["authorization"] == "Bearer hf_test_token" for r in writes)
-    assert [r.url.path for r in writes][-2:] == ["/api/models/me/bang/preupload/main", "/api/models/me/bang/commit/main"]
+    paths = [r.url.path for r in writes]
+    assert paths[-2:] == ["/api/models/me/bang/preupload/main", "/api/models/me/bang/commit/main"]
 
 
 def test_push_subcommand_uploads_through_push_model(tmp_path, fake_hub):
@@ -283,7 +284,8 @@ def test_push_subcommand_uploads_through_push_model(tmp_path, fake_hub):
     "remove, message",
     [
         (["model.safetensors"], r"lacks weights \(model.safetensors or model.safetensors.index.json\)"),
-        (["tokenizer_config.json", "README.md"], r"lacks tokenizer \(tokenizer_config.json\), model card \(README.md\)"),
+        (["tokenizer_config.json", "README.md"],
+         r"lacks tokenizer \(tokenizer_config.json\), model card \(README.md\)"),
     ],
     ids=["no-weights", "no-tokenizer-no-card"],
 )

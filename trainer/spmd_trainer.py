@@ -543,21 +543,36 @@ def _card_recipe(args: SPMDTrainingArguments) -> str:
         )
     lines = []
     if args.train_mode == "mixed":
-        lines.append(f"- Each batch is NAR with probability `nar_ratio`={args.nar_ratio} (seeded draw), else AR ({ar_gold}).")
+        lines.append(
+            f"- Each batch is NAR with probability `nar_ratio`={args.nar_ratio} (seeded draw), else AR ({ar_gold})."
+        )
     sources = {"gold": "the gold target", "ar_kd": f"the AR-stream beam-search targets (`{args.kd_column}`)"}
     candidates = " and ".join(sources[s] for s in args.target_sources)
-    choice = {"min_loss": "the candidate with the lowest NAR loss", "random": f"a distilled target with probability "
-              f"p_mix={args.p_mix}, else gold", "all": "the average over all candidates"}[args.mix_strategy]  # fmt: skip
-    lines.append(f"- NAR cross-entropy (ε={args.label_smoothing_factor}) on {candidates}; per sample: {choice} (Eq. 1, 3).")
+    choice = {
+        "min_loss": "the candidate with the lowest NAR loss",
+        "random": f"a distilled target with probability p_mix={args.p_mix}, else gold",
+        "all": "the average over all candidates",
+    }[args.mix_strategy]
+    eps = args.label_smoothing_factor
+    lines.append(f"- NAR cross-entropy (ε={eps}) on {candidates}; per sample: {choice} (Eq. 1, 3).")
     if args.kd_alpha > 0:
-        teacher = "the model's own AR stream (stop-gradient)" if args.teacher == "self" else f"the frozen `{display_name(args.teacher)}`"
-        lines.append(f"- Token KL towards {teacher}, weight α={args.kd_alpha}, temperature τ={args.kd_temperature} (Eq. 2, 4).")
+        teacher = (
+            "the model's own AR stream (stop-gradient)"
+            if args.teacher == "self"
+            else f"the frozen `{display_name(args.teacher)}`"
+        )
+        lines.append(
+            f"- Token KL towards {teacher}, weight α={args.kd_alpha}, temperature τ={args.kd_temperature} (Eq. 2, 4)."
+        )
     else:
         lines.append("- No token KL (α=0).")
     if args.pace_mode == "none":
         lines.append("- No self-paced weighting: every sample has weight 1.")
     else:
-        lines.append(f"- Self-paced sample weights `{args.pace_mode}` on difficulty `{args.pace_signal}` over the global batch (Eq. 5, 6).")
+        lines.append(
+            f"- Self-paced sample weights `{args.pace_mode}` on difficulty `{args.pace_signal}` over the global "
+            "batch (Eq. 5, 6)."
+        )
     if args.ar_loss_weight > 0:
         lines.append(f"- AR-stream gold loss with weight β={args.ar_loss_weight} (Eq. 7).")
     return "\n".join(lines)
@@ -608,11 +623,15 @@ def _card_training_setup(args: SPMDTrainingArguments, state: Any, num_processes:
     last = {key: next((e[key] for e in reversed(history) if key in e), None)
             for key in ("loss", "train_loss", "eval_loss", "train_runtime")}  # fmt: skip
     settings = {
-        "optimizer steps": f"{state.global_step} (max_steps {args.max_steps})" if args.max_steps > 0 else state.global_step,
+        "optimizer steps": (
+            f"{state.global_step} (max_steps {args.max_steps})" if args.max_steps > 0 else state.global_step
+        ),
         "epochs": round(float(state.epoch or 0.0), 3),
         "batch per update": f"{per_update} ({args.per_device_train_batch_size} per device × "
                             f"{args.gradient_accumulation_steps} accumulation × {num_processes} process(es))",
-        "learning rate": f"{args.learning_rate} ({_plain(args.lr_scheduler_type)}, warmup {args.warmup_steps} steps)",
+        "learning rate": (
+            f"{args.learning_rate} ({_plain(args.lr_scheduler_type)}, warmup {args.warmup_steps} steps)"
+        ),
         "optimizer": f"{_plain(args.optim)}, weight decay {args.weight_decay}, max grad norm {args.max_grad_norm}",
         "precision": precision,
         "seed": f"{args.seed} (data_seed {args.data_seed})",
@@ -626,22 +645,23 @@ def _card_training_setup(args: SPMDTrainingArguments, state: Any, num_processes:
 
 def _card_decoding(model: nn.Module, is_nar: bool) -> str:
     """The default `generate()` mode and the stored generation options, plus how this recipe is meant to decode."""
+    # Only search options: ids, output switches and bookkeeping say nothing about how the model decodes.
+    skip = {"transformers_version", "use_cache", "output_attentions", "output_hidden_states", "return_dict_in_generate"}
     stored = {k: v for k, v in model.generation_config.to_diff_dict().items()
-              if not k.startswith("_") and not k.endswith("token_id") and k != "transformers_version"}  # fmt: skip
+              if not k.startswith("_") and not k.endswith("token_id") and k not in skip}  # fmt: skip
+    mode = model.config.generation_mode
     lines = [
-        f"- Default `generate()` mode (`config.generation_mode`): `{model.config.generation_mode}`; pass `mode=` to choose.",
-        "- NAR (`mode=\"nar\"`): one encoder and one decoder pass, argmax per slot, output cut at the first `[SEP]` and "
-        "consecutive repeats dropped; `num_candidates=K` rescores K NAR candidates with the AR stream; "
+        f"- Default `generate()` mode (`config.generation_mode`): `{mode}`; pass `mode=` to choose.",
+        "- NAR (`mode=\"nar\"`): one encoder and one decoder pass, argmax per slot, output cut at the first `[SEP]` "
+        "and consecutive repeats dropped; `num_candidates=K` rescores K NAR candidates with the AR stream; "
         "`mode=\"nar_verify\"` returns AR greedy output token for token, using the NAR draft.",
         "- AR (`mode=\"ar\"`): `GenerationMixin` search, e.g. `num_beams=4, length_penalty=1.2` (BANG's setting).",
     ]
     if stored:
         lines.append("- Stored generation config: " + ", ".join(f"`{k}={v}`" for k, v in sorted(stored.items())))
     if is_nar:
-        lines.append("- This model was trained for NAR decoding" + (
-            f": pass `mode=\"nar\"` (its config still defaults to `{model.config.generation_mode}`)."
-            if model.config.generation_mode != "nar" else "."
-        ))
+        default = f": pass `mode=\"nar\"` (its config still defaults to `{mode}`)." if mode != "nar" else "."
+        lines.append("- This model was trained for NAR decoding" + default)
     else:
         lines.append("- This model was trained in AR mode (e.g. as the teacher of `bang-nar distill`).")
     return "\n".join(lines)
