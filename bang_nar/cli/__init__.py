@@ -37,7 +37,16 @@ def main(argv: list[str] | None = None) -> int:
         args.args = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, FileNotFoundError) as error:
+        from bang_nar.data import DataFormatError
+
+        # Bad input files and incomplete model folders are the user's to fix: their messages name the file and the
+        # fix, so print one line instead of a traceback. Other errors keep their traceback.
+        if not isinstance(error, (DataFormatError, FileNotFoundError)):
+            raise
+        parser.exit(2, f"bang-nar {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":
