@@ -126,3 +126,22 @@ def test_nar_modes_reject_beams_and_bad_candidate_counts(model):
         model.generate(x, mode="nar", num_candidates=0)
     with pytest.raises(ValueError, match="exists only in generate"):
         model(input_ids=x, decoder_input_ids=x, mode="nar_verify")
+
+
+@torch.no_grad()
+def test_decoding_options_survive_save_and_load(tmp_path):
+    from bang_nar import BangForConditionalGeneration
+
+    model = tiny_model(4)
+    input_ids, mask, _ = random_batch(seed=12)
+    options = [
+        {"mode": "nar", "num_candidates": 3},
+        {"mode": "nar", "no_repeat_ngram_size": 2, "suppress_repeats": True},
+        {"mode": "nar_verify"},
+        {"mode": "ar", "num_beams": 4, "max_new_tokens": 6, "original_compatible": True},
+    ]
+    before = [model.generate(input_ids, attention_mask=mask, **o) for o in options]
+    model.save_pretrained(tmp_path)
+    loaded = BangForConditionalGeneration.from_pretrained(tmp_path).eval()
+    for option, expected in zip(options, before):
+        assert torch.equal(loaded.generate(input_ids, attention_mask=mask, **option), expected), option
