@@ -150,8 +150,13 @@ def write_results(
     lines.append("|" + "|".join(["---", *("---:" for _ in columns)]) + "|")
     for row_name, row in rows.items():
         lines.append("| " + " | ".join([row_name, *(_format(row.get(c)) for c in columns)]) + " |")
-    notes = [f"- {row_name}: {key}: {value}" if len(rows) > 1 else f"- {key}: {value}"
-             for row_name, row in rows.items() for key, value in row.items() if isinstance(value, str)]
+    # A note every row shares (e.g. "WordNet data not found") is said once; the others name their row.
+    text_items = [(row_name, key, value) for row_name, row in rows.items() for key, value in row.items()
+                  if isinstance(value, str)]
+    shared = {(key, value) for _, key, value in text_items
+              if all(row.get(key) == value for row in rows.values())}
+    notes = [f"- {key}: {value}" if (key, value) in shared or len(rows) == 1 else f"- {row_name}: {key}: {value}"
+             for row_name, key, value in text_items]
     if notes:
         lines += ["", "Notes:", *dict.fromkeys(notes)]
     lines += ["", "Scores are on a 0-100 scale; latency is wall-clock time of generation only."]

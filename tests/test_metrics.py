@@ -167,7 +167,16 @@ class TestWriteResults:
         assert lines[2] == "| mode | BLEU-4 | METEOR | ms/sample | samples/s | samples |"
         assert lines[4] == "| ar | 41.23 | n/a | 120.00 | 8.33 | 10 |"
         assert lines[5] == "| nar | 30.50 | n/a | 10.00 | 100.00 | 10 |"
-        assert "- ar: meteor_note: WordNet data not found" in lines
+        # The note both rows share is said once, without a row name.
+        assert lines.count("- meteor_note: WordNet data not found") == 1
+        assert not any(line.startswith("- ar: meteor_note") for line in lines)
+
+    def test_notes_that_differ_name_their_row(self, tmp_path):
+        results = {"ar": {"bleu": 1.0, "repetition_rate_on": "predictions"},
+                   "nar": {"bleu": 2.0, "repetition_rate_on": "raw_predictions"}}
+        lines = write_results(results, tmp_path)[1].read_text().splitlines()
+        assert "- ar: repetition_rate_on: predictions" in lines
+        assert "- nar: repetition_rate_on: raw_predictions" in lines
 
     def test_single_row(self, tmp_path):
         _, md_path = write_results({"bleu": 12.0, "rougeL": float("nan")}, tmp_path, name="qg")
