@@ -984,47 +984,51 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
         draft = self._nar_logits(encoder_outputs, attention_mask, num_slots).argmax(-1)  # [B, L]
         batch_size = draft.size(0)
         start = draft.new_full((batch_size, 1), config.decoder_start_token_id)
-        sequences = torch.cat([start, draft], dim=1)  # index k >= 1 holds output token k
+        rows = torch.cat([start, draft], dim=1).tolist()  # index k >= 1 holds output token k
         confirmed = [1] * batch_size  # indices < confirmed[b] are final
-        finished = [False] * batch_size
         ar_passes = torch.zeros(batch_size, dtype=torch.long)
+        active = list(range(batch_size))  # rows still decoding; finished rows leave the batch and its cache
+        states, mask = encoder_outputs.last_hidden_state, attention_mask
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         cached = 0
-        while not all(finished):
+        while active:
+            inputs = torch.tensor([rows[b][cached:] for b in active], dtype=draft.dtype, device=draft.device)
             logits = self(
-                attention_mask=attention_mask,
-                encoder_outputs=encoder_outputs,
-                decoder_input_ids=sequences[:, cached:],
+                attention_mask=mask,
+                encoder_outputs=BaseModelOutput(last_hidden_state=states),
+                decoder_input_ids=inputs,
                 cache=cache,
                 use_cache=True,
                 mode="ar",
             ).logits
-            predicted = logits.argmax(-1).tolist()  # predicted[b][j]: AR token for index cached + j + 1
-            rows = sequences.tolist()
-            for b in range(batch_size):
-                if finished[b]:
-                    continue
+            predicted = logits.argmax(-1).tolist()  # predicted[i][j]: AR token for index cached + j + 1
+            still_active = []
+            for i, b in enumerate(active):
                 ar_passes[b] += 1
                 k = confirmed[b]
                 while True:
-                    token = predicted[b][k - 1 - cached]
+                    token = predicted[i][k - 1 - cached]
                     agreed = rows[b][k] == token
                     rows[b][k] = token
                     k += 1
                     if token == config.eos_token_id or k > num_slots:
-                        finished[b] = True
                         rows[b][k:] = [config.pad_token_id] * (len(rows[b]) - k)
                         break
                     if not agreed:
+                        still_active.append(i)
                         break
                 confirmed[b] = k
-            sequences = torch.tensor(rows, dtype=draft.dtype, device=draft.device)
-            # Keys/values are valid up to the last index whose *input* token was already final in this round.
-            pending = [confirmed[b] for b in range(batch_size) if not finished[b]]
-            if pending:
-                new_cached = min(pending) - 1
+            if len(still_active) < len(active):
+                keep = torch.tensor(still_active, dtype=torch.long, device=draft.device)
+                cache.batch_select_indices(keep)
+                states, mask = states[keep], mask[keep]
+                active = [active[i] for i in still_active]
+            if active:
+                # Keys/values stay valid up to the last index whose *input* token was already final this round.
+                new_cached = min(confirmed[b] for b in active) - 1
                 cache.crop(new_cached - cache.get_seq_length())
                 cached = new_cached
+        sequences = torch.tensor(rows, dtype=draft.dtype, device=draft.device)
         # Drop columns that are padding in every row (rows that stopped early), like HF generate does.
         keep = int(sequences.ne(config.pad_token_id).any(0).nonzero().max()) + 1
         sequences = sequences[:, :keep]
