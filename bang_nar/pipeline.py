@@ -218,6 +218,7 @@ def evaluate_model(
     *,
     batch_size: int = 64,
     metrics: Sequence[str] | None = None,
+    max_source_length: int | None = None,
     show_progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Score `model` on `dataset` (`source`, `target`, optional `references`) for each named decoding setup.
@@ -226,6 +227,7 @@ def evaluate_model(
     `{"nar": {"mode": "nar"}, "ar beam 4": {"mode": "ar", "num_beams": 4, "length_penalty": 1.2}}`.
     Each row holds the metrics of `bang_nar.evaluation`, latency (ms/sample, samples/s) and, where a
     `references` column lists every valid target, multi-reference BLEU and mode consistency.
+    `max_source_length` truncates longer sources (counted and logged); without it they are refused.
     """
     from .multimodality import multi_reference_scores
 
@@ -241,7 +243,8 @@ def evaluate_model(
         options = dict(options)
         mode = options.pop("mode")
         texts, raw, elapsed = generate_texts(
-            model, tokenizer, sources, mode, batch_size=batch_size, show_progress=show_progress, **options
+            model, tokenizer, sources, mode, batch_size=batch_size, max_source_length=max_source_length,
+            show_progress=show_progress, **options
         )
         kwargs = {"metrics": metrics} if metrics is not None else {}
         row = compute_generation_metrics(texts, references, raw_predictions=raw, elapsed_s=elapsed, **kwargs)
