@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if "input_ids" not in data.column_names:
         data = prepare_dataset(data, tokenizer, data_args.max_source_length, data_args.max_target_length)
     trainer = train_model(model, tokenizer, data, training_args, card_values={"dataset": data_args.data})
+    if not trainer.is_world_process_zero():
+        return 0
     history = trainer.state.log_history
     losses = [entry["loss"] for entry in history if "loss" in entry]
     mean_loss = next((entry["train_loss"] for entry in reversed(history) if "train_loss" in entry), None)
