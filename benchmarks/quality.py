@@ -42,7 +42,9 @@ from common import (
     write_json,
 )
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+# The project's data live next to the repository (`../shared/data`); a device copy of the tree may hold `shared/`.
+DATA_DIRS = (REPO.parent / "shared" / "data", REPO / "shared" / "data")
 DATASETS = {
     # name: (train source, train target, eval source, eval target, max source tokens, max target tokens)
     "du2017_qg": ("du2017_qg/src-dev.txt", "du2017_qg/tgt-dev.txt", "du2017_qg/src-test.head2000.txt",
@@ -64,9 +66,16 @@ DISCLAIMER = (
 )
 
 
-def read_pairs(source: str, target: str, limit: int | None) -> datasets.Dataset:
+def find_data_dir(given: Path | None) -> Path:
+    for candidate in ([given] if given else list(DATA_DIRS)):
+        if (candidate / "du2017_qg").is_dir():
+            return candidate
+    raise SystemExit(f"No shared data found in {[str(d) for d in ([given] if given else DATA_DIRS)]}; pass --data-dir.")
+
+
+def read_pairs(data_dir: Path, source: str, target: str, limit: int | None) -> datasets.Dataset:
     def lines(path: str) -> list[str]:
-        with open(DATA_DIR / path, encoding="utf-8") as f:
+        with open(data_dir / path, encoding="utf-8") as f:
             return [line.strip() for line in f][:limit]
 
     sources, targets = lines(source), lines(target)
@@ -102,8 +111,8 @@ def run_dataset(name: str, args: argparse.Namespace, methods: list[str]) -> dict
     from bang_nar.evaluation import compute_generation_metrics
 
     train_src, train_tgt, eval_src, eval_tgt, max_src, max_tgt = DATASETS[name]
-    train_pairs = read_pairs(train_src, train_tgt, args.train_limit)
-    eval_pairs = read_pairs(eval_src, eval_tgt, args.eval_limit)
+    train_pairs = read_pairs(args.data_dir, train_src, train_tgt, args.train_limit)
+    eval_pairs = read_pairs(args.data_dir, eval_src, eval_tgt, args.eval_limit)
     if args.vocab == "bert":
         tokenizer = load_bang_tokenizer()
     else:
@@ -190,9 +199,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: these small models gain little from more on a shared CPU).")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", type=Path, default=None, help="Folder with du2017_qg/ and gigaword_sample/.")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--tag", default=None)
     args = parser.parse_args(argv)
+    args.data_dir = find_data_dir(args.data_dir)
     if args.full:
         preset = {"size": "base", "vocab": "bert", "ar_steps": 3000, "steps": 1500, "batch_size": 64, "lr": 3e-4,
                   "eval_batch": 128, "distil_batch": 256}  # fmt: skip
@@ -237,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - started
     print(f"\n{DISCLAIMER} Total {total / 60:.1f} min.")
     payload = {"benchmark": "quality", "disclaimer": DISCLAIMER, "machine": info,
-               "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"dims": SIZES[args.size],
+               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"} | {"dims": SIZES[args.size],
                "methods": methods, "skipped_methods": missing}, "results": results, "total_seconds": round(total, 1)}  # fmt: skip
     name = "quality" + (f"_{args.tag}" if args.tag else "")
     json_path = write_json(args.out / f"{name}.json", payload)
