@@ -17,7 +17,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--num-modes", type=int, choices=[1, 2, 4], default=2,
                         help="valid targets per source in the multi-modality task")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: the tiny demo models run fastest on one thread, and "
+                             "several threads slow down badly when other processes share the cores)")
     parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run of the pipeline (~1 min)")
     parser.set_defaults(run=run)
 
