@@ -205,6 +205,14 @@ def constrained_argmax(
     return tokens
 
 
+def _next_index(row: list[int], token: int, start: int, last: int) -> int:
+    """Index of the first `token` in `row[start:last + 1]`, or `last` when there is none."""
+    for index in range(start, last + 1):
+        if row[index] == token:
+            return index
+    return last
+
+
 def nar_candidates(
     logits: torch.Tensor, tokens: torch.Tensor, num_candidates: int, sep_token_id: int
 ) -> torch.Tensor:
@@ -992,7 +1000,10 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         cached = 0
         while active:
-            inputs = torch.tensor([rows[b][cached:] for b in active], dtype=draft.dtype, device=draft.device)
+            # Verify up to the draft's next [SEP] only: past it the draft is filler, and a longer AR output is
+            # confirmed one token per round anyway. This keeps rounds short when the decode length is the source's.
+            end = max(_next_index(rows[b], config.eos_token_id, confirmed[b], num_slots) for b in active)
+            inputs = torch.tensor([rows[b][cached:end] for b in active], dtype=draft.dtype, device=draft.device)
             logits = self(
                 attention_mask=mask,
                 encoder_outputs=BaseModelOutput(last_hidden_state=states),
@@ -1007,6 +1018,9 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
                 ar_passes[b] += 1
                 k = confirmed[b]
                 while True:
+                    if k - 1 - cached >= len(predicted[i]):  # verified window exhausted: next round
+                        still_active.append(i)
+                        break
                     token = predicted[i][k - 1 - cached]
                     agreed = rows[b][k] == token
                     rows[b][k] = token
