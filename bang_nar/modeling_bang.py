@@ -142,27 +142,33 @@ def label_smoothed_nll_loss(
     return total / denominator
 
 
+def nar_scan(row: list[int], sep_token_id: int, cls_token_id: int | None = None, dedup: bool = True) -> list[int]:
+    """One row of the original first post-processing pass (`post_processed_nar.py`, spec §4.2), on ids.
+
+    A leading `[SEP]` is skipped; a `[SEP]` after something was kept ends the output; `[CLS]` is dropped; with
+    `dedup`, a token equal to the previously *kept* token is dropped. `cls_token_id=None, dedup=False` only cuts.
+    """
+    kept: list[int] = []
+    for token in row:
+        if token == sep_token_id:
+            if kept:
+                break
+            continue
+        if token == cls_token_id or (dedup and kept and token == kept[-1]):
+            continue
+        kept.append(token)
+    return kept
+
+
 def nar_cut_and_dedup(
     tokens: torch.Tensor, sep_token_id: int, cls_token_id: int | None, pad_token_id: int
 ) -> torch.Tensor:
-    """Id-level first pass of the original NAR post-processing (`post_processed_nar.py`, spec §4.2).
+    """Id-level first pass of the original NAR post-processing (`nar_scan` per row) on [B, L] ids.
 
-    Per row: a leading `[SEP]` is skipped; a `[SEP]` after something was kept ends the output; `[CLS]` is dropped;
-    a token equal to the previously *kept* token is dropped. The kept tokens are left-aligned and followed by one
-    `[SEP]`, then pads. The word-level second pass (after `##` merging) lives in `bang_nar.postprocess`.
+    The kept tokens are left-aligned and followed by one `[SEP]`, then pads. The word-level second pass (after
+    `##` merging) lives in `bang_nar.postprocess`.
     """
-    rows = []
-    for row in tokens.tolist():
-        kept: list[int] = []
-        for token in row:
-            if token == sep_token_id:
-                if kept:
-                    break
-                continue
-            if token == cls_token_id or (kept and token == kept[-1]):
-                continue
-            kept.append(token)
-        rows.append(kept + [sep_token_id])
+    rows = [nar_scan(row, sep_token_id, cls_token_id) + [sep_token_id] for row in tokens.tolist()]
     out = tokens.new_full((tokens.size(0), max(len(r) for r in rows)), pad_token_id)
     for i, row in enumerate(rows):
         out[i, : len(row)] = torch.tensor(row, dtype=tokens.dtype)
@@ -1059,6 +1065,7 @@ __all__ = [
     "ForcedEosKeepScoreLogitsProcessor",
     "constrained_argmax",
     "nar_candidates",
+    "nar_scan",
     "label_smoothed_nll_loss",
     "make_positions",
     "nar_cut_and_dedup",

@@ -21,7 +21,7 @@ import torch
 from .configuration_bang import BangConfig
 from .data import tokenize_pairs
 from .evaluation import compute_generation_metrics
-from .modeling_bang import BangForConditionalGeneration
+from .modeling_bang import BangForConditionalGeneration, nar_scan
 from .postprocess import decode_nar
 
 logger = logging.getLogger(__name__)
@@ -139,21 +139,6 @@ def normalize_references(tokenizer: Any, texts: Sequence[str]) -> list[str]:
     return [ids_to_text(tokenizer, ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"]]
 
 
-def _nar_raw_tokens(raw: torch.Tensor, sep_token_id: int) -> list[list[int]]:
-    """Raw NAR slots up to the first non-leading `[SEP]`: the input of the repetition rate."""
-    rows = []
-    for row in raw.tolist():
-        kept: list[int] = []
-        for token in row:
-            if token == sep_token_id:
-                if kept:
-                    break
-                continue
-            kept.append(token)
-        rows.append(kept)
-    return rows
-
-
 @torch.no_grad()
 def generate_texts(
     model: BangForConditionalGeneration,
@@ -202,7 +187,9 @@ def generate_texts(
             sequences, raw = model.generate(**encoded, mode=mode, **generate_kwargs), None
         elapsed += time.perf_counter() - start
         decoded = decode_nar(tokenizer, sequences) if mode == "nar" else [ids_to_text(tokenizer, s) for s in sequences.tolist()]
-        raw_rows = _nar_raw_tokens(raw, model.config.eos_token_id) if raw is not None else [[] for _ in batch]
+        # Raw NAR slots up to the first non-leading [SEP], no dedup: the input of the repetition rate.
+        raw_rows = ([nar_scan(row, model.config.eos_token_id, dedup=False) for row in raw.tolist()]
+                    if raw is not None else [[] for _ in batch])
         for i, text, raw_row in zip(batch, decoded, raw_rows):
             texts[i], raw_tokens[i] = text, raw_row
     if truncated:
