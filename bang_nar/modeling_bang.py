@@ -161,14 +161,14 @@ def nar_scan(row: list[int], sep_token_id: int, cls_token_id: int | None = None,
 
 
 def nar_cut_and_dedup(
-    tokens: torch.Tensor, sep_token_id: int, cls_token_id: int | None, pad_token_id: int
+    tokens: torch.Tensor, sep_token_id: int, cls_token_id: int | None, pad_token_id: int, dedup: bool = True
 ) -> torch.Tensor:
     """Id-level first pass of the original NAR post-processing (`nar_scan` per row) on [B, L] ids.
 
-    The kept tokens are left-aligned and followed by one `[SEP]`, then pads. The word-level second pass (after
-    `##` merging) lives in `bang_nar.postprocess`.
+    The kept tokens are left-aligned and followed by one `[SEP]`, then pads. `dedup=False` only cuts (and drops
+    `[CLS]`). The word-level second pass (after `##` merging) lives in `bang_nar.postprocess`.
     """
-    rows = [nar_scan(row, sep_token_id, cls_token_id) + [sep_token_id] for row in tokens.tolist()]
+    rows = [nar_scan(row, sep_token_id, cls_token_id, dedup) + [sep_token_id] for row in tokens.tolist()]
     out = tokens.new_full((tokens.size(0), max(len(r) for r in rows)), pad_token_id)
     for i, row in enumerate(rows):
         out[i, : len(row)] = torch.tensor(row, dtype=tokens.dtype)
@@ -951,7 +951,10 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
         candidates = candidate_scores = None
         if num_candidates > 1:
             raw_candidates = nar_candidates(logits, raw, num_candidates, config.eos_token_id)  # [B, K, L]
-            flat = nar_cut_and_dedup(raw_candidates.flatten(0, 1), config.eos_token_id, config.bos_token_id, config.pad_token_id)
+            # Candidates are always cut at [SEP] (they are scored as targets); repeats are dropped only with
+            # nar_postprocess, so a legitimately repeated word stays possible without it.
+            flat = nar_cut_and_dedup(raw_candidates.flatten(0, 1), config.eos_token_id, config.bos_token_id,
+                                     config.pad_token_id, dedup=nar_postprocess)
             candidates = flat.view(raw.size(0), num_candidates, -1)
             candidate_scores = self._ar_sequence_scores(encoder_outputs, attention_mask, candidates)
             best = candidate_scores.argmax(-1)  # first maximum: the plain argmax candidate wins ties

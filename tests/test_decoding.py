@@ -145,3 +145,18 @@ def test_decoding_options_survive_save_and_load(tmp_path):
     loaded = BangForConditionalGeneration.from_pretrained(tmp_path).eval()
     for option, expected in zip(options, before):
         assert torch.equal(loaded.generate(input_ids, attention_mask=mask, **option), expected), option
+
+
+@torch.no_grad()
+def test_candidates_keep_repeats_without_postprocessing():
+    model = tiny_model(1)
+    input_ids, mask, _ = random_batch(batch_size=4, source_length=30, seed=9)
+    out = model.generate(input_ids, attention_mask=mask, mode="nar", num_candidates=3, nar_postprocess=False,
+                         return_dict_in_generate=True)
+    plain = model.generate(input_ids, attention_mask=mask, mode="nar", nar_postprocess=False)
+    # The first candidate is the raw argmax cut at its first [SEP], repeats included.
+    for b in range(4):
+        cut = [t for t in out.candidates[b, 0].tolist() if t != 0]
+        row = plain[b].tolist()
+        assert cut[:-1] == row[: len(cut) - 1] and cut[-1] == 102
+    assert any(a == b for row in out.candidates[:, 0].tolist() for a, b in zip(row, row[1:]) if a not in (0, 102))
