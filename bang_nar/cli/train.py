@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from bang_nar.pipeline import build_model, prepare_dataset, train_model
     from bang_nar.trainer import SPMDTrainingArguments
 
-    from ._args import DataArguments, ModelArguments, load_data, load_tokenizer
+    from ._args import DataArguments, ModelArguments, load_tokenizer
 
     parser = HfArgumentParser((DataArguments, ModelArguments, SPMDTrainingArguments), prog="bang-nar train",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
