@@ -564,12 +564,19 @@ class BangDecoder(BangPreTrainedModel):
         predict_stream = self.ngram_input_embed.weight[0] + self.embed_positions(positions + 1)
         return torch.cat([main_stream, predict_stream], dim=1)
 
-    def _nar_stream_inputs(self, slot_mask: torch.Tensor) -> torch.Tensor:
+    def _nar_stream_inputs(self, slot_mask: torch.Tensor, glance_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Spec §2.6: slot i gets `e_ng + P[pos_i + 1]` (= P[i+2] for real slots, P[1] for pads) → [B, T, D].
 
-        No token embedding is looked up: only the pad pattern (the length) reaches the decoder.
+        No token embedding is looked up: only the pad pattern (the length) reaches the decoder. Glancing training
+        (Qian et al. 2021; training only, not in the original) passes `glance_ids` [B, T]: where it holds a token id
+        (>= 0), that slot gets the token's embedding `E[y_i]` instead of `e_ng`; -100 keeps the [MASK] vector.
         """
-        return self.ngram_input_embed.weight[0] + self.embed_positions(make_positions(slot_mask) + 1)
+        positions = self.embed_positions(make_positions(slot_mask) + 1)
+        if glance_ids is None:
+            return self.ngram_input_embed.weight[0] + positions
+        glanced = glance_ids.ge(0).unsqueeze(-1)
+        tokens = self.embed_tokens(glance_ids.clamp_min(0))
+        return torch.where(glanced, tokens, self.ngram_input_embed.weight[0].expand_as(tokens)) + positions
 
     def forward(
         self,
@@ -579,10 +586,12 @@ class BangDecoder(BangPreTrainedModel):
         slot_mask: torch.Tensor | None = None,
         cache: EncoderDecoderCache | None = None,
         mode: Mode = "ar",
+        glance_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> BangDecoderOutput:
         """AR: `input_ids` = decoder input (`[SEP] y1..`), with `cache` for incremental steps.
-        NAR: `slot_mask` [B, T] (1 = real slot) gives the length; `input_ids`, if given instead, only its pad pattern."""
+        NAR: `slot_mask` [B, T] (1 = real slot) gives the length; `input_ids`, if given instead, only its pad pattern;
+        `glance_ids` [B, T] (glancing training) feeds token embeddings to the slots where it is >= 0."""
         dtype = self.emb_layer_norm.weight.dtype
         device = encoder_hidden_states.device
         if mode == "ar":
@@ -606,7 +615,7 @@ class BangDecoder(BangPreTrainedModel):
                 "The NAR decoder",
                 "decode fewer slots (max_new_tokens) or shorten the labels.",
             )
-            hidden = self._nar_stream_inputs(slot_mask)
+            hidden = self._nar_stream_inputs(slot_mask, glance_ids)
             self_attn_bias, buckets = _nar_attention_mask(slot_mask.size(1), self.config, device, dtype)
             num_main, cache = None, None
         else:
@@ -662,6 +671,7 @@ class BangModel(BangPreTrainedModel):
         cache: Cache | None = None,
         use_cache: bool | None = None,
         mode: Mode = "ar",
+        decoder_glance_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput:
         if encoder_outputs is None:
@@ -690,6 +700,7 @@ class BangModel(BangPreTrainedModel):
             slot_mask=decoder_attention_mask,
             cache=cache,
             mode=mode,
+            glance_ids=decoder_glance_ids if mode == "nar" else None,
         )
         return Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
@@ -750,6 +761,7 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
         mode: Mode = "ar",
         smoothing_eps: float | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        decoder_glance_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput:
         r"""
@@ -763,6 +775,8 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
             smoothing_eps: ε of the label-smoothed loss; defaults to `config.label_smoothing`. (Not named
                 `label_*`: Trainer treats every forward argument containing "label" as a label column.)
             num_items_in_batch: divide the summed loss by this (Trainer convention) instead of the local count.
+            decoder_glance_ids (`[B, T]`): NAR only, glancing training: slots holding a token id (>= 0) get that
+                token's embedding instead of the [MASK] vector; -100 elsewhere. Not part of the original BANG.
 
         `logits[:, t]` predicts `labels[:, t]` in both modes.
         """
@@ -790,6 +804,7 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
             cache=cache,
             use_cache=use_cache,
             mode=mode,
+            decoder_glance_ids=decoder_glance_ids,
         )
         logits = self.lm_head(outputs.last_hidden_state)
 
