@@ -7,8 +7,9 @@ data files:
 - a source is 6-12 words drawn uniformly from a 100-word source lexicon;
 - its target is a word-by-word translation through one of two synonym tables (`red`/`scarlet`, `quick`/`swift`,
   ...), optionally in reversed order. The table and the order are one hidden choice per sentence;
-- with `num_modes` M in {1, 2, 4}, a source has exactly M valid targets: choice 0 only (M=1), either table
-  (M=2), or either table in either order (M=4). Training targets are drawn uniformly among the M.
+- with `num_modes` M in {1, 2, 4, 8}, a source has exactly M valid targets: choice 0 only (M=1), either table
+  (M=2), either table in either order (M=4), or that and optionally rotated left by one word (M=8). Training
+  targets are drawn uniformly among the M.
 
 Each target is a deterministic function of (source, choice), so a tiny AR model learns the task in minutes on a CPU,
 while a NAR model, which predicts all positions independently, mixes choices across positions. The 300 words
@@ -67,9 +68,15 @@ TABLE_B = tuple(
 )
 VOCABULARY = SOURCE_WORDS + TABLE_A + TABLE_B
 
-# The hidden per-sentence choices, as (table, reversed); the first M are valid for M modes.
-CHOICES = ((TABLE_A, False), (TABLE_B, False), (TABLE_A, True), (TABLE_B, True))
-SUPPORTED_NUM_MODES = (1, 2, 4)
+# The hidden per-sentence choices, as (table, reversed, rotated); the first M are valid for M modes. Rotated =
+# the translated word sequence with its first word moved to the end (a third independent bit, for M = 8).
+CHOICES = tuple(
+    (table, is_reversed, rotated)
+    for rotated in (False, True)
+    for is_reversed in (False, True)
+    for table in (TABLE_A, TABLE_B)
+)
+SUPPORTED_NUM_MODES = (1, 2, 4, 8)
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0-4, in this order
 
@@ -77,13 +84,14 @@ _INDEX = {word: i for i, word in enumerate(SOURCE_WORDS)}
 
 
 def translate(source: str, choice: int) -> str:
-    """The target of `source` under hidden choice `choice` (0-3, see `CHOICES`)."""
-    table, is_reversed = CHOICES[choice]
+    """The target of `source` under hidden choice `choice` (0-7, see `CHOICES`)."""
+    table, is_reversed, rotated = CHOICES[choice]
     try:
         words = [table[_INDEX[word]] for word in source.split()]
     except KeyError as err:
         raise ValueError(f"{err.args[0]!r} is not a source word of the multi-modality task.") from None
-    return " ".join(reversed(words) if is_reversed else words)
+    words = words[::-1] if is_reversed else words
+    return " ".join(words[1:] + words[:1] if rotated else words)
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,7 @@ def make_multimodality_task(
     """Generate the controlled multi-modality task; the same arguments always give the same data.
 
     Args:
-        num_modes: M, the number of valid targets per source: 1, 2 or 4.
+        num_modes: M, the number of valid targets per source: 1, 2, 4 or 8.
         num_train, num_eval: numbers of examples. All sources are distinct, so no eval source is seen in training.
         seed: seeds a private `random.Random`; global random state is neither used nor changed.
         min_length, max_length: source length range in words (inclusive).
@@ -136,8 +144,9 @@ def make_multimodality_task(
         while len(rows["source"]) < count:
             words = [rng.choice(SOURCE_WORDS) for _ in range(rng.randint(min_length, max_length))]
             source = " ".join(words)
-            # A palindrome reads the same reversed, so its M=4 targets would not all differ: skip it (and repeats).
-            if words == words[::-1] or source in seen:
+            # Some word patterns (palindromes, rotation-symmetric ones) make two choices give the same target: skip
+            # those sources (and repeats), so every source has exactly M distinct valid targets.
+            if source in seen or words == words[::-1] or len({translate(source, c) for c in range(num_modes)}) < num_modes:
                 continue
             seen.add(source)
             choice = rng.randrange(num_modes)

@@ -35,11 +35,14 @@ def test_same_seed_same_data_other_seed_other_data():
 def test_translation_by_hand():
     # apple -> red / scarlet, river -> blue / azure; choices: (A, fwd), (B, fwd), (A, rev), (B, rev)
     assert [translate("apple river", c) for c in range(4)] == ["red blue", "scarlet azure", "blue red", "azure scarlet"]
+    # choices 4-7: the same, rotated left by one word
+    assert [translate("apple river stone", c) for c in (0, 4, 7)] == [
+        "red blue green", "blue green red", "azure scarlet emerald"]  # fmt: skip
     with pytest.raises(ValueError, match="'banana' is not a source word"):
         translate("apple banana", 0)
 
 
-@pytest.mark.parametrize("num_modes", [1, 2, 4], ids=lambda m: f"M={m}")
+@pytest.mark.parametrize("num_modes", [1, 2, 4, 8], ids=lambda m: f"M={m}")
 def test_each_source_has_m_distinct_valid_targets(num_modes):
     task = make_multimodality_task(num_modes, num_train=300, num_eval=300, seed=0)
     assert task.eval.column_names == ["source", "target", "choice", "references"]
