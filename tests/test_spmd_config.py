@@ -19,7 +19,9 @@ def test_presets_fill_the_ablation_rows(preset):
 
 def test_defaults_are_the_spmd_row_and_spec_values():
     args = make()
-    assert (args.target_sources, args.mix_strategy, args.kd_alpha, args.kd_temperature) == (["gold", "ar_kd"], "min_loss", 0.5, 1.0)
+    # The mode-consistent default (issue 10): the student's candidates are the teacher's k best, not gold.
+    assert (args.target_sources, args.mix_strategy, args.kd_alpha, args.kd_temperature) == (["ar_kd"], "min_loss", 0.5, 1.0)
+    assert (args.kd_top_k, args.glance_ratio, args.glance_ratio_end) == (None, 0.0, 0.0)
     assert (args.pace_mode, args.pace_signal, args.pace_q0, args.pace_warmup_ratio) == ("percentile", "nar_loss", 0.5, 0.5)
     assert (args.ar_loss_weight, args.teacher, args.label_smoothing_factor, args.train_mode) == (0.5, "self", 0.1, "nar")
     assert args.ddp_find_unused_parameters is False
@@ -30,6 +32,18 @@ def test_explicit_fields_win_over_the_preset_and_frozen_teacher_drops_beta():
     assert args.kd_alpha == 0.3 and args.target_sources == ["gold", "ar_kd"] and args.pace_mode == "none"
     assert make(teacher="some/checkpoint").ar_loss_weight == 0.0
     assert make(teacher="some/checkpoint", ar_loss_weight=0.2).ar_loss_weight == 0.2
+
+
+def test_reconstruction_as_written_stays_reachable_by_name():
+    args = make(spmd_preset="spmd_reconstruction")
+    assert (args.target_sources, args.kd_alpha, args.pace_mode, args.ar_loss_weight) == (["gold", "ar_kd"], 0.5, "percentile", 0.5)
+
+
+def test_glance_ratio_anneals_linearly():
+    args = make(glance_ratio=0.5, glance_ratio_end=0.1)
+    assert args.uses_glancing and [args.glance_ratio_at(s, 100) for s in (0, 50, 100, 200)] == pytest.approx([0.5, 0.3, 0.1, 0.1])
+    assert make(glance_ratio=0.3).glance_ratio_end == 0.3 and not make().uses_glancing
+    assert not make(glance_ratio=0.3, train_mode="ar").uses_glancing
 
 
 def test_derived_flags():
@@ -43,6 +57,10 @@ def test_derived_flags():
     "kwargs, message",
     [
         ({"spmd_preset": "fast"}, "spmd_preset"),
+        ({"kd_top_k": 0}, "kd_top_k"),
+        ({"glance_ratio": 1.5}, "glance_ratio"),
+        ({"glance_ratio": 0.2, "glance_ratio_end": -0.1}, "glance_ratio_end"),
+        ({"glance_ratio": 0.3, "mix_strategy": "all"}, "Glancing"),
         ({"train_mode": "semi"}, "train_mode"),
         ({"nar_ratio": 1.5}, "nar_ratio"),
         ({"target_sources": []}, "target_sources"),

@@ -20,7 +20,7 @@ from tests.spmd_toy import single_thread, spmd_trainer, toy_dataset  # noqa: F40
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Random mixing and percentile pacing: both need the cross-rank agreement under test.
-OPTIONS = dict(mix_strategy="random", max_steps=4, optim="sgd", learning_rate=0.05, pace_q0=0.25)
+OPTIONS = dict(spmd_preset="spmd_reconstruction", mix_strategy="random", max_steps=4, optim="sgd", learning_rate=0.05, pace_q0=0.25)
 DISTIL = dict(num_beams=3, num_return_sequences=2, max_new_tokens=5, batch_size=2, show_progress=False)
 
 

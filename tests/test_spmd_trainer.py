@@ -29,7 +29,7 @@ def reference(model, batch, args, teacher=None, uniform=None, keep_fraction=1.0,
         source = _real(batch["input_ids"][i].masked_fill(batch["attention_mask"][i] == 0, -100))[None]
         candidates = [_real(batch["labels"][i])] if "gold" in args.target_sources else []
         if "ar_kd" in args.target_sources:
-            candidates += [_real(c) for c in batch["kd_labels"][i] if c.ne(-100).any()]
+            candidates += [_real(c) for c in batch["kd_labels"][i][: args.kd_top_k] if c.ne(-100).any()]
         rows = []  # (ℓ_NAR, KL, disagreement) per candidate
         for c in candidates:
             nar = model(input_ids=source, labels=c[None], mode="nar").logits[0]  # decoder length |c|
@@ -70,9 +70,11 @@ CASES = {
     "preset-bang_nar": {"spmd_preset": "bang_nar"},
     "preset-seq_kd": {"spmd_preset": "seq_kd"},
     "preset-spmd": {},
+    "preset-spmd_reconstruction": {"spmd_preset": "spmd_reconstruction"},
+    "kd-top-1": {"spmd_preset": "spmd_reconstruction", "kd_top_k": 1},
     "token-kd-only": {"spmd_preset": "bang_nar", "kd_alpha": 1.0},
     "temperature-2": {"kd_temperature": 2.0, "pace_mode": "none"},
-    "mix-random": {"mix_strategy": "random", "p_mix": 0.6},
+    "mix-random": {"spmd_preset": "spmd_reconstruction", "mix_strategy": "random", "p_mix": 0.6},
     "mix-all": {"mix_strategy": "all"},
     "signal-ar_nar_kl": {"pace_signal": "ar_nar_kl"},
     "signal-disagreement": {"pace_signal": "disagreement", "pace_q0": 0.75},
@@ -169,7 +171,8 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
 
 def test_resume_gives_the_uninterrupted_weights(tmp_path):
     """Mixed AR/NAR draws, random mixing and percentile pacing all continue identically after a resume."""
-    options = dict(train_mode="mixed", nar_ratio=0.7, mix_strategy="random", max_steps=6, save_strategy="steps", save_steps=3)
+    options = dict(train_mode="mixed", nar_ratio=0.7, spmd_preset="spmd_reconstruction", mix_strategy="random",
+                   max_steps=6, save_strategy="steps", save_steps=3)  # fmt: skip
     full = spmd_trainer(tmp_path / "full", **options)
     full.train()
     checkpoint = tmp_path / "full" / "checkpoint-3"

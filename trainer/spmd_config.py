@@ -17,7 +17,11 @@ TARGET_SOURCES = ("gold", "ar_kd")
 SPMD_PRESETS: dict[str, dict[str, object]] = {
     "bang_nar": {"target_sources": ["gold"], "kd_alpha": 0.0, "pace_mode": "none", "ar_loss_weight": 0.0},
     "seq_kd": {"target_sources": ["ar_kd"], "kd_alpha": 0.0, "pace_mode": "none", "ar_loss_weight": 0.0},
-    "spmd": {"target_sources": ["gold", "ar_kd"], "kd_alpha": 0.5, "pace_mode": "percentile", "ar_loss_weight": 0.5},
+    "spmd": {"target_sources": ["ar_kd"], "kd_alpha": 0.5, "pace_mode": "percentile", "ar_loss_weight": 0.5},
+    # docs/spmd.md's default row as written (gold + AR-stream targets in C_i).
+    "spmd_reconstruction": {
+        "target_sources": ["gold", "ar_kd"], "kd_alpha": 0.5, "pace_mode": "percentile", "ar_loss_weight": 0.5
+    },
 }
 
 
@@ -44,7 +48,7 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
     - `kd_column`: the batch key (and dataset column) holding the k distilled candidates.
     """
 
-    spmd_preset: Literal["bang_nar", "seq_kd", "spmd"] = field(
+    spmd_preset: Literal["bang_nar", "seq_kd", "spmd", "spmd_reconstruction"] = field(
         default="spmd",
         metadata={
             "help": "Row of the ablation table of docs/spmd.md: 'bang_nar' (gold, α=0, no pacing, β=0), "
@@ -118,6 +122,25 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
     pace_growth: float = field(
         default=1.3, metadata={"help": "μ of Eq. 6 'hard'/'linear': λ(s) = λ0·μ^epoch (Kumar et al. 2010 style)."}
     )
+    kd_top_k: int | None = field(
+        default=None,
+        metadata={
+            "help": "Use only the first k of the stored AR-stream targets of each sample (the k best of the beam); "
+            "default: all of them (k = the `num_return_sequences` of distillation)."
+        },
+    )
+    glance_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "Glancing training (Qian et al. 2021; beyond docs/spmd.md): a first NAR pass without gradient "
+            "finds m_i and the number of wrong slots n_i; ⌈glance_ratio·n_i⌉ random slots of m_i get m_i's token "
+            "embedding instead of [MASK] in the training pass, and only the other slots are scored. 0 = off."
+        },
+    )
+    glance_ratio_end: float | None = field(
+        default=None,
+        metadata={"help": "glance_ratio at the last step (linear anneal from glance_ratio); default: glance_ratio."},
+    )
     kd_column: str = field(
         default="kd_labels",
         metadata={"help": "Dataset column / batch key with the k AR-stream targets of each sample (token ids)."},
@@ -181,6 +204,14 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
         _check_range("pace_lambda0", self.pace_lambda0, 0.0, float("inf"), low_open=True)
         _check_range("pace_growth", self.pace_growth, 1.0, float("inf"))
         _check_range("label_smoothing_factor", self.label_smoothing_factor, 0.0, 0.999)
+        if self.kd_top_k is not None and self.kd_top_k < 1:
+            raise ValueError(f"kd_top_k must be >= 1 (or None for every stored target), got {self.kd_top_k}.")
+        if self.glance_ratio_end is None:
+            self.glance_ratio_end = self.glance_ratio
+        _check_range("glance_ratio", self.glance_ratio, 0.0, 1.0)
+        _check_range("glance_ratio_end", self.glance_ratio_end, 0.0, 1.0)
+        if self.uses_glancing and self.mix_strategy == "all":
+            raise ValueError("Glancing reveals slots of one chosen target; use mix_strategy='min_loss' or 'random'.")
 
     # ---- derived settings the trainer reads ----
 
@@ -188,6 +219,16 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
     def uses_distilled_targets(self) -> bool:
         """True when some batch needs the kd_column (an NAR batch with 'ar_kd' among the candidates)."""
         return self.train_mode != "ar" and "ar_kd" in self.target_sources
+
+    @property
+    def uses_glancing(self) -> bool:
+        """True when NAR batches run the glancing passes (`glance_ratio` or `glance_ratio_end` > 0)."""
+        return self.train_mode != "ar" and max(self.glance_ratio, self.glance_ratio_end) > 0
+
+    def glance_ratio_at(self, step: int, max_steps: int) -> float:
+        """The glancing ratio at optimizer step `step`: linear from `glance_ratio` to `glance_ratio_end`."""
+        progress = min(1.0, step / max_steps) if max_steps > 0 else 1.0
+        return self.glance_ratio + (self.glance_ratio_end - self.glance_ratio) * progress
 
     @property
     def needs_teacher(self) -> bool:

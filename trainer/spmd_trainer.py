@@ -7,6 +7,7 @@ self-paced schedule lives in `SelfPacedState`, reduced through the Accelerator i
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -192,18 +193,27 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         # 2. student: encoder once; one NAR pass scores every candidate (slot t depends only on x and t, §2.6)
         encoder_outputs = self._encode(inputs)
         candidates, is_distilled = self._candidates(inputs)  # [B, K, T], [K]
-        nar_logits = self._decode(model, inputs, encoder_outputs, "nar", candidates.size(-1))
-        _, nar = sequence_kd_nll(nar_logits, candidates, eps)  # Eq. 1, ℓ_NAR(c): [B, K]
+        glancing = args.uses_glancing
+        with torch.no_grad() if glancing else contextlib.nullcontext():  # glancing: this pass only chooses
+            nar_logits = self._decode(model, inputs, encoder_outputs, "nar", candidates.size(-1))
+            _, nar = sequence_kd_nll(nar_logits, candidates, eps)  # Eq. 1, ℓ_NAR(c): [B, K]
         draws = self._mix_draws(candidates.size(0))
         choice, chosen = candidate_choice(  # Eq. 3
             nar["per_candidate"], nar["valid"], is_distilled, args.mix_strategy, args.p_mix, draws
         )
         targets, choice, nar_loss = _selected(candidates, choice, nar["per_candidate"], args.mix_strategy)
+        scored = targets  # the positions of m_i that are scored (all of them without glancing)
+        if glancing:  # 2b. glance at m_i in proportion to the first pass's errors, train on the other slots
+            scored, glance_ids = self._glance(nar_logits, targets)
+            nar_logits = self._decode(
+                model, inputs, encoder_outputs, "nar", candidates.size(-1), glance_ids=glance_ids
+            )
+            nar_loss = sequence_kd_nll(nar_logits, scored, eps)[1]["per_candidate"]
         # 3. AR-stream knowledge under no_grad, then the token KL (Eq. 2)
         kd = None
         if args.needs_teacher:
             teacher_logits = self._teacher_logits(inputs, encoder_outputs, targets)  # [B, K', T, V]
-            mask = targets.ne(IGNORE_INDEX)
+            mask = scored.ne(IGNORE_INDEX)
             kd = token_kd_divergence(nar_logits.unsqueeze(1), teacher_logits, mask, args.kd_temperature)[1]
             kd = kd["per_sequence"]  # KL(c): [B, K']
         ar_loss, ar = None, None
@@ -211,7 +221,7 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             ar_logits = self._decode(model, inputs, encoder_outputs, "ar")
             ar_loss, ar = gold_nll(ar_logits, inputs["labels"], eps, num_items_in_batch)
         # 4. self-paced weights over the global micro-batch (Eq. 5-6), then Eq. 4 + 7
-        mismatch = nar_mismatch(nar_logits, targets) if args.pace_signal == "disagreement" else None
+        mismatch = nar_mismatch(nar_logits, scored) if args.pace_signal == "disagreement" else None
         difficulty, _ = pace_difficulty(args.pace_signal, nar_loss, kd, mismatch, choice)
         stats = _stats(difficulty, nar_loss, kd, choice, chosen["from_gold"], ar)
         pace = self.pace_state.update(
@@ -281,7 +291,8 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
                     f"target_sources includes 'ar_kd' but the batch has no '{self.args.kd_column}'; distil the data "
                     "first (bang_nar.trainer.distill_dataset) or use spmd_preset='bang_nar'."
                 )
-            parts.append(inputs[self.args.kd_column])
+            distilled = inputs[self.args.kd_column]
+            parts.append(distilled[:, : self.args.kd_top_k] if self.args.kd_top_k else distilled)
         length = max(p.size(-1) for p in parts)
         parts = [nn.functional.pad(p, (0, length - p.size(-1)), value=IGNORE_INDEX) for p in parts]
         candidates = torch.cat(parts, dim=1)
@@ -291,9 +302,27 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         is_distilled = torch.tensor([i > 0 or not has_gold for i in range(candidates.size(1))])
         return candidates, is_distilled
 
+    def _glance(self, nar_logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Glancing (Qian et al. 2021) on the chosen targets `[B, K', T]` (K' = 1 unless mix_strategy='all': then
+        the first candidate with weight is glanced at). n_i = slots where the no-grad argmax differs from m_i;
+        ⌈r·n_i⌉ of m_i's real slots, drawn uniformly, are revealed. Returns `(targets with revealed slots set to
+        -100, so only the others are scored, [B, K', T]; glance ids [B, T], -100 where not revealed)`."""
+        ratio = self.args.glance_ratio_at(self.state.global_step, self.state.max_steps)
+        target = targets[:, 0]  # [B, T]
+        real = target.ne(IGNORE_INDEX)
+        wrong = (nar_logits[:, : target.size(-1)].argmax(-1) != target) & real
+        num_glance = (wrong.sum(-1).float() * ratio).ceil()  # [B]
+        # Uniform random order of the real slots: the first num_glance of them are revealed.
+        scores = torch.rand(target.shape, device=target.device).masked_fill(~real, 2.0)
+        rank = scores.argsort(-1).argsort(-1)
+        reveal = real & (rank < num_glance.unsqueeze(-1))
+        glance_ids = target.masked_fill(~reveal, IGNORE_INDEX)
+        return targets.masked_fill(reveal.unsqueeze(1), IGNORE_INDEX), glance_ids
+
     def _decode(
         self, model: nn.Module, inputs: dict[str, torch.Tensor], encoder_outputs: BaseModelOutput | None, mode: str,
         num_slots: int | None = None, labels: torch.Tensor | None = None, network: nn.Module | None = None,
+        glance_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:  # fmt: skip
         """Logits `[B, T, V]` of one decoder pass: NAR with `num_slots` real slots, or AR teacher-forced on `labels`
         (default gold). Runs through `model` (the DDP-wrapped one for gradient passes), sharing `encoder_outputs`."""
@@ -306,6 +335,10 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         if mode == "nar":
             batch_size = inputs["attention_mask"].size(0)
             kwargs["decoder_attention_mask"] = inputs["attention_mask"].new_ones(batch_size, num_slots)
+            if glance_ids is not None:
+                kwargs["decoder_glance_ids"] = nn.functional.pad(
+                    glance_ids, (0, num_slots - glance_ids.size(-1)), value=IGNORE_INDEX
+                )
         else:
             labels = inputs["labels"] if labels is None else labels
             kwargs["decoder_input_ids"] = self._unwrapped().prepare_decoder_input_ids_from_labels(labels)
