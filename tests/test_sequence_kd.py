@@ -67,3 +67,11 @@ def test_refuses_to_mix_settings_and_bad_input(tmp_path):
         distill_dataset(model, toy_dataset(num=3), tmp_path / "x", **SETTINGS)
     with pytest.raises(ValueError, match="num_return_sequences"):
         distill_dataset(model, _source_only(), tmp_path / "y", num_beams=2, num_return_sequences=3)
+
+
+def test_k_defaults_to_the_whole_beam(tmp_path):
+    """Issue 10: k-best lists are the default (the SPMD student picks the candidate of its own mode)."""
+    settings = {k: v for k, v in SETTINGS.items() if k != "num_return_sequences"} | {"num_beams": 3}
+    result = distill_dataset(tiny_model(seed=5), _source_only(), tmp_path, **settings)
+    assert all(len(candidates) == 3 for candidates in result["kd_labels"])
+    assert json.loads((tmp_path / "provenance.json").read_text())["num_return_sequences"] == 3

@@ -1,9 +1,9 @@
 """AR-stream distillation targets ŷ¹..ŷᵏ for SPMD (docs/spmd.md, "Notation") and sequence-KD NAR training.
 
 `distill_dataset` decodes every source with the AR mode of a BANG model (beam search, by default beam 4 and length
-penalty 1.2 as in BANG's README) and adds the k best hypotheses as a column of token-id lists, each ending with
-`[SEP]`. The work is cut into fixed chunks of `batch_size` examples; each finished chunk is written to
-`output_dir/kd_chunks/`, so an interrupted run resumes where it stopped. Under `torchrun` or `accelerate launch`,
+penalty 1.2 as in BANG's README) and adds the k best hypotheses (default: the whole beam) as a column of token-id
+lists, each ending with `[SEP]`. The work is cut into fixed chunks of `batch_size` examples; each finished chunk
+is written to `output_dir/kd_chunks/`, so an interrupted run resumes where it stopped. Under `torchrun` or `accelerate launch`,
 process r takes chunks r, r+N, r+2N, ...; process 0 merges the chunks in dataset order, saves the dataset with
 `save_to_disk(output_dir / "dataset")` and writes `provenance.json` (teacher and settings) next to it.
 
@@ -90,7 +90,7 @@ def distill_dataset(
     *,
     num_beams: int = 4,
     length_penalty: float = 1.2,
-    num_return_sequences: int = 1,
+    num_return_sequences: int | None = None,
     max_new_tokens: int = 64,
     batch_size: int = 32,
     source_column: str = "input_ids",
@@ -109,7 +109,10 @@ def distill_dataset(
         dataset: a `datasets.Dataset` with tokenized sources in `source_column` (each ending with `[SEP]`).
         output_dir: the result goes to `output_dir/dataset` (`save_to_disk`), `provenance.json` next to it, chunks
             to `kd_chunks/` (removed after the merge unless `keep_chunks`).
-        num_beams, length_penalty, num_return_sequences (k), max_new_tokens: beam-search settings.
+        num_beams, length_penalty, num_return_sequences (k), max_new_tokens: beam-search settings. k defaults to
+            the whole beam: the k-best lists let the SPMD student pick, per sample, the candidate of the mode it
+            already follows (Eq. 3 `min_loss`), which is what removes multi-modality (1-best keeps the teacher's
+            own mode spread).
         batch_size: examples per chunk (one `generate` call, one resumable unit).
         teacher_name: recorded in the provenance; default `model.config._name_or_path`.
         tokenizer: if given, also adds `<kd_column>_text` with the decoded hypotheses for inspection.
@@ -124,6 +127,7 @@ def distill_dataset(
         raise ValueError(f"dataset has no column {source_column!r}; tokenize the sources first (e.g. into input_ids).")
     if kd_column in dataset.column_names:
         raise ValueError(f"dataset already has a {kd_column!r} column; remove it or choose another kd_column.")
+    num_return_sequences = num_beams if num_return_sequences is None else num_return_sequences
     if num_return_sequences > num_beams:
         raise ValueError(f"num_return_sequences ({num_return_sequences}) cannot exceed num_beams ({num_beams}).")
     state = PartialState()

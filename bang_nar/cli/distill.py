@@ -15,7 +15,11 @@ class DistillArguments:
     output_dir: str = field(metadata={"help": "Writes OUTPUT_DIR/dataset and OUTPUT_DIR/provenance.json."})
     num_beams: int = field(default=4, metadata={"help": "Beam size."})
     length_penalty: float = field(default=1.2, metadata={"help": "Beam-search length penalty."})
-    num_return_sequences: int = field(default=1, metadata={"help": "k-best targets kept per source."})
+    num_return_sequences: int | None = field(
+        default=None,
+        metadata={"help": "k-best targets kept per source (default: the beam size). The SPMD student picks, per "
+                          "sample, the one closest to its own mode; k = 1 keeps the teacher's mode spread."},
+    )
     max_new_tokens: int = field(default=64, metadata={"help": "Longest distilled target."})
     batch_size: int = field(default=32, metadata={"help": "Sources per generate call (one resumable chunk)."})
     no_resume: bool = field(default=False, metadata={"help": "Recompute chunks of an earlier run."})
@@ -47,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=distill_args.max_new_tokens, batch_size=distill_args.batch_size, teacher_name=distill_args.model,
         tokenizer=tokenizer, resume=not distill_args.no_resume,
     )
+    k = distill_args.num_return_sequences or distill_args.num_beams
     print(f"Distilled {len(result)} examples with {distill_args.model} (beam {distill_args.num_beams}, "
-          f"k={distill_args.num_return_sequences}) → {distill_args.output_dir}")
+          f"k={k}) → {distill_args.output_dir}")
     return 0
