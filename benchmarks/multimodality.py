@@ -1,29 +1,37 @@
-"""The controlled multi-modality benchmark (issue 7; after Zhou, Gu & Neubig, ICLR 2020): AR vs NAR vs SPMD.
+"""The controlled multi-modality benchmark (issue 10; after Zhou, Gu & Neubig, ICLR 2020): which NAR recipe commits
+to one mode when a source has M valid targets.
 
-Each source of `bang_nar.multimodality` has M in {1, 2, 4} valid targets (a hidden per-sentence choice of synonym
-table and word order); training targets are drawn uniformly among them. An NAR decoder predicts every position
-independently, so as M grows it mixes choices across positions; sequence KD (and SPMD) should undo that.
+Each source of `bang_nar.multimodality` has M in {1, 2, 4, 8} valid targets (a hidden per-sentence choice of
+synonym table, word order and rotation); training targets are drawn uniformly among them. An NAR decoder predicts
+every position independently, so it mixes choices across positions unless its training targets let it settle on one.
 
-Protocol (equal budgets, see `pipeline.py`): a tiny BANG is fine-tuned from scratch in AR mode (stage 1); it distils
-the training set (beam 4); from that start every method trains the same number of further steps (stage 2): AR
-(decoded greedy and with beam 4), NAR `bang_nar`, NAR `seq_kd`, NAR `spmd`, and SPMD without self-paced weights,
-without the token KL, without the AR-stream loss. Scores on held-out sources: multi-reference BLEU-4 against all M
-valid targets, mode consistency (% outputs equal to one valid target), repetition rate (% tokens equal to the one
-before), ms/sample. Mean ± sd over seeds.
+Protocol, per (M, seed):
+1. Teacher: a tiny BANG trained from scratch in AR mode until its greedy exact match (mode consistency) on the
+   held-out sources plateaus (checked every `--ar-eval-every` steps; stop when it gained < 1 point over the last
+   two checks, or hit 100%, or `--ar-max-steps`). Its greedy and beam-4 scores are the AR rows.
+2. The teacher distils the training set: beam 4, length penalty 1.2, the 4 best (`bang-nar distill`'s default);
+   rows that ask for 8 candidates get beam 8 / 8 best. Row "1-best" uses the first candidate only (`kd_top_k=1`).
+3. Every NAR row trains from a copy of the teacher for each budget in `--budgets` (a separate run per budget, linear
+   schedule to its end), then decodes one pass (`--slots` slots, cut at [SEP]).
+Scores on held-out sources: multi-reference BLEU-4 against all M valid targets, mode consistency (% of outputs equal
+to one valid target), training seconds. Mean ± sd over seeds. The oracle row trains NAR on one mode only (choice 0),
+the upper bound for any distillation.
 
-    python benchmarks/multimodality.py            # M = 1,2,4 x 3 seeds, <= ~30 min on 2 CPU cores
-    python benchmarks/multimodality.py --quick    # M = 1,4 x 1 seed, few steps: a smoke run (~2-3 min)
+    python benchmarks/multimodality.py --modes 4 --seeds 0,1,2                      # one M per call (writes _M4)
+    python benchmarks/multimodality.py --summarise                                   # tables + plot from all M
+    python benchmarks/multimodality.py --quick                                      # smoke run, ~2 min
 
-Outputs: Markdown tables, one JSON line, `results/multimodality[_quick].json` + `.png`.
+Outputs: Markdown tables, one JSON line, `results/multimodality_M{M}.json`; `--summarise` writes
+`results/multimodality.{md,json,png}`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -45,99 +53,175 @@ from common import (
 DIMS = {"d_model": 128, "layers": 2, "heads": 4, "ffn": 256}
 MAX_TARGET_TOKENS = 14  # 12 words + [SEP], plus one slot
 
+# NAR rows: SPMDTrainingArguments fields, which targets (`gold`, `oracle` = choice 0 only, `kd4` / `kd8` = the k-best
+# distillation), and decode options. `spmd` with no overrides is the package default recipe.
+NAR_METHODS: dict[str, dict[str, Any]] = {
+    "oracle (NAR on one mode)": {"train": {"spmd_preset": "bang_nar"}, "data": "oracle"},
+    "bang_nar (gold)": {"train": {"spmd_preset": "bang_nar"}, "data": "gold"},
+    "seq_kd (1-best)": {"train": {"spmd_preset": "seq_kd", "kd_top_k": 1}, "data": "kd4"},
+    "spmd_reconstruction (gold + 1-best)": {"train": {"spmd_preset": "spmd_reconstruction", "kd_top_k": 1}, "data": "kd4"},
+    "spmd (default: 4-best)": {"train": {"spmd_preset": "spmd"}, "data": "kd4"},
+    "spmd w/o self-paced": {"train": {"spmd_preset": "spmd", "pace_mode": "none"}, "data": "kd4"},
+    "spmd w/o token KD": {"train": {"spmd_preset": "spmd", "kd_alpha": 0.0}, "data": "kd4"},
+    "spmd w/o AR loss": {"train": {"spmd_preset": "spmd", "ar_loss_weight": 0.0}, "data": "kd4"},
+    "spmd + gold in C_i": {"train": {"spmd_preset": "spmd", "target_sources": ["gold", "ar_kd"]}, "data": "kd4"},
+    "seq_kd + min_loss (4-best)": {"train": {"spmd_preset": "seq_kd"}, "data": "kd4"},
+    "spmd 2-best": {"train": {"spmd_preset": "spmd", "kd_top_k": 2}, "data": "kd4"},
+    "spmd 8-best (beam 8)": {"train": {"spmd_preset": "spmd"}, "data": "kd8"},
+    "spmd + glancing 0.5→0.1": {"train": {"spmd_preset": "spmd", "glance_ratio": 0.5, "glance_ratio_end": 0.1},
+                                "data": "kd4"},  # fmt: skip
+}
+DEFAULT_NAR = "spmd (default: 4-best)"
+AR_ROWS = {"AR greedy (teacher)": {"mode": "ar", "num_beams": 1}, "AR beam 4 (teacher)": {"mode": "ar", "num_beams": 4}}
+VERIFY_ROW = "spmd + nar_verify"
 
-def run_one(num_modes: int, seed: int, args: argparse.Namespace, methods: list[str]) -> dict[str, dict[str, Any]]:
-    """Stage 1 + distillation + stage 2 for every method on one (M, seed) task; returns scores per method.
 
-    Runs in a worker process: sets its own thread count and quiet logs."""
+def _dataset_for(kind: str, train_set: Any, oracle_set: Any, distilled: dict[int, Any]) -> Any:
+    if kind == "gold":
+        return train_set
+    if kind == "oracle":
+        return oracle_set
+    return distilled[int(kind[2:])]
+
+
+def run_one(num_modes: int, seed: int, args: argparse.Namespace, plan: list[tuple[str, int]]) -> dict[str, Any]:
+    """Teacher to plateau, distillation, then every (NAR row, budget) of `plan` on one (M, seed) task."""
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
     pipeline.quiet_logs()
     from bang_nar.data import tokenize_pairs
-    from bang_nar.multimodality import build_word_tokenizer, make_multimodality_task, multi_reference_scores
+    from bang_nar.multimodality import build_word_tokenizer, make_multimodality_task, multi_reference_scores, translate
 
     task = make_multimodality_task(num_modes, args.num_train, args.num_eval, seed)
     tokenizer = build_word_tokenizer(task)
     train_set, _ = tokenize_pairs(task.train, tokenizer, 16, 16)
+    oracle_pairs = task.train.map(lambda row: {"target": translate(row["source"], 0)})
+    oracle_set, _ = tokenize_pairs(oracle_pairs, tokenizer, 16, 16)
     eval_set, _ = tokenize_pairs(task.eval, tokenizer, 16, 16)
+    refs = task.eval["references"]
     hyper = {"batch_size": args.batch_size, "learning_rate": args.lr, "seed": seed, "device": args.device}
 
+    def score(model: Any, options: dict[str, Any]) -> dict[str, Any]:
+        out = pipeline.decode(model, tokenizer, eval_set, options, max_new_tokens=args.slots,
+                              batch_size=args.eval_batch, device=args.device)  # fmt: skip
+        scores = multi_reference_scores(out["texts"], refs)
+        return {"bleu": scores["bleu"], "mode_consistency": scores["mode_consistency"],
+                "ms_per_sample": out["ms_per_sample"], "example": out["texts"][0], "passes": out.get("passes")}  # fmt: skip
+
+    # 1. teacher, until greedy exact match plateaus
     torch.manual_seed(seed)
-    start = pipeline.BangForConditionalGeneration(pipeline.bang_config(tokenizer, DIMS, max_positions=32))
-    stage1_s = pipeline.train(
-        start, train_set, steps=args.ar_steps, warmup_steps=args.ar_steps // 10, train_mode="ar", **hyper
-    )
-    distilled, distil_s = pipeline.distil(start, train_set, max_new_tokens=MAX_TARGET_TOKENS)
-    kd_exact = sum(k[0] == g for k, g in zip(distilled["kd_labels"], distilled["labels"])) / len(distilled)
+    teacher = pipeline.BangForConditionalGeneration(pipeline.bang_config(tokenizer, DIMS, max_positions=32))
+    stop = pipeline.PlateauStop(
+        lambda: score(teacher, AR_ROWS["AR greedy (teacher)"])["mode_consistency"],
+        every=args.ar_eval_every, patience=2, tolerance=1.0, ceiling=100.0, min_steps=2 * args.ar_eval_every,
+    )  # fmt: skip
+    teacher_s = pipeline.train(teacher, train_set, steps=args.ar_max_steps, warmup_steps=100, train_mode="ar",
+                               lr_scheduler_type="constant_with_warmup", callbacks=[stop], **hyper)  # fmt: skip
+    rows: dict[str, dict[str, Any]] = {}
+    for name, options in AR_ROWS.items():
+        rows[name] = {**score(teacher, options), "train_s": teacher_s, "budget": stop.history[-1][0]}
 
-    trained: dict[str, tuple[Any, float]] = {}
+    # 2. distillation: 4-best always, 8-best when a row asks for it
+    distilled, distil_s = {}, {}
+    for k in sorted({int(NAR_METHODS[m]["data"][2:]) for m, _ in plan if NAR_METHODS[m]["data"].startswith("kd")}):
+        distilled[k], distil_s[k] = pipeline.distil(
+            teacher, train_set, max_new_tokens=MAX_TARGET_TOKENS, num_beams=max(4, k), num_return_sequences=k
+        )
+
+    # 3. NAR rows
     results: dict[str, dict[str, Any]] = {}
-    for name in methods:
-        spec = pipeline.METHODS[name]
-        model, train_s = pipeline.trained_model(name, trained, start, distilled, args.steps, **hyper)
-        out = pipeline.decode(
-            model, tokenizer, eval_set, spec["decode"], max_new_tokens=MAX_TARGET_TOKENS,
-            batch_size=args.eval_batch, device=args.device,
-        )  # fmt: skip
-        scores = multi_reference_scores(out["texts"], task.eval["references"])
-        results[name] = {
-            "bleu": scores["bleu"],
-            "mode_consistency": scores["mode_consistency"],
-            "repetition_rate": pipeline.repetition_rate(out["tokens"]),
-            "ms_per_sample": out["ms_per_sample"],
-            "train_s": train_s,
-            "example": out["texts"][0],
-        }
-    meta = {"stage1_s": stage1_s, "distil_s": distil_s, "kd_equals_gold": kd_exact,
-            "reference_repetition_rate": pipeline.repetition_rate(eval_set["labels"]), "example_refs": task.eval["references"][0],
-            "seconds": time.perf_counter() - started}  # fmt: skip
-    return {"methods": results, "meta": meta}
+    for name, budget in plan:
+        spec = NAR_METHODS[name]
+        model = pipeline.fresh_copy(teacher)
+        data = _dataset_for(spec["data"], train_set, oracle_set, distilled)
+        train_s = pipeline.train(model, data, steps=budget, warmup_steps=budget // 10, **spec["train"], **hyper)
+        results[f"{name} @{budget}"] = {**score(model, {"mode": "nar"}), "train_s": train_s, "budget": budget,
+                                        "method": name}  # fmt: skip
+        if name == DEFAULT_NAR:
+            results[f"{VERIFY_ROW} @{budget}"] = {**score(model, {"mode": "nar_verify"}), "train_s": train_s,
+                                                  "budget": budget, "method": VERIFY_ROW}  # fmt: skip
+        print(f"  [M={num_modes} seed={seed}] {name} @{budget}: BLEU {results[f'{name} @{budget}']['bleu']:.1f}, "
+              f"consistency {results[f'{name} @{budget}']['mode_consistency']:.1f}% ({train_s:.0f}s)", flush=True)  # fmt: skip
+    for name, row in rows.items():
+        results[name] = {**row, "method": name}
+    four_best = distilled.get(4)
+    modes_in_kbest = None
+    if four_best is not None:  # how many distinct valid modes the 4-best lists hold (multi-modality left in the data)
+        texts = [tokenizer.batch_decode(c, skip_special_tokens=True) for c in four_best["kd_labels"]]
+        valid = [set(task.valid_targets(s)) for s in task.train["source"]]
+        modes_in_kbest = sum(len({t for t in ts if t in v}) for ts, v in zip(texts, valid)) / len(texts)
+    meta = {"teacher_curve": stop.history, "teacher_steps": stop.history[-1][0], "teacher_s": teacher_s,
+            "distil_s": distil_s, "mean_valid_modes_in_4best": modes_in_kbest,
+            "example_refs": refs[0], "seconds": time.perf_counter() - started}  # fmt: skip
+    return {"M": num_modes, "seed": seed, "results": results, "meta": meta}
 
 
-def summarise(runs: dict[int, list[dict[str, Any]]], methods: list[str]) -> list[dict[str, Any]]:
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± sd over seeds per (M, row)."""
     rows = []
-    for num_modes, seed_runs in runs.items():
-        for name in methods:
-            row: dict[str, Any] = {"M": num_modes, "method": name, "seeds": len(seed_runs)}
-            for key in ("bleu", "mode_consistency", "repetition_rate", "ms_per_sample", "train_s"):
-                mean, sd = mean_sd([r["methods"][name][key] for r in seed_runs])
-                row[key], row[key + "_sd"] = mean, sd
-                row[key + "_fmt"] = f"{mean:.1f} ± {sd:.1f}" if key != "ms_per_sample" else f"{mean:.2f} ± {sd:.2f}"
+    for num_modes in sorted({r["M"] for r in runs}):
+        seed_runs = [r for r in runs if r["M"] == num_modes]
+        names = list(dict.fromkeys(k for r in seed_runs for k in r["results"]))
+        ar_greedy = mean_sd([r["results"]["AR greedy (teacher)"]["bleu"] for r in seed_runs])[0]
+        for key in names:
+            present = [r["results"][key] for r in seed_runs if key in r["results"]]
+            row: dict[str, Any] = {"M": num_modes, "row": key, "method": present[0]["method"], "seeds": len(present),
+                                   "budget": present[0]["budget"]}  # fmt: skip
+            for metric in ("bleu", "mode_consistency", "ms_per_sample", "train_s"):
+                mean, sd = mean_sd([p[metric] for p in present])
+                row[metric], row[metric + "_sd"] = mean, sd
+                row[metric + "_fmt"] = f"{mean:.1f} ± {sd:.1f}" if metric != "ms_per_sample" else f"{mean:.2f}"
+            row["bleu_vs_ar_greedy"] = row["bleu"] / ar_greedy if ar_greedy else None
+            if key.startswith("AR"):
+                row["budget_fmt"] = "teacher " + "/".join(str(p["budget"]) for p in present)
+            else:
+                row["budget_fmt"] = str(row["budget"])
             rows.append(row)
     return rows
 
 
-def plot(rows: list[dict[str, Any]], methods: list[str], path: Path) -> Path:
+def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     modes = sorted({r["M"] for r in rows})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, label in ((axes[0], "bleu", "multi-reference BLEU-4"), (axes[1], "mode_consistency", "mode consistency %")):
-        for name in methods:
-            points = [next(r for r in rows if r["M"] == m and r["method"] == name) for m in modes]
-            ax.errorbar(modes, [p[key] for p in points], yerr=[p[key + "_sd"] for p in points], marker="o",
-                        capsize=3, label=name, linestyle="--" if name.startswith("ar") else "-")  # fmt: skip
-        ax.set_xticks(modes)
-        ax.set_xlabel("M (valid targets per source)")
-        ax.set_ylabel(label)
-    axes[1].legend(fontsize=7)
-    fig.suptitle("Controlled multi-modality: mean ± sd over seeds (tiny BANG, equal step budgets)")
+    keys = [k for k in dict.fromkeys(r["row"] for r in rows) if "w/o" not in k and "+ gold" not in k]
+    fig, ax = plt.subplots(1, 1, figsize=(9, 4.5))
+    for key in keys:
+        points = [next((r for r in rows if r["M"] == m and r["row"] == key), None) for m in modes]
+        xs = [m for m, p in zip(modes, points) if p]
+        if len(xs) < 2:
+            continue
+        ys = [p["mode_consistency"] for p in points if p]
+        es = [p["mode_consistency_sd"] for p in points if p]
+        style = "--" if key.startswith("AR") else (":" if "oracle" in key else "-")
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=key, linestyle=style)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(modes, [str(m) for m in modes])
+    ax.set_xlabel("M (valid targets per source)")
+    ax.set_ylabel("mode consistency % (mean ± sd over seeds)")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("Controlled multi-modality: tiny BANG, NAR recipes vs the AR teacher")
     return save_plot(fig, path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="M = 1,4, one seed, few steps (smoke run).")
-    parser.add_argument("--modes", default="1,2,4")
+    parser.add_argument("--quick", action="store_true", help="M = 4, one seed, few steps (smoke run).")
+    parser.add_argument("--summarise", action="store_true", help="Only merge results/multimodality_M*.json.")
+    parser.add_argument("--modes", default="4")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--methods", default=",".join(pipeline.DEFAULT_METHODS))
+    parser.add_argument("--methods", default=",".join(NAR_METHODS), help="NAR rows (comma-separated names).")
+    parser.add_argument("--budgets", default="600,2400", help="NAR step budgets; each row trains once per budget.")
+    parser.add_argument("--plateau-methods", default="oracle (NAR on one mode),seq_kd (1-best),spmd (default: 4-best)",
+                        help="Rows that also run the budgets beyond the first (the others run the first only).")
     parser.add_argument("--num-train", type=int, default=4000)
     parser.add_argument("--num-eval", type=int, default=200)
-    parser.add_argument("--ar-steps", type=int, default=500, help="Stage 1: AR steps from scratch (the teacher).")
-    parser.add_argument("--steps", type=int, default=150, help="Stage 2: steps of every method from the teacher.")
+    parser.add_argument("--ar-max-steps", type=int, default=2400, help="Teacher cap (AR steps from scratch).")
+    parser.add_argument("--ar-eval-every", type=int, default=300)
+    parser.add_argument("--slots", type=int, default=MAX_TARGET_TOKENS)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-batch", type=int, default=50)
@@ -148,84 +232,98 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tag", default=None)
     args = parser.parse_args(argv)
     if args.quick:
-        args.modes, args.seeds = "1,4", "0"
-        args.num_train, args.num_eval, args.ar_steps, args.steps = 1000, 100, 60, 30
-    args.tag = args.tag or ("quick" if args.quick else None)
+        args.modes, args.seeds, args.budgets = "4", "0", "60"
+        args.methods = "bang_nar (gold),seq_kd (1-best),spmd (default: 4-best)"
+        args.num_train, args.num_eval, args.ar_max_steps, args.ar_eval_every = 500, 50, 60, 30
+        args.tag = args.tag or "quick"
     return args
+
+
+def _plan(args: argparse.Namespace) -> list[tuple[str, int]]:
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in NAR_METHODS]
+    if unknown:
+        raise SystemExit(f"multimodality.py: unknown --methods {unknown}; choose from {list(NAR_METHODS)}.")
+    budgets = [int(b) for b in args.budgets.split(",")]
+    plateau = {m.strip() for m in args.plateau_methods.split(",")}
+    return [(m, b) for b in budgets for m in methods if b == budgets[0] or m in plateau]
+
+
+def _write_summary(args: argparse.Namespace) -> int:
+    files = sorted(f for f in args.out.glob("multimodality_M*.json") if f.stem[len("multimodality_M"):].isdigit())
+    if not files:
+        raise SystemExit("multimodality.py --summarise: no results/multimodality_M*.json yet; run with --modes first.")
+    payloads = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+    runs = [run for p in payloads for run in p["runs"]]
+    rows = summarise(runs)
+    table = markdown_table(
+        rows,
+        [("M", "M"), ("row", "system"), ("budget_fmt", "steps"), ("bleu_fmt", "multi-ref BLEU-4"),
+         ("bleu_vs_ar_greedy", "÷ AR greedy BLEU"), ("mode_consistency_fmt", "mode consistency %"),
+         ("train_s_fmt", "train s"), ("seeds", "seeds")],
+    )  # fmt: skip
+    teacher = "; ".join(
+        f"M={p['runs'][0]['M']}: " + ", ".join(f"seed {r['seed']} {r['meta']['teacher_steps']} steps "
+                                              f"(curve {r['meta']['teacher_curve']})" for r in p["runs"])
+        for p in payloads
+    )  # fmt: skip
+    kbest = ", ".join(f"M={p['runs'][0]['M']}: {mean_sd([r['meta']['mean_valid_modes_in_4best'] for r in p['runs']])[0]:.2f}"
+                      for p in payloads if p["runs"][0]["meta"].get("mean_valid_modes_in_4best") is not None)  # fmt: skip
+    timing = ", ".join(f"M={p['runs'][0]['M']}: {p['total_seconds'] / 60:.0f} min ({p['machine']['date_utc'][:10]})"
+                       for p in payloads)  # fmt: skip
+    text = (f"## Controlled multi-modality (mean ± sd over seeds)\n\n{table}\n\n"
+            f"Teachers (AR greedy exact match checked every few hundred steps until it plateaus; (step, %)): {teacher}.\n\n"
+            f"Distinct valid modes among the teacher's 4-best lists (mean per source): {kbest}.\n\n"
+            f"Wall time per call: {timing}.\n")  # fmt: skip
+    print(text)
+    (args.out / "multimodality.md").write_text(text, encoding="utf-8")
+    write_json(args.out / "multimodality.json", {"benchmark": "multimodality", "rows": rows,
+                                                 "sources": [f.name for f in files]})  # fmt: skip
+    print(f"wrote {plot(rows, args.out / 'multimodality.png')}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.summarise:
+        return _write_summary(args)
     set_threads(args.threads)
     pipeline.quiet_logs()
     info = machine_info(args.device)
     info["jobs"] = args.jobs
-    requested = [m.strip() for m in args.methods.split(",") if m.strip()]
-    methods, missing = pipeline.available_methods(requested)
-    print(f"# multi-modality benchmark ({info['date_utc']}, {info['host_cpu']}, {info['torch_threads']} threads, "
-          f"load {info['loadavg_start']})")  # fmt: skip
-    if missing:
-        print(f"(not in this modeling_bang.py yet, skipped: {', '.join(missing)})")
+    plan = _plan(args)
+    print(f"# multi-modality benchmark ({info['date_utc']}, {info['host_cpu']}, {args.threads} thread(s) x "
+          f"{args.jobs} jobs, load {info['loadavg_start']})", flush=True)  # fmt: skip
     started = time.perf_counter()
-    runs: dict[int, list[dict[str, Any]]] = defaultdict(list)
     jobs = [(int(m), int(s)) for m in args.modes.split(",") for s in args.seeds.split(",")]
-    # One process per (M, seed) task, `--jobs` at a time, each with `--threads` torch threads (default 1: these
-    # models are too small to gain from intra-op threads, and the cores are better spent on parallel tasks).
+    runs = []
+    # One process per (M, seed), `--jobs` at a time, one torch thread each: these models are too small to gain
+    # from intra-op threads, and the cores are better spent on parallel tasks.
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_one, m, s, args, methods): (m, s) for m, s in jobs}
-        done = {}
+        futures = {pool.submit(run_one, m, s, args, plan): (m, s) for m, s in jobs}
         for future in as_completed(futures):
-            num_modes, seed = futures[future]
-            run = done[(num_modes, seed)] = future.result()
-            line = ", ".join(f"{n} {r['bleu']:.1f}/{r['mode_consistency']:.0f}%" for n, r in run["methods"].items())
-            print(f"[M={num_modes} seed={seed}] {run['meta']['seconds']:.0f}s; BLEU/consistency: {line}", flush=True)
-    for key in jobs:
-        runs[key[0]].append(done[key])
-    rows = summarise(runs, methods)
-    table = markdown_table(
-        rows,
-        [("M", "M"), ("method", "method"), ("bleu_fmt", "multi-ref BLEU-4"), ("mode_consistency_fmt", "mode consistency %"),
-         ("repetition_rate_fmt", "repetition %"), ("ms_per_sample_fmt", f"ms/sample (batch {args.eval_batch})"),
-         ("train_s_fmt", "stage-2 train s")],
-    )  # fmt: skip
-    info = finish_machine_info(info)
+            run = future.result()
+            runs.append(run)
+            # Each finished task is kept at once, so a long call that dies later loses nothing.
+            write_json(args.out / "multimodality_runs" / f"M{run['M']}_seed{run['seed']}{'_' + args.tag if args.tag else ''}.json", run)
+            print(f"[M={run['M']} seed={run['seed']}] done in {run['meta']['seconds']:.0f}s "
+                  f"(teacher {run['meta']['teacher_steps']} steps)", flush=True)  # fmt: skip
+    runs.sort(key=lambda r: (r["M"], r["seed"]))
     total = time.perf_counter() - started
-    print(f"\n## Controlled multi-modality (mean ± sd over seeds {args.seeds})\n\n{table}\n")
-    kd = {m: [r["meta"]["kd_equals_gold"] for r in rs] for m, rs in runs.items()}
-    ref_rep = {m: [r["meta"]["reference_repetition_rate"] for r in rs] for m, rs in runs.items()}
-    print(f"Teacher (stage 1, {args.ar_steps} AR steps) beam-4 output equals the sampled gold target on "
-          + ", ".join(f"M={m}: {100 * sum(v) / len(v):.0f}%" for m, v in kd.items())
-          + " of training sources; repetition rate of the references: "
-          + ", ".join(f"M={m}: {sum(v) / len(v):.1f}%" for m, v in ref_rep.items()) + ".")  # fmt: skip
-    print(f"Model {DIMS}, word-level vocabulary {len(pipeline_vocab())}; {args.num_train} train / {args.num_eval} eval "
-          f"sources; stage 1 {args.ar_steps} AR steps, stage 2 {args.steps} steps per method; batch {args.batch_size}, "
-          f"lr {args.lr}; total {total / 60:.1f} min.")  # fmt: skip
-    payload = {
-        "benchmark": "multimodality",
-        "machine": info,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)} | {"dims": DIMS, "methods": methods,
-                                                                                  "skipped_methods": missing},
-        "rows": rows,
-        "runs": {m: rs for m, rs in runs.items()},
-        "total_seconds": round(total, 1),
-    }  # fmt: skip
-    name = "multimodality" + (f"_{args.tag}" if args.tag else "")
-    json_path = write_json(args.out / f"{name}.json", payload)
-    png_path = plot(rows, methods, args.out / f"{name}.png")
-    print(f"wrote {json_path} and {png_path}")
-    print_json_line({
-        "benchmark": "multimodality", "machine": {k: info[k] for k in ("date_utc", "host_cpu", "torch_threads",
-        "torch", "transformers", "loadavg_start", "loadavg_end")}, "total_seconds": round(total, 1),
-        "bleu": {f"M{r['M']}/{r['method']}": round(r["bleu"], 2) for r in rows},
-        "mode_consistency": {f"M{r['M']}/{r['method']}": round(r["mode_consistency"], 1) for r in rows},
-    })  # fmt: skip
+    info = finish_machine_info(info)
+    settings = {k: v for k, v in vars(args).items() if k not in ("out",)} | {"dims": DIMS, "plan": plan}
+    payload = {"benchmark": "multimodality", "machine": info, "settings": settings, "runs": runs,
+               "total_seconds": round(total, 1)}  # fmt: skip
+    for num_modes in sorted({r["M"] for r in runs}):
+        name = f"multimodality_M{num_modes}" + (f"_{args.tag}" if args.tag else "")
+        per_m = {**payload, "runs": [r for r in runs if r["M"] == num_modes]}
+        print(f"wrote {write_json(args.out / f'{name}.json', per_m)}")
+    rows = summarise(runs)
+    print(markdown_table(rows, [("M", "M"), ("row", "system"), ("budget_fmt", "steps"), ("bleu_fmt", "BLEU-4"),
+                                ("mode_consistency_fmt", "consistency %"), ("train_s_fmt", "train s")]))  # fmt: skip
+    print_json_line({"benchmark": "multimodality", "total_seconds": round(total, 1),
+                     "mode_consistency": {f"M{r['M']}/{r['row']}": round(r["mode_consistency"], 1) for r in rows}})  # fmt: skip
     return 0
-
-
-def pipeline_vocab() -> tuple[str, ...]:
-    from bang_nar.multimodality import SPECIAL_TOKENS, VOCABULARY
-
-    return SPECIAL_TOKENS + VOCABULARY
 
 
 if __name__ == "__main__":

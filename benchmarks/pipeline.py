@@ -22,7 +22,7 @@ from typing import Any
 
 import datasets
 import torch
-from transformers import PrinterCallback
+from transformers import PrinterCallback, TrainerCallback
 
 from bang_nar import BangConfig, BangForConditionalGeneration
 
@@ -94,9 +94,13 @@ def train(
     seed: int,
     device: str,
     warmup_steps: int = 0,
+    lr_scheduler_type: str = "linear",
+    callbacks: Sequence[Any] = (),
     **spmd_fields: Any,
 ) -> float:
-    """Train `model` in place for `steps` optimizer steps with `SPMDSeq2SeqTrainer`; returns wall seconds."""
+    """Train `model` in place for (at most) `steps` optimizer steps with `SPMDSeq2SeqTrainer`; returns wall seconds.
+
+    `callbacks` may stop training early (`PlateauStop`)."""
     from bang_nar.trainer import SPMDSeq2SeqTrainer, SPMDTrainingArguments
 
     columns = [c for c in ("input_ids", "labels", "kd_labels") if c in dataset.column_names]
@@ -108,7 +112,7 @@ def train(
             max_steps=steps,
             learning_rate=learning_rate,
             warmup_steps=warmup_steps,
-            lr_scheduler_type="linear",
+            lr_scheduler_type=lr_scheduler_type,
             weight_decay=0.0,
             report_to=[],
             save_strategy="no",
@@ -121,7 +125,9 @@ def train(
         )
         if not args.uses_distilled_targets:
             columns = [c for c in columns if c != "kd_labels"]
-        trainer = SPMDSeq2SeqTrainer(model=model, args=args, train_dataset=dataset.select_columns(columns))
+        trainer = SPMDSeq2SeqTrainer(
+            model=model, args=args, train_dataset=dataset.select_columns(columns), callbacks=list(callbacks)
+        )
         trainer.remove_callback(PrinterCallback)
         started = time.perf_counter()
         trainer.train()
@@ -131,9 +137,14 @@ def train(
 
 
 def distil(
-    model: BangForConditionalGeneration, dataset: datasets.Dataset, max_new_tokens: int, batch_size: int = 256
+    model: BangForConditionalGeneration,
+    dataset: datasets.Dataset,
+    max_new_tokens: int,
+    batch_size: int = 256,
+    num_beams: int = 4,
+    num_return_sequences: int = 1,
 ) -> tuple[datasets.Dataset, float]:
-    """Add the AR teacher's beam-4 output (k = 1) as `kd_labels` (sequence KD targets); returns seconds too."""
+    """Add the AR teacher's k best beam hypotheses (beam 4, k = 1 by default) as `kd_labels`; returns seconds too."""
     from bang_nar.trainer import distill_dataset
 
     with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
@@ -143,9 +154,9 @@ def distil(
             model.eval(),
             dataset.select_columns(["input_ids", "labels"]),
             out,
-            num_beams=4,
+            num_beams=num_beams,
             length_penalty=1.2,
-            num_return_sequences=1,
+            num_return_sequences=num_return_sequences,
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             show_progress=False,
@@ -256,3 +267,27 @@ def quiet_logs() -> None:
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class PlateauStop(TrainerCallback):
+    """Every `every` steps, score the model with `evaluate_fn()` (higher is better); stop training once the score
+    gained less than `tolerance` over the last `patience` checks, or reached `ceiling` (after `min_steps`).
+    `history` keeps `(step, score)`. The multi-modality teacher trains "until its greedy exact match plateaus"."""
+
+    def __init__(self, evaluate_fn: Any, every: int, patience: int = 2, tolerance: float = 1.0,
+                 ceiling: float = 100.0, min_steps: int = 0) -> None:  # fmt: skip
+        self.evaluate_fn, self.every, self.patience = evaluate_fn, every, patience
+        self.tolerance, self.ceiling, self.min_steps = tolerance, ceiling, min_steps
+        self.history: list[tuple[int, float]] = []
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> Any:
+        if state.global_step % self.every:
+            return control
+        score = self.evaluate_fn()
+        model.train()
+        self.history.append((state.global_step, score))
+        scores = [s for _, s in self.history]
+        flat = len(scores) > self.patience and max(scores[-self.patience :]) - scores[-self.patience - 1] < self.tolerance
+        if state.global_step >= self.min_steps and (score >= self.ceiling or flat):
+            control.should_training_stop = True
+        return control
