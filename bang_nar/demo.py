@@ -1,13 +1,15 @@
 """`bang-nar demo`: the whole method end to end on a CPU in a few minutes, with nothing downloaded.
 
 1. train a tiny BANG model in AR mode (the teacher; the same weights hold both streams);
-2. distil: AR-stream beam search (beam 4, length penalty 1.2) over the training sources;
-3. fine-tune NAR from the teacher's weights with the `bang_nar` preset (gold targets, BANG's own recipe) and with
-   the `spmd` preset (gold + distilled targets, token KD from the AR stream, self-paced weights, AR loss);
-4. evaluate AR (greedy, beam 4) and both NAR models: quality and ms/sample; print a table, save JSON/Markdown/PNG.
+2. distil: AR-stream beam search (beam 4, length penalty 1.2) over the training sources, keeping the 4 best;
+3. fine-tune NAR from the teacher's weights with the `bang_nar` preset (gold targets, BANG's own recipe), with
+   sequence KD on the 1-best (`seq_kd`, `kd_top_k=1`, the usual remedy) and with the default `spmd` preset (the
+   candidate of the 4-best the student already follows, token KD from the AR stream, self-paced weights, AR loss);
+4. evaluate AR (greedy, beam 4) and the NAR models: quality and ms/sample; print a table, save JSON/Markdown/PNG.
 
-The default task is the controlled multi-modality task (`bang_nar.multimodality`): each source has M valid targets
-that differ by one hidden choice, the situation in which NAR models mix modes and distillation helps.
+The default task is the controlled multi-modality task (`bang_nar.multimodality`) with M = 4: each source has 4 valid
+targets that differ by hidden choices, the situation in which NAR models mix modes. 1-best distillation keeps the
+teacher's own spread over the modes; the 4-best lists let SPMD commit to one.
 `data="du-qg-sample"` runs the same pipeline on real text (a bundled Du 2017 QG sample): tiny from-scratch models
 trained for minutes give smoke-test numbers there, not paper numbers.
 """
@@ -38,7 +40,7 @@ SPMD_RECONSTRUCTION_NOTE = (
 class DemoSettings:
     """Budgets of the demo; `quick()` shrinks everything for tests and smoke runs."""
 
-    num_modes: int = 2
+    num_modes: int = 4
     num_train: int = 4000
     num_eval: int = 300
     size: str = "tiny"
@@ -190,16 +192,20 @@ def run_demo(
         teacher, train, output_dir / "distilled", num_beams=4, length_penalty=1.2, max_new_tokens=max_target,
         batch_size=128, teacher_name="demo AR teacher", resume=False,
     )
-    step("distil (AR beam 4)", t)
+    step("distil (AR beam 4, 4-best)", t)
 
     students = {}
-    for preset in ("bang_nar", "spmd"):
+    recipes = {  # folder: (dataset, SPMDTrainingArguments fields)
+        "bang_nar": (train, {"spmd_preset": "bang_nar"}),
+        "seq_kd_1best": (distilled, {"spmd_preset": "seq_kd", "kd_top_k": 1}),
+        "spmd": (distilled, {"spmd_preset": "spmd"}),
+    }
+    for name, (dataset, fields) in recipes.items():
         t = time.perf_counter()
         student = build_model(output_dir / "ar_teacher")
-        dataset = train if preset == "bang_nar" else distilled
-        train_model(student, tokenizer, dataset, _training_args(output_dir / f"nar_{preset}", settings, train_mode="nar", spmd_preset=preset, max_steps=settings.nar_steps), card_values=card)
-        students[preset] = student
-        step(f"train NAR ({preset})", t)
+        train_model(student, tokenizer, dataset, _training_args(output_dir / f"nar_{name}", settings, train_mode="nar", max_steps=settings.nar_steps, **fields), card_values=card)
+        students[name] = student
+        step(f"train NAR ({name})", t)
 
     t = time.perf_counter()
     evaluations = [
@@ -208,6 +214,7 @@ def run_demo(
             "AR beam 4": {"mode": "ar", "num_beams": 4, "length_penalty": 1.2, "max_new_tokens": max_target},
         }),
         ("nar_bang_nar", students["bang_nar"], {"NAR (BANG recipe)": {"mode": "nar"}}),
+        ("nar_seq_kd_1best", students["seq_kd_1best"], {"NAR (seq-KD, 1-best)": {"mode": "nar"}}),
         ("nar_spmd", students["spmd"], {"NAR (SPMD)": {"mode": "nar"}, "SPMD + nar_verify": {"mode": "nar_verify"}}),
     ]
     results: dict[str, dict[str, Any]] = {}

@@ -3,7 +3,8 @@
 Protocol ("equal budgets"): every method gets the same number of optimizer steps at the same batch size and
 learning rate, from the same start.
 1. Stage 1: one BANG model is fine-tuned from scratch in AR mode for `ar_steps` (the teacher and the common start).
-2. The teacher distils the training set (beam 4, length penalty 1.2, k = 1) into `kd_labels` (sequence KD).
+2. The teacher distils the training set (beam 4, length penalty 1.2, the 4 best) into `kd_labels`; `seq_kd` uses
+   the 1-best (`kd_top_k=1`), the default `spmd` all four.
 3. Stage 2: from a copy of the stage-1 model, each method trains `steps` more: the AR rows continue in AR mode;
    every NAR row trains with its `SPMDSeq2SeqTrainer` preset (teacher = "self" where a teacher is used).
 Equal steps are not equal compute: an `spmd` step runs an NAR pass, an AR teacher pass and an AR gold pass, so the
@@ -31,8 +32,11 @@ METHODS: dict[str, dict[str, Any]] = {
     "ar greedy": {"train": {"train_mode": "ar"}, "decode": {"mode": "ar", "num_beams": 1}},
     "ar beam4": {"train": {"train_mode": "ar"}, "decode": {"mode": "ar", "num_beams": 4}},
     "nar bang_nar": {"train": {"spmd_preset": "bang_nar"}, "decode": {"mode": "nar"}},
-    "nar seq_kd": {"train": {"spmd_preset": "seq_kd"}, "decode": {"mode": "nar"}},
-    "nar spmd": {"train": {"spmd_preset": "spmd"}, "decode": {"mode": "nar"}},
+    "nar seq_kd": {"train": {"spmd_preset": "seq_kd", "kd_top_k": 1}, "decode": {"mode": "nar"}},  # 1-best
+    "nar spmd": {"train": {"spmd_preset": "spmd"}, "decode": {"mode": "nar"}},  # the default: k-best candidates
+    "nar spmd_reconstruction": {
+        "train": {"spmd_preset": "spmd_reconstruction", "kd_top_k": 1}, "decode": {"mode": "nar"}
+    },
     "spmd w/o self-paced": {"train": {"spmd_preset": "spmd", "pace_mode": "none"}, "decode": {"mode": "nar"}},
     "spmd w/o token KD": {"train": {"spmd_preset": "spmd", "kd_alpha": 0.0}, "decode": {"mode": "nar"}},
     "spmd w/o AR loss": {"train": {"spmd_preset": "spmd", "ar_loss_weight": 0.0}, "decode": {"mode": "nar"}},

@@ -126,7 +126,8 @@ def run_dataset(name: str, args: argparse.Namespace, methods: list[str]) -> dict
     params = sum(p.numel() for p in start.parameters())
     stage1_s = pipeline.train(start, train_set, steps=args.ar_steps, warmup_steps=args.ar_steps // 10,
                               train_mode="ar", **hyper)  # fmt: skip
-    distilled, distil_s = pipeline.distil(start, train_set, max_new_tokens=max_tgt, batch_size=args.distil_batch)
+    distilled, distil_s = pipeline.distil(start, train_set, max_new_tokens=max_tgt, batch_size=args.distil_batch,
+                                          num_return_sequences=4)  # fmt: skip
     print(f"[{name}] {params / 1e6:.1f}M params, vocab {len(tokenizer)}: stage 1 {stage1_s:.0f}s, "
           f"distillation {distil_s:.0f}s", flush=True)  # fmt: skip
 

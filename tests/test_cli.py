@@ -193,7 +193,8 @@ def test_demo_quick(tmp_path):
     for name in ("results.md", "results.json", "results.png", "timings.json"):
         assert (folder / name).is_file(), name
     results = json.loads((folder / "results.json").read_text())
-    assert list(results) == ["AR greedy", "AR beam 4", "NAR (BANG recipe)", "NAR (SPMD)", "SPMD + nar_verify"]
+    assert list(results) == ["AR greedy", "AR beam 4", "NAR (BANG recipe)", "NAR (seq-KD, 1-best)", "NAR (SPMD)",
+                             "SPMD + nar_verify"]
     assert "| system | BLEU-4 |" in run.stdout and "| NAR (SPMD) |" in run.stdout
     assert "speed-up vs AR beam 4" in run.stdout and "our reconstruction" in run.stdout
     assert (folder / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -3,9 +3,9 @@
 `distill_dataset` decodes every source with the AR mode of a BANG model (beam search, by default beam 4 and length
 penalty 1.2 as in BANG's README) and adds the k best hypotheses (default: the whole beam) as a column of token-id
 lists, each ending with `[SEP]`. The work is cut into fixed chunks of `batch_size` examples; each finished chunk
-is written to `output_dir/kd_chunks/`, so an interrupted run resumes where it stopped. Under `torchrun` or `accelerate launch`,
-process r takes chunks r, r+N, r+2N, ...; process 0 merges the chunks in dataset order, saves the dataset with
-`save_to_disk(output_dir / "dataset")` and writes `provenance.json` (teacher and settings) next to it.
+is written to `output_dir/kd_chunks/`, so an interrupted run resumes where it stopped. Under `torchrun` or
+`accelerate launch`, process r takes chunks r, r+N, r+2N, ...; process 0 merges the chunks in dataset order, saves
+the dataset with `save_to_disk(output_dir / "dataset")` and writes `provenance.json` (teacher and settings) next to it.
 
 Example (any number of processes):
 

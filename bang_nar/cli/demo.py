@@ -1,5 +1,5 @@
-"""The whole method on a CPU in a few minutes, nothing downloaded: AR teacher → distil → NAR (BANG recipe) and
-NAR (SPMD) → evaluate; prints a table and saves results.{json,md,png}.
+"""The whole method on a CPU in a few minutes, nothing downloaded: AR teacher → distil (4-best) → NAR (BANG recipe),
+NAR (seq-KD 1-best) and NAR (SPMD) → evaluate; prints a table and saves results.{json,md,png}.
 
     bang-nar demo
     bang-nar demo --data du-qg-sample --output-dir demo-qg
@@ -14,7 +14,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--output-dir", default="bang-nar-demo")
     parser.add_argument("--data", choices=["multimodality", "du-qg-sample"], default="multimodality",
                         help="generated multi-modality task (default) or the bundled Du 2017 QG sample")
-    parser.add_argument("--num-modes", type=int, choices=[1, 2, 4], default=2,
+    parser.add_argument("--num-modes", type=int, choices=[1, 2, 4, 8], default=4,
                         help="valid targets per source in the multi-modality task")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
