@@ -6,9 +6,9 @@ synonym table, word order and rotation); training targets are drawn uniformly am
 every position independently, so it mixes choices across positions unless its training targets let it settle on one.
 
 Protocol, per (M, seed):
-1. Teacher: a tiny BANG trained from scratch in AR mode until its greedy exact match (mode consistency) on the
-   held-out sources plateaus (checked every `--ar-eval-every` steps; stop when it gained < 1 point over the last
-   two checks, or hit 100%, or `--ar-max-steps`). Its greedy and beam-4 scores are the AR rows.
+1. Teacher: a tiny BANG trained from scratch in AR mode for `--ar-max-steps` (linear decay), its greedy exact match
+   (mode consistency) on the held-out sources checked every `--ar-eval-every` steps to show the plateau (it stops
+   early only at 100%). Its greedy and beam-4 scores are the AR rows.
 2. The teacher distils the training set: beam 4, length penalty 1.2, the 4 best (`bang-nar distill`'s default);
    rows that ask for 8 candidates get beam 8 / 8 best. Row "1-best" uses the first candidate only (`kd_top_k=1`).
 3. Every NAR row trains from a copy of the teacher for each budget in `--budgets` (a separate run per budget, linear
@@ -35,6 +35,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 
 import pipeline
@@ -108,25 +109,45 @@ def run_one(num_modes: int, seed: int, args: argparse.Namespace, plan: list[tupl
         return {"bleu": scores["bleu"], "mode_consistency": scores["mode_consistency"],
                 "ms_per_sample": out["ms_per_sample"], "example": out["texts"][0], "passes": out.get("passes")}  # fmt: skip
 
-    # 1. teacher, until greedy exact match plateaus
-    torch.manual_seed(seed)
-    teacher = pipeline.BangForConditionalGeneration(pipeline.bang_config(tokenizer, DIMS, max_positions=32))
-    stop = pipeline.PlateauStop(
-        lambda: score(teacher, AR_ROWS["AR greedy (teacher)"])["mode_consistency"],
-        every=args.ar_eval_every, patience=2, tolerance=1.0, ceiling=100.0, min_steps=2 * args.ar_eval_every,
-    )  # fmt: skip
-    teacher_s = pipeline.train(teacher, train_set, steps=args.ar_max_steps, warmup_steps=100, train_mode="ar",
-                               lr_scheduler_type="constant_with_warmup", callbacks=[stop], **hyper)  # fmt: skip
+    # 1. teacher, until greedy exact match plateaus (kept in --cache-dir, so further calls on the same task reuse it)
+    key = f"M{num_modes}_seed{seed}_n{args.num_train}_ar{args.ar_max_steps}e{args.ar_eval_every}"
+    cache = args.cache_dir / key if args.cache_dir else None
+    if cache is not None and (cache / "teacher" / "config.json").is_file():
+        teacher = pipeline.BangForConditionalGeneration.from_pretrained(cache / "teacher")
+        saved = json.loads((cache / "teacher.json").read_text(encoding="utf-8"))
+        history, teacher_s = [tuple(h) for h in saved["history"]], saved["seconds"]
+    else:
+        torch.manual_seed(seed)
+        teacher = pipeline.BangForConditionalGeneration(pipeline.bang_config(tokenizer, DIMS, max_positions=32))
+        # Linear decay over the whole budget: a constant 1e-3 made teachers collapse after a few hundred steps.
+        # The curve (greedy exact match every --ar-eval-every steps) shows where it plateaus; training stops
+        # early only at 100%.
+        stop = pipeline.PlateauStop(
+            lambda: score(teacher, AR_ROWS["AR greedy (teacher)"])["mode_consistency"],
+            every=args.ar_eval_every, patience=args.ar_max_steps, ceiling=100.0,
+        )  # fmt: skip
+        teacher_s = pipeline.train(teacher, train_set, steps=args.ar_max_steps, warmup_steps=100, train_mode="ar",
+                                   callbacks=[stop], **hyper)  # fmt: skip
+        history = stop.history
+        if cache is not None:
+            teacher.save_pretrained(cache / "teacher")
+            (cache / "teacher.json").write_text(json.dumps({"history": history, "seconds": teacher_s}), encoding="utf-8")
+    teacher.eval()
     rows: dict[str, dict[str, Any]] = {}
     for name, options in AR_ROWS.items():
-        rows[name] = {**score(teacher, options), "train_s": teacher_s, "budget": stop.history[-1][0]}
+        rows[name] = {**score(teacher, options), "train_s": teacher_s, "budget": history[-1][0]}
 
     # 2. distillation: 4-best always, 8-best when a row asks for it
     distilled, distil_s = {}, {}
     for k in sorted({int(NAR_METHODS[m]["data"][2:]) for m, _ in plan if NAR_METHODS[m]["data"].startswith("kd")}):
+        if cache is not None and (cache / f"kd{k}").is_dir():
+            distilled[k], distil_s[k] = datasets.load_from_disk(str(cache / f"kd{k}")), 0.0
+            continue
         distilled[k], distil_s[k] = pipeline.distil(
             teacher, train_set, max_new_tokens=MAX_TARGET_TOKENS, num_beams=max(4, k), num_return_sequences=k
         )
+        if cache is not None:
+            distilled[k].save_to_disk(str(cache / f"kd{k}"))
 
     # 3. NAR rows
     results: dict[str, dict[str, Any]] = {}
@@ -150,7 +171,7 @@ def run_one(num_modes: int, seed: int, args: argparse.Namespace, plan: list[tupl
         texts = [tokenizer.batch_decode(c, skip_special_tokens=True) for c in four_best["kd_labels"]]
         valid = [set(task.valid_targets(s)) for s in task.train["source"]]
         modes_in_kbest = sum(len({t for t in ts if t in v}) for ts, v in zip(texts, valid)) / len(texts)
-    meta = {"teacher_curve": stop.history, "teacher_steps": stop.history[-1][0], "teacher_s": teacher_s,
+    meta = {"teacher_curve": history, "teacher_steps": history[-1][0], "teacher_s": teacher_s,
             "distil_s": distil_s, "mean_valid_modes_in_4best": modes_in_kbest,
             "example_refs": refs[0], "seconds": time.perf_counter() - started}  # fmt: skip
     return {"M": num_modes, "seed": seed, "results": results, "meta": meta}
@@ -219,7 +240,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Rows that also run the budgets beyond the first (the others run the first only).")
     parser.add_argument("--num-train", type=int, default=4000)
     parser.add_argument("--num-eval", type=int, default=200)
-    parser.add_argument("--ar-max-steps", type=int, default=2400, help="Teacher cap (AR steps from scratch).")
+    parser.add_argument("--ar-max-steps", type=int, default=1200, help="Teacher budget (AR steps from scratch).")
     parser.add_argument("--ar-eval-every", type=int, default=300)
     parser.add_argument("--slots", type=int, default=MAX_TARGET_TOKENS)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -229,6 +250,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="(M, seed) tasks run in parallel processes.")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="Keep each task's teacher and distilled data here and reuse them in later calls.")
     parser.add_argument("--tag", default=None)
     args = parser.parse_args(argv)
     if args.quick:

@@ -115,3 +115,14 @@ def test_a_glancing_run_trains_and_logs(tmp_path, ratio):
     trainer.train()
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
+
+
+def test_model_card_recipe_names_k_best_candidates_and_glancing(tmp_path):
+    from bang_nar.trainer.spmd_trainer import _card_recipe
+    from tests.spmd_toy import spmd_args
+
+    default = _card_recipe(spmd_args(tmp_path))
+    assert "the k best AR-stream beam-search targets" in default and "gold" not in default.split("per sample")[0]
+    assert "Glancing" not in default
+    glancing = _card_recipe(spmd_args(tmp_path, kd_top_k=2, glance_ratio=0.5, glance_ratio_end=0.1))
+    assert "the 2 best AR-stream" in glancing and "ratio 0.5 → 0.1" in glancing

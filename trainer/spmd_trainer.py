@@ -579,7 +579,8 @@ def _card_recipe(args: SPMDTrainingArguments) -> str:
         lines.append(
             f"- Each batch is NAR with probability `nar_ratio`={args.nar_ratio} (seeded draw), else AR ({ar_gold})."
         )
-    sources = {"gold": "the gold target", "ar_kd": f"the AR-stream beam-search targets (`{args.kd_column}`)"}
+    k_best = f"the {args.kd_top_k} best" if args.kd_top_k else "the k best"
+    sources = {"gold": "the gold target", "ar_kd": f"{k_best} AR-stream beam-search targets (`{args.kd_column}`)"}
     candidates = " and ".join(sources[s] for s in args.target_sources)
     choice = {
         "min_loss": "the candidate with the lowest NAR loss",
@@ -588,6 +589,11 @@ def _card_recipe(args: SPMDTrainingArguments) -> str:
     }[args.mix_strategy]
     eps = args.label_smoothing_factor
     lines.append(f"- NAR cross-entropy (ε={eps}) on {candidates}; per sample: {choice} (Eq. 1, 3).")
+    if args.uses_glancing:
+        lines.append(
+            f"- Glancing training (Qian et al. 2021; beyond docs/spmd.md): ratio {args.glance_ratio} → "
+            f"{args.glance_ratio_end} of the first pass's wrong slots revealed; only the other slots are scored."
+        )
     if args.kd_alpha > 0:
         teacher = (
             "the model's own AR stream (stop-gradient)"
