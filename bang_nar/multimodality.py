@@ -5,16 +5,17 @@ knowledge distillation helps by reducing them. This module makes that situation 
 data files:
 
 - a source is 6-12 words drawn uniformly from a 100-word source lexicon;
-- its target is a word-by-word translation through one of two synonym tables (`red`/`scarlet`, `quick`/`swift`,
-  ...), optionally in reversed order. The table and the order are one hidden choice per sentence;
-- with `num_modes` M in {1, 2, 4, 8}, a source has exactly M valid targets: choice 0 only (M=1), either table
-  (M=2), either table in either order (M=4), or that and optionally rotated left by one word (M=8). Training
-  targets are drawn uniformly among the M.
+- its target is a word-by-word translation through one of eight synonym tables (`red`/`scarlet`/`reddish`...:
+  two tables of real English words and six derived from them by the suffixes -ish, -ly, -er). The table is one
+  hidden choice per sentence;
+- with `num_modes` M in {1, 2, 4, 8}, a source has exactly M valid targets, one per table among the first M
+  (M = 2 uses the two real-word tables). Training targets are drawn uniformly among the M.
 
 Each target is a deterministic function of (source, choice), so a tiny AR model learns the task in minutes on a CPU,
-while a NAR model, which predicts all positions independently, mixes choices across positions. The 300 words
-(100 source + 2 x 100 target) are real English words, so the task has its own small word-level tokenizer
-(`build_word_tokenizer`), not BERT's 30,522 pieces.
+while a NAR model, which predicts all positions independently, mixes choices across positions. The task has its own
+word-level tokenizer (`build_word_tokenizer`, 900 words: 100 source + 8 x 100 target), not BERT's 30,522 pieces.
+(Earlier versions made M = 4 with a reversed word order; a tiny AR teacher then reached only 10-60% exact match,
+too weak to be the reference, so the modes are now lexical only.)
 """
 
 from __future__ import annotations
@@ -66,16 +67,17 @@ TABLE_B = tuple(
     initial next later further final prior primary minor major latter
     single pair trio quartet dozen score hundred thousand million billion""".split()
 )
-VOCABULARY = SOURCE_WORDS + TABLE_A + TABLE_B
-
-# The hidden per-sentence choices, as (table, reversed, rotated); the first M are valid for M modes. Rotated =
-# the translated word sequence with its first word moved to the end (a third independent bit, for M = 8).
-CHOICES = tuple(
-    (table, is_reversed, rotated)
-    for rotated in (False, True)
-    for is_reversed in (False, True)
-    for table in (TABLE_A, TABLE_B)
+# Six more tables for M up to 8, derived by suffixes (pseudo-words, one per meaning and table): the modes differ only
+# in word choice, so a tiny AR teacher learns them all in minutes, while an NAR decoder still mixes them.
+_SUFFIXES = ("ish", "ly", "er")
+TABLES = (TABLE_A, TABLE_B) + tuple(
+    tuple(word + suffix for word in table) for suffix in _SUFFIXES for table in (TABLE_A, TABLE_B)
 )
+VOCABULARY = SOURCE_WORDS + tuple(word for table in TABLES for word in table)
+assert len(set(VOCABULARY)) == len(VOCABULARY), "the derived tables must not reuse a word"
+
+# The hidden per-sentence choice is the table; the first M tables are valid for M modes.
+CHOICES = TABLES
 SUPPORTED_NUM_MODES = (1, 2, 4, 8)
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0-4, in this order
@@ -84,14 +86,12 @@ _INDEX = {word: i for i, word in enumerate(SOURCE_WORDS)}
 
 
 def translate(source: str, choice: int) -> str:
-    """The target of `source` under hidden choice `choice` (0-7, see `CHOICES`)."""
-    table, is_reversed, rotated = CHOICES[choice]
+    """The target of `source` under hidden choice `choice` (0-7: the synonym table, see `TABLES`)."""
+    table = CHOICES[choice]
     try:
-        words = [table[_INDEX[word]] for word in source.split()]
+        return " ".join(table[_INDEX[word]] for word in source.split())
     except KeyError as err:
         raise ValueError(f"{err.args[0]!r} is not a source word of the multi-modality task.") from None
-    words = words[::-1] if is_reversed else words
-    return " ".join(words[1:] + words[:1] if rotated else words)
 
 
 @dataclass(frozen=True)
@@ -144,9 +144,8 @@ def make_multimodality_task(
         while len(rows["source"]) < count:
             words = [rng.choice(SOURCE_WORDS) for _ in range(rng.randint(min_length, max_length))]
             source = " ".join(words)
-            # Some word patterns (palindromes, rotation-symmetric ones) make two choices give the same target: skip
-            # those sources (and repeats), so every source has exactly M distinct valid targets.
-            if source in seen or words == words[::-1] or len({translate(source, c) for c in range(num_modes)}) < num_modes:
+            # Palindromes are skipped as in earlier versions (same data for the same seed); repeats too.
+            if source in seen or words == words[::-1]:
                 continue
             seen.add(source)
             choice = rng.randrange(num_modes)
@@ -181,7 +180,7 @@ def build_word_tokenizer(
     `[SEP]`. It round-trips through `save_pretrained` / `AutoTokenizer.from_pretrained`.
 
     Args:
-        task_or_texts: a `MultimodalityTask` (its full 300-word vocabulary) or an iterable of texts.
+        task_or_texts: a `MultimodalityTask` (its full 900-word vocabulary) or an iterable of texts.
         max_vocab_size: for texts, keep only this many most frequent words (the rest map to `[UNK]`).
     """
     if isinstance(task_or_texts, MultimodalityTask):
@@ -249,6 +248,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "TABLE_A",
     "TABLE_B",
+    "TABLES",
     "VOCABULARY",
     "build_word_tokenizer",
     "make_multimodality_task",

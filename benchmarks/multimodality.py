@@ -240,7 +240,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Rows that also run the budgets beyond the first (the others run the first only).")
     parser.add_argument("--num-train", type=int, default=4000)
     parser.add_argument("--num-eval", type=int, default=200)
-    parser.add_argument("--ar-max-steps", type=int, default=1200, help="Teacher budget (AR steps from scratch).")
+    parser.add_argument("--ar-max-steps", type=int, default=1800, help="Teacher budget (AR steps from scratch).")
     parser.add_argument("--ar-eval-every", type=int, default=300)
     parser.add_argument("--slots", type=int, default=MAX_TARGET_TOKENS)
     parser.add_argument("--batch-size", type=int, default=64)

@@ -100,6 +100,7 @@ def train(
     warmup_steps: int = 0,
     lr_scheduler_type: str = "linear",
     callbacks: Sequence[Any] = (),
+    weight_decay: float = 0.0,
     **spmd_fields: Any,
 ) -> float:
     """Train `model` in place for (at most) `steps` optimizer steps with `SPMDSeq2SeqTrainer`; returns wall seconds.
@@ -117,7 +118,7 @@ def train(
             learning_rate=learning_rate,
             warmup_steps=warmup_steps,
             lr_scheduler_type=lr_scheduler_type,
-            weight_decay=0.0,
+            weight_decay=weight_decay,
             report_to=[],
             save_strategy="no",
             logging_strategy="no",

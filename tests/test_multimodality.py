@@ -33,11 +33,10 @@ def test_same_seed_same_data_other_seed_other_data():
 
 
 def test_translation_by_hand():
-    # apple -> red / scarlet, river -> blue / azure; choices: (A, fwd), (B, fwd), (A, rev), (B, rev)
-    assert [translate("apple river", c) for c in range(4)] == ["red blue", "scarlet azure", "blue red", "azure scarlet"]
-    # choices 4-7: the same, rotated left by one word
-    assert [translate("apple river stone", c) for c in (0, 4, 7)] == [
-        "red blue green", "blue green red", "azure scarlet emerald"]  # fmt: skip
+    # apple -> red / scarlet / redish / scarletish / redly / scarletly / reder / scarleter; river -> blue / azure / ...
+    assert [translate("apple river", c) for c in range(8)] == [
+        "red blue", "scarlet azure", "redish blueish", "scarletish azureish", "redly bluely", "scarletly azurely",
+        "reder blueer", "scarleter azureer"]  # fmt: skip
     with pytest.raises(ValueError, match="'banana' is not a source word"):
         translate("apple banana", 0)
 
@@ -56,7 +55,7 @@ def test_each_source_has_m_distinct_valid_targets(num_modes):
 
 def test_shape_of_the_task(task4):
     assert len(task4.train) == 4000 and len(task4.eval) == 200
-    assert len(VOCABULARY) == len(set(VOCABULARY)) == 300
+    assert len(VOCABULARY) == len(set(VOCABULARY)) == 900
     lengths = Counter(len(s.split()) for s in task4.train["source"])
     assert set(lengths) == set(range(6, 13))
     assert all(word in SOURCE_WORDS for s in task4.train["source"][:200] for word in s.split())
@@ -81,7 +80,7 @@ class TestWordTokenizer:
         tok = build_word_tokenizer(task4)
         assert [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
         assert (tok.pad_token_id, tok.unk_token_id, tok.sep_token_id, tok.eos_token_id, tok.mask_token_id) == (0, 1, 3, 3, 4)
-        assert len(tok) == 305
+        assert len(tok) == 905
         assert tok("apple river")["input_ids"] == [5, 6, 3]  # words + [SEP], no [CLS]
         assert tok("apple banana")["input_ids"] == [5, 1, 3]
         assert "token_type_ids" not in tok("apple")
