@@ -44,7 +44,7 @@ class DemoSettings:
     num_train: int = 4000
     num_eval: int = 300
     size: str = "tiny"
-    ar_steps: int = 600
+    ar_steps: int = 1200  # the M = 4 teacher reaches 100% greedy exact match at ~900 steps (benchmarks/multimodality.py)
     nar_steps: int = 600
     batch_size: int = 64
     learning_rate: float = 1e-3
