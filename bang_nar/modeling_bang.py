@@ -511,7 +511,7 @@ class BangEncoder(BangPreTrainedModel):
         super().__init__(config)
         self.embed_tokens = embed_tokens if embed_tokens is not None else nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
         # 513 rows for 512 positions: row 0 is the pad row (spec §1.3).
-        self.embed_positions = nn.Embedding(config.max_position_embeddings + 1, config.d_model, padding_idx=0)
+        self.embed_positions = nn.Embedding(config.encoder_max_positions + 1, config.d_model, padding_idx=0)
         self.emb_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.layers = nn.ModuleList([BangEncoderLayer(config) for _ in range(config.encoder_layers)])
         self.post_init()
@@ -521,10 +521,10 @@ class BangEncoder(BangPreTrainedModel):
     ) -> BaseModelOutput:
         _check_length(
             input_ids.size(1),
-            self.config.max_position_embeddings,
+            self.config.encoder_max_positions,
             "The source",
             "truncate sources, e.g. tokenizer(..., truncation=True, "
-            f"max_length={self.config.max_position_embeddings}).",
+            f"max_length={self.config.encoder_max_positions}).",
         )
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id).long()
@@ -843,28 +843,33 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
             return self._generate_nar_verify(inputs, **kwargs)
         raise ValueError(f"mode must be one of {GENERATION_MODES}, got {mode!r}.")
 
-    def _generate_ar(self, inputs: torch.Tensor | None = None, *args, original_compatible: bool = False, **kwargs):
+    def _generate_ar(self, inputs: torch.Tensor | None = None, *args, original_compatible: bool | None = None, **kwargs):
         """AR decoding through `GenerationMixin.generate` with the KV cache (spec §4.4).
 
         `original_compatible=True` reproduces fairseq 0.9's beam search (golden README §3.7): it stops a sentence
         once `num_beams` hypotheses finished (`early_stopping=True`), bans `[SEP]` at the first step
-        (`min_new_tokens=1`), never emits `[PAD]`, and forces `[SEP]` as the `max_new_tokens`-th token while keeping
-        its log-prob. fairseq's `max_len_b=M` corresponds to `max_new_tokens=M + 1`.
+        (`min_new_tokens=1`), never emits `[PAD]`, and forces `[SEP]` as the last allowed token (`max_new_tokens`,
+        else `max_length`) while keeping its log-prob. fairseq's `max_len_b=M` corresponds to `max_new_tokens=M + 1`
+        (`max_length=M + 2`). It defaults to the generation config's `original_compatible` (converted models set it).
         """
+        generation_config = kwargs.get("generation_config") or self.generation_config
+        if original_compatible is None:
+            original_compatible = bool(getattr(generation_config, "original_compatible", False))
         if original_compatible:
-            if kwargs.get("max_new_tokens") is None:
+            prompt_length = 1 if kwargs.get("decoder_input_ids") is None else kwargs["decoder_input_ids"].size(1)
+            max_new_tokens = kwargs.get("max_new_tokens", generation_config.max_new_tokens)
+            max_length = kwargs.get("max_length", generation_config.max_length)
+            if max_new_tokens is None and max_length is None:
                 raise ValueError(
                     "original_compatible=True needs max_new_tokens (fairseq's max_len_b + 1, e.g. 201 for the "
                     "default max_len_b=200), because the forced [SEP] is placed at that step."
                 )
+            total_length = prompt_length + max_new_tokens if max_new_tokens is not None else max_length
             kwargs.setdefault("early_stopping", True)
             kwargs.setdefault("min_new_tokens", 1)
             kwargs.setdefault("suppress_tokens", [self.config.pad_token_id])
-            prompt_length = 1 if kwargs.get("decoder_input_ids") is None else kwargs["decoder_input_ids"].size(1)
             processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
-            processors.append(
-                ForcedEosKeepScoreLogitsProcessor(self.config.eos_token_id, prompt_length + kwargs["max_new_tokens"])
-            )
+            processors.append(ForcedEosKeepScoreLogitsProcessor(self.config.eos_token_id, total_length))
             kwargs["logits_processor"] = processors
         return super().generate(inputs, *args, **kwargs)
 
