@@ -224,7 +224,7 @@ def test_cli_convert_writes_a_loadable_folder(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2,203,520 parameters" in result.stdout  # unique parameters of the golden model (README §1)
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md", "modeling_bang.py"):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md", "modeling_bang.py", "generation_bang.py"):
         assert (out / name).exists(), name
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert tokenizer("a cat sat .")["input_ids"] == [1037, 4937, 2938, 1012, 102]
