@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.utils import ModelOutput
@@ -158,16 +160,64 @@ def label_smoothed_nll_loss(
 @dataclass
 class BangDecoderOutput(ModelOutput):
     """Decoder output. `last_hidden_state` is the stream that produces logits: the predicting stream (AR) or the
-    [MASK] stream (NAR). `main_stream_hidden_state` is the AR main stream, which the original discards."""
+    [MASK] stream (NAR). `main_stream_hidden_state` is the AR main stream of the last layer, which the original
+    discards (computed only with `output_hidden_states=True`). Per-layer tuples start with the embedding output."""
 
     last_hidden_state: torch.Tensor | None = None
     main_stream_hidden_state: torch.Tensor | None = None
     cache: Cache | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    main_stream_hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class BangSeq2SeqModelOutput(Seq2SeqModelOutput):
+    """`Seq2SeqModelOutput` whose decoder fields describe the logit-producing stream, plus the AR main stream:
+    `main_stream_hidden_state` (last layer) and `decoder_main_stream_hidden_states` (per layer), both only with
+    `output_hidden_states=True` in AR mode."""
+
+    main_stream_hidden_state: torch.Tensor | None = None
+    decoder_main_stream_hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class BangSeq2SeqLMOutput(Seq2SeqLMOutput):
+    """`Seq2SeqLMOutput` plus the AR main stream (see `BangSeq2SeqModelOutput`)."""
+
+    main_stream_hidden_state: torch.Tensor | None = None
+    decoder_main_stream_hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Attention
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def bang_eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float = 1.0,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference attention: softmax(q·kᵀ·scaling + mask) in fp32 (fairseq `utils.softmax`), then ·v.
+
+    Transformers attention-interface signature: q [B, H, Lq, D], k/v [B, H, Lk, D], additive mask broadcastable to
+    [B, H, Lq, Lk]; returns (output [B, Lq, H, D], probabilities [B, H, Lq, Lk]).
+    """
+    scores = torch.matmul(query, key.transpose(-1, -2))
+    if scaling != 1.0:
+        scores = scores * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = F.softmax(scores.float(), dim=-1).to(query.dtype)
+    dropped = F.dropout(probs, p=dropout, training=module.training)
+    return torch.matmul(dropped, value).transpose(1, 2).contiguous(), probs
 
 
 def eager_attention(
@@ -178,26 +228,27 @@ def eager_attention(
     dropout: float,
     training: bool,
 ) -> torch.Tensor:
-    """softmax(q·kᵀ + bias)·v with an fp32 softmax (fairseq `utils.softmax(..., onnx_trace=False)`).
-
-    Shapes: q [B, H, Lq, D] (already scaled), k/v [B, H, Lk, D], bias broadcastable to [B, H, Lq, Lk].
-    """
-    scores = torch.matmul(query, key.transpose(-1, -2))  # [B, H, Lq, Lk]
+    """softmax(q·kᵀ + bias)·v with an fp32 softmax; q [B, H, Lq, D] already scaled → [B, H, Lq, D]."""
+    scores = torch.matmul(query, key.transpose(-1, -2))
     if bias is not None:
         scores = scores + bias
-    probs = F.softmax(scores.float(), dim=-1).to(query.dtype)
-    probs = F.dropout(probs, p=dropout, training=training)
-    return torch.matmul(probs, value)  # [B, H, Lq, D]
+    probs = F.dropout(F.softmax(scores.float(), dim=-1).to(query.dtype), p=dropout, training=training)
+    return torch.matmul(probs, value)
 
 
 class BangAttention(nn.Module):
     """Encoder self-attention and decoder cross-attention: fairseq 0.9 `MultiheadAttention` (spec §1.4-1.5).
 
-    Separate q/k/v/out projections with bias; q (bias included) scaled by head_dim**-0.5.
+    Separate q/k/v/out projections with bias; q (bias included) scaled by head_dim**-0.5. The attention kernel
+    comes from `config._attn_implementation` ("eager" = `bang_eager_attention_forward`, the reference, or "sdpa");
+    `output_attentions=True` always runs the eager kernel, the only one that returns probabilities.
     """
+
+    is_causal = False  # masks are always explicit (SDPA must not assume a causal pattern when the mask is None)
 
     def __init__(self, config: BangConfig, num_heads: int, layer_idx: int | None = None):
         super().__init__()
+        self.config = config
         self.num_heads = num_heads
         self.head_dim = config.d_model // num_heads
         self.scaling = self.head_dim**-0.5
@@ -211,14 +262,31 @@ class BangAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)  # [B, L, H*D] -> [B, H, L, D]
 
+    def _attend(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+        output_attentions: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Kernel dispatch → (output [B, Lq, H*D] before out_proj, probabilities or None)."""
+        implementation = self.config._attn_implementation
+        if output_attentions or implementation is None:
+            attention = bang_eager_attention_forward
+        else:
+            attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, bang_eager_attention_forward)
+        dropout = self.dropout if self.training else 0.0
+        out, probs = attention(self, query, key, value, mask, scaling=1.0, dropout=dropout)  # q is pre-scaled
+        return out.reshape(*out.shape[:2], -1), probs
+
     def forward(
         self,
         hidden_states: torch.Tensor,
         key_value_states: torch.Tensor | None = None,
         attention_bias: torch.Tensor | None = None,
         cache: EncoderDecoderCache | None = None,
-    ) -> torch.Tensor:
-        """Self-attention when `key_value_states` is None, else cross-attention (keys/values cached once)."""
+        output_attentions: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Self-attention when `key_value_states` is None, else cross-attention (keys/values cached once).
+
+        Returns the output, or `(output, probabilities)` with `output_attentions=True`."""
         query = self._heads(self.q_proj(hidden_states) * self.scaling)
         if key_value_states is None:
             key, value = self._heads(self.k_proj(hidden_states)), self._heads(self.v_proj(hidden_states))
@@ -230,9 +298,9 @@ class BangAttention(nn.Module):
             if cache is not None:
                 key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
                 cache.is_updated[self.layer_idx] = True
-        out = eager_attention(query, key, value, attention_bias, self.dropout, self.training)
-        out = out.transpose(1, 2).reshape(*hidden_states.shape[:2], -1)  # [B, H, L, D] -> [B, L, H*D]
-        return self.out_proj(out)
+        out, probs = self._attend(query, key, value, attention_bias, output_attentions)
+        out = self.out_proj(out)
+        return (out, probs) if output_attentions else out
 
 
 class BangNgramSelfAttention(BangAttention):
@@ -246,6 +314,8 @@ class BangNgramSelfAttention(BangAttention):
 
     AR (`num_main` = T): queries are `[main, predict]`; the main stream's keys/values go through the KV cache and
     the predicting stream's own keys are appended after them. NAR (`num_main` = None): one plain stream, no cache.
+    `query_start` = k computes queries only for rows k.. of `hidden_states` (keys and values still use every row):
+    the last AR layer skips the main stream's queries, whose output the model discards.
     """
 
     def __init__(self, config: BangConfig, layer_idx: int | None = None):
@@ -260,9 +330,15 @@ class BangNgramSelfAttention(BangAttention):
         relative_buckets: torch.Tensor,
         num_main: int | None = None,
         cache: EncoderDecoderCache | None = None,
-    ) -> torch.Tensor:
-        batch_size, num_queries, _ = hidden_states.shape
-        query = self._heads(self.q_proj(hidden_states) * self.scaling)  # [B, H, Lq, D]
+        output_attentions: bool = False,
+        query_start: int = 0,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """`attention_bias` / `relative_buckets` are [Lq, Lk] over all rows of `hidden_states` (queries) and
+        all keys; rows before `query_start` are dropped here."""
+        batch_size = hidden_states.size(0)
+        query_states = hidden_states[:, query_start:] if query_start else hidden_states
+        num_queries = query_states.size(1)
+        query = self._heads(self.q_proj(query_states) * self.scaling)  # [B, H, Lq, D]
         key, value = self._heads(self.k_proj(hidden_states)), self._heads(self.v_proj(hidden_states))
         if num_main is not None:
             main_key, main_value = key[:, :, :num_main], value[:, :, :num_main]
@@ -271,14 +347,16 @@ class BangNgramSelfAttention(BangAttention):
             key = torch.cat([main_key, key[:, :, num_main:]], dim=2)  # [B, H, P+2T, D]
             value = torch.cat([main_value, value[:, :, num_main:]], dim=2)
 
-        relative = self.relative_linear(hidden_states).view(batch_size, num_queries, self.num_buckets, self.num_heads)
+        relative = self.relative_linear(query_states).view(batch_size, num_queries, self.num_buckets, self.num_heads)
         relative = relative.permute(0, 3, 1, 2)  # [B, Lq, buckets, H] -> [B, H, Lq, buckets]
-        index = relative_buckets.expand(batch_size, self.num_heads, *relative_buckets.shape)  # [B, H, Lq, Lk]
-        bias = torch.gather(relative, dim=-1, index=index) + attention_bias
+        buckets = relative_buckets[query_start:] if query_start else relative_buckets
+        index = buckets.expand(batch_size, self.num_heads, *buckets.shape)  # [B, H, Lq, Lk]
+        bias = torch.gather(relative, dim=-1, index=index)
+        bias = bias + (attention_bias[query_start:] if query_start else attention_bias)
 
-        out = eager_attention(query, key, value, bias, self.dropout, self.training)
-        out = out.transpose(1, 2).reshape(batch_size, num_queries, -1)  # [B, H, Lq, D] -> [B, Lq, H*D]
-        return self.out_proj(out)
+        out, probs = self._attend(query, key, value, bias, output_attentions)
+        out = self.out_proj(out)
+        return (out, probs) if output_attentions else out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -286,10 +364,11 @@ class BangNgramSelfAttention(BangAttention):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class _BangFeedForwardLayer(nn.Module):
+class _BangFeedForwardLayer(GradientCheckpointingLayer):
     """Owns the feed-forward sublayer `LN(x + drop(fc2(drop_act(gelu(fc1(x))))))` that ends every layer.
 
     The parameters sit on the layer itself (`fc1`, `fc2`, `final_layer_norm`) so names match the original checkpoint.
+    Layers support gradient checkpointing (`model.gradient_checkpointing_enable()`): tensors go positionally.
     """
 
     def __init__(self, config: BangConfig, ffn_dim: int):
@@ -315,13 +394,23 @@ class BangEncoderLayer(_BangFeedForwardLayer):
         self.self_attn = BangAttention(config, config.encoder_attention_heads)
         self.self_attn_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
 
-    def forward(self, hidden_states: torch.Tensor, attention_bias: torch.Tensor | None) -> torch.Tensor:
-        out = F.dropout(self.self_attn(hidden_states, attention_bias=attention_bias), self.dropout, self.training)
-        return self.feed_forward(self.self_attn_layer_norm(hidden_states + out))
+    def forward(
+        self, hidden_states: torch.Tensor, attention_bias: torch.Tensor | None, output_attentions: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        out = self.self_attn(hidden_states, attention_bias=attention_bias, output_attentions=output_attentions)
+        out, probs = out if output_attentions else (out, None)
+        hidden_states = self.feed_forward(
+            self.self_attn_layer_norm(hidden_states + F.dropout(out, self.dropout, self.training))
+        )
+        return (hidden_states, probs) if output_attentions else hidden_states
 
 
 class BangDecoderLayer(_BangFeedForwardLayer):
-    """`NgramTransformerDecoderARNARMixedLayer` (post-LN): n-stream self-attention, cross-attention, feed-forward."""
+    """`NgramTransformerDecoderARNARMixedLayer` (post-LN): n-stream self-attention, cross-attention, feed-forward.
+
+    Returns the new states of rows `query_start..` (all rows by default), or `(states, self-attention probs,
+    cross-attention probs)` with `output_attentions=True`.
+    """
 
     def __init__(self, config: BangConfig, layer_idx: int):
         super().__init__(config, config.decoder_ffn_dim)
@@ -339,14 +428,24 @@ class BangDecoderLayer(_BangFeedForwardLayer):
         encoder_attn_bias: torch.Tensor | None,
         num_main: int | None = None,
         cache: EncoderDecoderCache | None = None,
-    ) -> torch.Tensor:
-        out = self.self_attn(hidden_states, self_attn_bias, relative_buckets, num_main=num_main, cache=cache)
-        hidden_states = self.self_attn_layer_norm(hidden_states + F.dropout(out, self.dropout, self.training))
-        out = self.encoder_attn(
-            hidden_states, key_value_states=encoder_hidden_states, attention_bias=encoder_attn_bias, cache=cache
+        output_attentions: bool = False,
+        query_start: int = 0,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.self_attn(
+            hidden_states, self_attn_bias, relative_buckets, num_main=num_main, cache=cache,
+            output_attentions=output_attentions, query_start=query_start,
         )
+        out, self_probs = out if output_attentions else (out, None)
+        residual = hidden_states[:, query_start:] if query_start else hidden_states
+        hidden_states = self.self_attn_layer_norm(residual + F.dropout(out, self.dropout, self.training))
+        out = self.encoder_attn(
+            hidden_states, key_value_states=encoder_hidden_states, attention_bias=encoder_attn_bias, cache=cache,
+            output_attentions=output_attentions,
+        )
+        out, cross_probs = out if output_attentions else (out, None)
         hidden_states = self.encoder_attn_layer_norm(hidden_states + F.dropout(out, self.dropout, self.training))
-        return self.feed_forward(hidden_states)
+        hidden_states = self.feed_forward(hidden_states)
+        return (hidden_states, self_probs, cross_probs) if output_attentions else hidden_states
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -358,14 +457,24 @@ class BangPreTrainedModel(PreTrainedModel):
     config: BangConfig
     config_class = BangConfig
     base_model_prefix = "model"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
     _no_split_modules = ["BangEncoderLayer", "BangDecoderLayer"]
     _keys_to_ignore_on_load_unexpected = ["encoder.version", "decoder.version"]
 
+    def _check_and_adjust_attn_implementation(self, attn_implementation: str | None, *args, **kwargs) -> str:
+        # Eager is the reference (golden parity is measured on it); SDPA only when asked for.
+        return super()._check_and_adjust_attn_implementation(attn_implementation or "eager", *args, **kwargs)
+
 
 def _key_padding_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """[B, S] 1/0 mask → additive bias [B, 1, 1, S]; None when nothing is padded (the original passes None too)."""
-    if attention_mask is None or bool(attention_mask.all()):
+    """[B, S] 1/0 mask → additive bias [B, 1, 1, S] (None without a mask).
+
+    Built whether or not anything is padded: adding zeros changes nothing, and testing `mask.all()` would be a host
+    sync and a `torch.compile` graph break.
+    """
+    if attention_mask is None:
         return None
     return _bias_from_visibility(attention_mask.bool()[:, None, None, :], dtype)
 
@@ -388,8 +497,13 @@ class BangEncoder(BangPreTrainedModel):
         self.post_init()
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
-    ) -> BaseModelOutput:
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutput | tuple:
         _check_length(
             input_ids.size(1),
             self.config.encoder_max_positions,
@@ -404,9 +518,22 @@ class BangEncoder(BangPreTrainedModel):
         hidden = F.dropout(self.emb_layer_norm(hidden), self.config.dropout, self.training)
         hidden = hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)  # the original zeroes pad rows
         bias = _key_padding_bias(attention_mask, hidden.dtype)
+        all_hidden = (hidden,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden = layer(hidden, bias)
-        return BaseModelOutput(last_hidden_state=hidden)
+            if output_attentions:
+                hidden, probs = layer(hidden, bias, output_attentions=True)
+                all_attentions += (probs,)
+            else:
+                hidden = layer(hidden, bias)
+            if output_hidden_states:
+                all_hidden += (hidden,)
+        output = BaseModelOutput(last_hidden_state=hidden, hidden_states=all_hidden, attentions=all_attentions)
+        return output if _use_return_dict(self.config, return_dict) else output.to_tuple()
+
+
+def _use_return_dict(config: BangConfig, return_dict: bool | None) -> bool:
+    return config.return_dict if return_dict is None else return_dict
 
 
 class BangDecoder(BangPreTrainedModel):
@@ -458,12 +585,17 @@ class BangDecoder(BangPreTrainedModel):
         cache: EncoderDecoderCache | None = None,
         mode: Mode = "ar",
         glance_ids: torch.Tensor | None = None,
-        **kwargs,
-    ) -> BangDecoderOutput:
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BangDecoderOutput | tuple:
         """AR: `input_ids` = decoder input (`[SEP] y1..`), with `cache` for incremental steps.
         NAR: `slot_mask` [B, T] (1 = real slot) gives the length; `input_ids`, if given instead, only its pad pattern;
         with neither, the decoder gets as many slots as the padded source (the original generator's rule);
-        `glance_ids` [B, T] (glancing training) feeds token embeddings to the slots where it is >= 0."""
+        `glance_ids` [B, T] (glancing training) feeds token embeddings to the slots where it is >= 0.
+
+        The AR main stream's last-layer output is discarded by the original, so the last layer computes it only
+        with `output_hidden_states=True`. Attentions are those of the logit-producing stream's queries."""
         dtype = self.emb_layer_norm.weight.dtype
         device = encoder_hidden_states.device
         if mode == "ar":
@@ -497,14 +629,38 @@ class BangDecoder(BangPreTrainedModel):
 
         hidden = F.dropout(self.emb_layer_norm(hidden), self.config.dropout, self.training)
         encoder_bias = _key_padding_bias(encoder_attention_mask, hidden.dtype)
-        for layer in self.layers:
-            hidden = layer(hidden, self_attn_bias, buckets, encoder_hidden_states, encoder_bias, num_main, cache)
-
-        if mode == "ar":
-            return BangDecoderOutput(
-                last_hidden_state=hidden[:, num_main:], main_stream_hidden_state=hidden[:, :num_main], cache=cache
+        split = num_main or 0  # rows before `split` are the AR main stream
+        states, main_states = ((hidden[:, split:],), (hidden[:, :split],)) if output_hidden_states else (None, None)
+        self_attentions, cross_attentions = ((), ()) if output_attentions else (None, None)
+        last, query_start = len(self.layers) - 1, 0
+        for index, layer in enumerate(self.layers):
+            query_start = split if index == last and not output_hidden_states else 0
+            out = layer(
+                hidden, self_attn_bias, buckets, encoder_hidden_states, encoder_bias,
+                num_main=num_main, cache=cache, output_attentions=bool(output_attentions), query_start=query_start,
             )
-        return BangDecoderOutput(last_hidden_state=hidden)
+            if output_attentions:
+                hidden, self_probs, cross_probs = out
+                keep = split - query_start  # first row of the logit-producing stream in this layer's queries
+                self_attentions += (self_probs[:, :, keep:],)
+                cross_attentions += (cross_probs[:, :, keep:],)
+            else:
+                hidden = out
+            if output_hidden_states:
+                states += (hidden[:, split:],)
+                main_states += (hidden[:, :split],)
+
+        skipped = query_start > 0  # the last layer returned the logit-producing stream only
+        output = BangDecoderOutput(
+            last_hidden_state=hidden if skipped else hidden[:, split:],
+            main_stream_hidden_state=hidden[:, :split] if mode == "ar" and not skipped and output_hidden_states else None,
+            cache=cache,
+            hidden_states=states,
+            main_stream_hidden_states=main_states if mode == "ar" else None,
+            attentions=self_attentions,
+            cross_attentions=cross_attentions,
+        )
+        return output if _use_return_dict(self.config, return_dict) else output.to_tuple()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -546,14 +702,19 @@ class BangModel(BangPreTrainedModel):
         use_cache: bool | None = None,
         mode: Mode = "ar",
         decoder_glance_ids: torch.Tensor | None = None,
-        **kwargs,
-    ) -> Seq2SeqModelOutput:
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BangSeq2SeqModelOutput | tuple:
         if encoder_outputs is None:
             if input_ids is None:
                 raise ValueError("Pass input_ids (the source) or precomputed encoder_outputs.")
-            encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+            encoder_outputs = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states, return_dict=True,
+            )
         elif not isinstance(encoder_outputs, BaseModelOutput):
-            encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs[0])
+            encoder_outputs = BaseModelOutput(*encoder_outputs)
         if attention_mask is None and input_ids is not None:
             attention_mask = input_ids.ne(self.config.pad_token_id).long()
 
@@ -575,15 +736,23 @@ class BangModel(BangPreTrainedModel):
             cache=cache,
             mode=mode,
             glance_ids=decoder_glance_ids if mode == "nar" else None,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
-        return Seq2SeqModelOutput(
+        output = BangSeq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
             cache=decoder_outputs.cache,
-            decoder_hidden_states=(decoder_outputs.main_stream_hidden_state,)
-            if decoder_outputs.main_stream_hidden_state is not None
-            else None,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+            main_stream_hidden_state=decoder_outputs.main_stream_hidden_state,
+            decoder_main_stream_hidden_states=decoder_outputs.main_stream_hidden_states,
         )
+        return output if _use_return_dict(self.config, return_dict) else output.to_tuple()
 
 
 class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
@@ -617,8 +786,10 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
         smoothing_eps: float | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         decoder_glance_ids: torch.Tensor | None = None,
-        **kwargs,
-    ) -> Seq2SeqLMOutput:
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BangSeq2SeqLMOutput | tuple:
         r"""
         Args:
             labels (`[B, T]`): targets `y1..yn [SEP]`, right-padded with -100 (pad ids are treated as -100 too).
@@ -661,6 +832,9 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
             use_cache=use_cache,
             mode=mode,
             decoder_glance_ids=decoder_glance_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         logits = self.lm_head(outputs.last_hidden_state)
 
@@ -668,13 +842,20 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
         if labels is not None:
             epsilon = self.config.label_smoothing if smoothing_eps is None else smoothing_eps
             loss = label_smoothed_nll_loss(logits, labels, epsilon, num_items_in_batch)
-        return Seq2SeqLMOutput(
+        output = BangSeq2SeqLMOutput(
             loss=loss,
             logits=logits,
             cache=outputs.cache,
             decoder_hidden_states=outputs.decoder_hidden_states,
+            decoder_attentions=outputs.decoder_attentions,
+            cross_attentions=outputs.cross_attentions,
             encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+            main_stream_hidden_state=outputs.main_stream_hidden_state,
+            decoder_main_stream_hidden_states=outputs.decoder_main_stream_hidden_states,
         )
+        return output if _use_return_dict(self.config, return_dict) else output.to_tuple()
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)

@@ -67,10 +67,11 @@ def test_encoder_right_and_left_padding(golden):
 def test_ar_teacher_forced(golden, padding):
     name, model, case = golden
     src = case[f"src_tokens_{padding}_padded"]
-    out = model(input_ids=src, attention_mask=src.ne(0).long(), decoder_input_ids=case["prev_output_tokens"], mode="ar", use_cache=False)
+    out = model(input_ids=src, attention_mask=src.ne(0).long(), decoder_input_ids=case["prev_output_tokens"], mode="ar", use_cache=False,
+                output_hidden_states=True)
     rows = case["target"].ne(0)
     _assert_close(_project(out.logits, case, "ar_logits"), case, rows)
-    _assert_close({"ar_main_stream_hidden": out.decoder_hidden_states[0]}, case, rows)
+    _assert_close({"ar_main_stream_hidden": out.main_stream_hidden_state}, case, rows)
     decoder_out = model.get_decoder()(
         input_ids=case["prev_output_tokens"], encoder_hidden_states=out.encoder_last_hidden_state,
         encoder_attention_mask=src.ne(0).long(), mode="ar",
