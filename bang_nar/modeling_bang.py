@@ -81,6 +81,11 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
+def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout that is not even dispatched in inference (decode steps are dominated by small-op overhead)."""
+    return F.dropout(x, p, True) if training and p > 0 else x
+
+
 def _bias_from_visibility(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Additive attention bias: 0 where visible, the dtype's minimum elsewhere (finite, so no NaN rows)."""
     return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(
@@ -215,8 +220,11 @@ def bang_eager_attention_forward(
         scores = scores * scaling
     if attention_mask is not None:
         scores = scores + attention_mask
-    probs = F.softmax(scores.float(), dim=-1).to(query.dtype)
-    dropped = F.dropout(probs, p=dropout, training=module.training)
+    if scores.dtype == torch.float32:
+        probs = F.softmax(scores, dim=-1)
+    else:
+        probs = F.softmax(scores.float(), dim=-1).to(query.dtype)
+    dropped = _dropout(probs, dropout, module.training)
     return torch.matmul(dropped, value).transpose(1, 2).contiguous(), probs
 
 
@@ -266,14 +274,16 @@ class BangAttention(nn.Module):
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
         output_attentions: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Kernel dispatch → (output [B, Lq, H*D] before out_proj, probabilities or None)."""
+        """Kernel dispatch for an unscaled `query` → (output [B, Lq, H*D] before out_proj, probabilities or None).
+
+        Eager scales q (bias included) before q·kᵀ like fairseq; fused kernels take the same factor as `scale`."""
         implementation = self.config._attn_implementation
-        if output_attentions or implementation is None:
-            attention = bang_eager_attention_forward
+        dropout = self.dropout if self.training else 0.0
+        if output_attentions or implementation in (None, "eager"):
+            out, probs = bang_eager_attention_forward(self, query * self.scaling, key, value, mask, 1.0, dropout)
         else:
             attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, bang_eager_attention_forward)
-        dropout = self.dropout if self.training else 0.0
-        out, probs = attention(self, query, key, value, mask, scaling=1.0, dropout=dropout)  # q is pre-scaled
+            out, probs = attention(self, query, key, value, mask, scaling=self.scaling, dropout=dropout)
         return out.reshape(*out.shape[:2], -1), probs
 
     def forward(
@@ -287,7 +297,7 @@ class BangAttention(nn.Module):
         """Self-attention when `key_value_states` is None, else cross-attention (keys/values cached once).
 
         Returns the output, or `(output, probabilities)` with `output_attentions=True`."""
-        query = self._heads(self.q_proj(hidden_states) * self.scaling)
+        query = self._heads(self.q_proj(hidden_states))
         if key_value_states is None:
             key, value = self._heads(self.k_proj(hidden_states)), self._heads(self.v_proj(hidden_states))
         elif cache is not None and cache.is_updated.get(self.layer_idx):
@@ -338,14 +348,16 @@ class BangNgramSelfAttention(BangAttention):
         batch_size = hidden_states.size(0)
         query_states = hidden_states[:, query_start:] if query_start else hidden_states
         num_queries = query_states.size(1)
-        query = self._heads(self.q_proj(query_states) * self.scaling)  # [B, H, Lq, D]
+        query = self._heads(self.q_proj(query_states))  # [B, H, Lq, D]
         key, value = self._heads(self.k_proj(hidden_states)), self._heads(self.v_proj(hidden_states))
         if num_main is not None:
-            main_key, main_value = key[:, :, :num_main], value[:, :, :num_main]
+            num_rest = key.size(2) - num_main
+            main_key, own_key = key.split([num_main, num_rest], dim=2)
+            main_value, own_value = value.split([num_main, num_rest], dim=2)
             if cache is not None:
                 main_key, main_value = cache.self_attention_cache.update(main_key, main_value, self.layer_idx)
-            key = torch.cat([main_key, key[:, :, num_main:]], dim=2)  # [B, H, P+2T, D]
-            value = torch.cat([main_value, value[:, :, num_main:]], dim=2)
+            key = torch.cat([main_key, own_key], dim=2)  # [B, H, P+2T, D]
+            value = torch.cat([main_value, own_value], dim=2)
 
         relative = self.relative_linear(query_states).view(batch_size, num_queries, self.num_buckets, self.num_heads)
         relative = relative.permute(0, 3, 1, 2)  # [B, Lq, buckets, H] -> [B, H, Lq, buckets]
@@ -381,8 +393,8 @@ class _BangFeedForwardLayer(GradientCheckpointingLayer):
         self.activation_dropout = config.activation_dropout
 
     def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        out = F.dropout(self.activation(self.fc1(hidden_states)), self.activation_dropout, self.training)
-        out = F.dropout(self.fc2(out), self.dropout, self.training)
+        out = _dropout(self.activation(self.fc1(hidden_states)), self.activation_dropout, self.training)
+        out = _dropout(self.fc2(out), self.dropout, self.training)
         return self.final_layer_norm(hidden_states + out)
 
 
@@ -400,7 +412,7 @@ class BangEncoderLayer(_BangFeedForwardLayer):
         out = self.self_attn(hidden_states, attention_bias=attention_bias, output_attentions=output_attentions)
         out, probs = out if output_attentions else (out, None)
         hidden_states = self.feed_forward(
-            self.self_attn_layer_norm(hidden_states + F.dropout(out, self.dropout, self.training))
+            self.self_attn_layer_norm(hidden_states + _dropout(out, self.dropout, self.training))
         )
         return (hidden_states, probs) if output_attentions else hidden_states
 
@@ -437,13 +449,13 @@ class BangDecoderLayer(_BangFeedForwardLayer):
         )
         out, self_probs = out if output_attentions else (out, None)
         residual = hidden_states[:, query_start:] if query_start else hidden_states
-        hidden_states = self.self_attn_layer_norm(residual + F.dropout(out, self.dropout, self.training))
+        hidden_states = self.self_attn_layer_norm(residual + _dropout(out, self.dropout, self.training))
         out = self.encoder_attn(
             hidden_states, key_value_states=encoder_hidden_states, attention_bias=encoder_attn_bias, cache=cache,
             output_attentions=output_attentions,
         )
         out, cross_probs = out if output_attentions else (out, None)
-        hidden_states = self.encoder_attn_layer_norm(hidden_states + F.dropout(out, self.dropout, self.training))
+        hidden_states = self.encoder_attn_layer_norm(hidden_states + _dropout(out, self.dropout, self.training))
         hidden_states = self.feed_forward(hidden_states)
         return (hidden_states, self_probs, cross_probs) if output_attentions else hidden_states
 
@@ -515,7 +527,7 @@ class BangEncoder(BangPreTrainedModel):
             attention_mask = input_ids.ne(self.config.pad_token_id).long()
         # Positions from the mask: real tokens get 1..n whatever the padding side (spec §7.2 item 3).
         hidden = self.embed_tokens(input_ids) + self.embed_positions(make_positions(attention_mask))
-        hidden = F.dropout(self.emb_layer_norm(hidden), self.config.dropout, self.training)
+        hidden = _dropout(self.emb_layer_norm(hidden), self.config.dropout, self.training)
         hidden = hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)  # the original zeroes pad rows
         bias = _key_padding_bias(attention_mask, hidden.dtype)
         all_hidden = (hidden,) if output_hidden_states else None
@@ -547,7 +559,32 @@ class BangDecoder(BangPreTrainedModel):
         self.ngram_input_embed = nn.Embedding(config.ngram, config.d_model)  # e_ng, the [MASK]-like vector (§2.8)
         self.emb_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.layers = nn.ModuleList([BangDecoderLayer(config, i) for i in range(config.decoder_layers)])
+        # Incremental AR steps reuse their (bias, buckets) across steps and generate calls: ~15 small ops per step.
+        self._step_masks: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._last_encoder_bias: tuple | None = None
         self.post_init()
+
+    def _ar_masks(self, num_new: int, num_past: int, device: torch.device, dtype: torch.dtype):
+        """`_ar_attention_mask`, memoised for one-token steps (at most max_position_embeddings entries per
+        device and dtype; teacher-forced chunks and compiled graphs build theirs)."""
+        if num_new != 1 or torch.compiler.is_compiling():
+            return _ar_attention_mask(num_new, num_past, self.config, device, dtype)
+        key = (num_past, device, dtype)
+        masks = self._step_masks.get(key)
+        if masks is None:
+            masks = self._step_masks[key] = _ar_attention_mask(1, num_past, self.config, device, dtype)
+        return masks
+
+    def _encoder_bias(self, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """`_key_padding_bias`, reused while decoding steps pass the same unchanged mask tensor."""
+        if mask is None or torch.compiler.is_compiling():
+            return _key_padding_bias(mask, dtype)
+        last = self._last_encoder_bias
+        if last is not None and last[0] is mask and last[1] == mask._version and last[2].dtype == dtype:
+            return last[2]
+        bias = _key_padding_bias(mask, dtype)
+        self._last_encoder_bias = (mask, mask._version, bias)
+        return bias
 
     def _ar_stream_inputs(self, input_ids: torch.Tensor, num_past: int) -> torch.Tensor:
         """Spec §2.5: main stream `E[y_i] + P[pos_i]`, predicting stream `e_ng + P[pos_i + 1]` → [B, 2T, D].
@@ -608,7 +645,7 @@ class BangDecoder(BangPreTrainedModel):
                 "generate fewer tokens (max_new_tokens) or shorten the labels.",
             )
             hidden = self._ar_stream_inputs(input_ids, num_past)
-            self_attn_bias, buckets = _ar_attention_mask(num_new, num_past, self.config, device, dtype)
+            self_attn_bias, buckets = self._ar_masks(num_new, num_past, device, dtype)
             num_main = num_new
         elif mode == "nar":
             if slot_mask is None and input_ids is None:  # the original generator's rule: as many slots as the source
@@ -627,8 +664,8 @@ class BangDecoder(BangPreTrainedModel):
         else:
             raise ValueError(f"mode must be one of {FORWARD_MODES}, got {mode!r}.")
 
-        hidden = F.dropout(self.emb_layer_norm(hidden), self.config.dropout, self.training)
-        encoder_bias = _key_padding_bias(encoder_attention_mask, hidden.dtype)
+        hidden = _dropout(self.emb_layer_norm(hidden), self.config.dropout, self.training)
+        encoder_bias = self._encoder_bias(encoder_attention_mask, hidden.dtype)
         split = num_main or 0  # rows before `split` are the AR main stream
         states, main_states = ((hidden[:, split:],), (hidden[:, :split],)) if output_hidden_states else (None, None)
         self_attentions, cross_attentions = ((), ()) if output_attentions else (None, None)
