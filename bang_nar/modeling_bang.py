@@ -577,7 +577,7 @@ class BangDecoder(BangPreTrainedModel):
 
     def _encoder_bias(self, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
         """`_key_padding_bias`, reused while decoding steps pass the same unchanged mask tensor."""
-        if mask is None or torch.compiler.is_compiling():
+        if mask is None or torch.compiler.is_compiling() or mask.is_inference():  # inference tensors lack _version
             return _key_padding_bias(mask, dtype)
         last = self._last_encoder_bias
         if last is not None and last[0] is mask and last[1] == mask._version and last[2].dtype == dtype:
@@ -842,6 +842,10 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
             decoder_glance_ids (`[B, T]`): NAR only, glancing training: slots holding a token id (>= 0) get that
                 token's embedding instead of the [MASK] vector; -100 elsewhere. Not part of the original BANG.
 
+            output_attentions / output_hidden_states: per-layer tuples (decoder fields: the logit-producing
+                stream; AR main stream: `main_stream_hidden_state`, `decoder_main_stream_hidden_states`).
+            return_dict: False returns a tuple. Unknown keyword arguments raise TypeError.
+
         `logits[:, t]` predicts `labels[:, t]` in both modes.
         """
         if mode not in FORWARD_MODES:
@@ -899,6 +903,9 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
 
 
 __all__ = [
+    "BangDecoderOutput",
+    "BangSeq2SeqLMOutput",
+    "BangSeq2SeqModelOutput",
     "BangForConditionalGeneration",
     "BangModel",
     "BangPreTrainedModel",

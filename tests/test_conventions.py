@@ -134,3 +134,18 @@ def test_forward_compiles_without_graph_breaks():
     torch._dynamo.reset()
     assert explanation.graph_break_count == 0, [str(b.reason) for b in explanation.break_reasons]
     assert explanation.graph_count == 1
+
+
+def test_decoding_under_inference_mode_and_reused_masks(model):
+    """The decoder reuses the encoder bias while the same mask tensor is passed unchanged, and only then."""
+    input_ids, mask, _ = random_batch()
+    with torch.no_grad():
+        expected = model.generate(input_ids, attention_mask=mask, mode="ar", max_new_tokens=4)
+        mask[:, 1] = 0  # an in-place change of the same mask tensor must not reuse the old bias
+        changed = model.generate(input_ids, attention_mask=mask, mode="ar", max_new_tokens=4)
+        assert torch.equal(changed, model.generate(input_ids, attention_mask=mask.clone(), mode="ar", max_new_tokens=4))
+        assert not torch.equal(changed, expected)
+        mask[:, 1] = 1
+        assert torch.equal(model.generate(input_ids, attention_mask=mask, mode="ar", max_new_tokens=4), expected)
+    with torch.inference_mode():
+        assert torch.equal(model.generate(input_ids, attention_mask=mask.clone(), mode="ar", max_new_tokens=4), expected)
