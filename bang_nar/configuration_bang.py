@@ -54,6 +54,8 @@ class BangConfig(PreTrainedConfig):
     # Longest source and target. The encoder table has max+1 rows and the decoder table max+2 rows (row 0 = pad),
     # exactly as the original (spec §1.3), because the predicting stream looks positions up at pos+1.
     max_position_embeddings: int = 512
+    # Longest source when it differs from the target limit (the original's `--max-source-positions`); None = same.
+    max_source_positions: int | None = None
 
     # --- n-stream self-attention (spec §2.1-2.2) ---
     ngram: int = 1
@@ -110,6 +112,8 @@ class BangConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
         if self.max_position_embeddings < 1:
             raise ValueError(f"max_position_embeddings must be >= 1, got {self.max_position_embeddings}.")
+        if self.max_source_positions is not None and self.max_source_positions < 1:
+            raise ValueError(f"max_source_positions must be >= 1 (or None), got {self.max_source_positions}.")
         for name in ("pad_token_id", "unk_token_id", "bos_token_id", "decoder_start_token_id", "mask_token_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.vocab_size:
@@ -120,6 +124,11 @@ class BangConfig(PreTrainedConfig):
         eos_ids = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
         if any(e is not None and not 0 <= e < self.vocab_size for e in eos_ids):
             raise ValueError(f"eos_token_id={self.eos_token_id} is outside the vocabulary (vocab_size={self.vocab_size}).")
+
+    @property
+    def encoder_max_positions(self) -> int:
+        """Longest source: `max_source_positions`, or `max_position_embeddings` when that is None."""
+        return self.max_source_positions if self.max_source_positions is not None else self.max_position_embeddings
 
 
 __all__ = ["BangConfig", "FORWARD_MODES", "GENERATION_MODES"]

@@ -1,17 +1,20 @@
 """Convert an original fairseq BANG checkpoint (fine-tuned, or the pretraining `checkpoint_base_9gram_ck35.pt`).
 
 Spec §6: a rename table plus the loader's adjustments of §6.2 (position-table growth, 2-row ngram table,
-`--load-sep`). Files are read with `torch.load(weights_only=True)`; the only extra class allowed is
-`argparse.Namespace`, which fairseq pickles as `args`. Anything unknown or missing is refused with the key list.
+`--load-sep`). Files are read with `torch.load(weights_only=True)`; the only extra classes allowed are
+`argparse.Namespace` (fairseq's `args`) and inert stand-ins for the fairseq 0.9 training meters that `fairseq-train`
+pickles into `extra_state["train_meters"]`. Anything unknown or missing is refused with the key list.
 
     bang-nar convert checkpoint.pt ./bang-hf
 """
 
 import argparse
+import pickle
 import re
 from pathlib import Path
 
 import torch
+from transformers import GenerationConfig
 
 from .configuration_bang import BangConfig
 from .modeling_bang import BangForConditionalGeneration
@@ -26,22 +29,72 @@ _IGNORED = {"encoder.version", "decoder.version"}
 _EMBED_KEYS = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 
 
+class _InertMeter:
+    """Stand-in for a fairseq 0.9 meter (`fairseq/meters.py`): keeps the pickled attributes, has no behaviour.
+
+    `fairseq-train` (0.9 `Trainer.save_checkpoint`) stores `extra_state["train_meters"]`, an OrderedDict of
+    `AverageMeter`, `TimeMeter` and `StopwatchMeter` objects whose state is plain numbers (or tensors). The converter
+    never uses them; allowing these stand-ins under fairseq's names lets `weights_only=True` read such files
+    without importing fairseq. `__setstate__` only stores a dict, so a crafted state cannot run anything.
+    """
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"{type(self).__name__}: expected a dict state, got {type(state).__name__}")
+        self.__dict__.update(state)
+
+
+class _AverageMeter(_InertMeter):
+    pass
+
+
+class _TimeMeter(_InertMeter):
+    pass
+
+
+class _StopwatchMeter(_InertMeter):
+    pass
+
+
+# Everything a fairseq 0.9 training checkpoint pickles besides tensors, containers and numbers: `args` and the
+# meters in `extra_state`. (`optimizer_history` and `last_optimizer_state` hold only names, numbers and tensors.)
+SAFE_GLOBALS = [
+    argparse.Namespace,
+    (_AverageMeter, "fairseq.meters.AverageMeter"),
+    (_TimeMeter, "fairseq.meters.TimeMeter"),
+    (_StopwatchMeter, "fairseq.meters.StopwatchMeter"),
+]
+_ALLOWED_NAMES = "tensors, containers, argparse.Namespace and fairseq.meters.{AverageMeter,TimeMeter,StopwatchMeter}"
+
+
+def _refusal(path: Path, error: Exception) -> ValueError:
+    """One line from torch's multi-paragraph weights_only error: the refused global (or the first line)."""
+    text = str(error)
+    found = re.search(r"GLOBAL ([\w.]+)", text)  # "Unsupported global: GLOBAL x" or "unsupported GLOBAL x"
+    if found:
+        problem = f"refused global {found.group(1)}"
+    else:
+        found = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+        problem = found.group(1).strip() if found else (text.strip().splitlines() or [type(error).__name__])[0]
+    return ValueError(
+        f"{path}: not loaded ({problem}); weights_only=True allows only {_ALLOWED_NAMES}. If you trust the file, "
+        "re-save just its 'model' and 'args' entries with torch.save and convert that."
+    )
+
+
 def load_fairseq_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], argparse.Namespace | None]:
     """Return `(state_dict, args)` of a fairseq checkpoint (`{'args', 'model', ...}`) or of a raw state dict.
 
-    Uses `weights_only=True` with `argparse.Namespace` allow-listed; never falls back to full unpickling.
+    Uses `weights_only=True` with `SAFE_GLOBALS` allow-listed; never falls back to full unpickling.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file.")
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # the unpickler names the refused global; keep its message
-        raise ValueError(
-            f"{path}: cannot be read as a fairseq BANG checkpoint with weights_only=True ({error}). Only tensors, "
-            "containers and argparse.Namespace are allowed; re-save the file from fairseq if it holds other objects."
-        ) from error
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as error:
+        raise _refusal(path, error) from None  # torch's own message is ~40 lines of advice that does not apply
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path}: expected a dict (fairseq checkpoint or state dict), got {type(checkpoint).__name__}.")
     if "model" in checkpoint:
@@ -62,16 +115,20 @@ def _grow_positions(table: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 def adapt_pretrained_state(
-    state: dict[str, torch.Tensor], max_positions: int = 512, load_sep: bool = False
+    state: dict[str, torch.Tensor],
+    max_positions: int = 512,
+    load_sep: bool = False,
+    max_source_positions: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """What `BANGARNarMixedModel.build_model` does to a loaded state before its strict load (spec §6.2).
 
-    Position tables become max+1 (encoder) and max+2 (decoder) rows; a 2-row ngram table keeps row 1; with
-    `load_sep`, token row 2 (`[X_SEP]`) becomes a copy of row 102 (`[SEP]`). A fine-tuned checkpoint of the
-    right sizes passes through unchanged (unless `load_sep`).
+    Position tables become `max_source_positions`+1 (encoder; default `max_positions`) and `max_positions`+2
+    (decoder) rows; a 2-row ngram table keeps row 1; with `load_sep`, token row 2 (`[X_SEP]`) becomes a copy of
+    row 102 (`[SEP]`). A fine-tuned checkpoint of the right sizes passes through unchanged (unless `load_sep`).
     """
+    source_positions = max_positions if max_source_positions is None else max_source_positions
     state = dict(state)
-    for key, rows in (("encoder.embed_positions.weight", max_positions + 1), ("decoder.embed_positions.weight", max_positions + 2)):
+    for key, rows in (("encoder.embed_positions.weight", source_positions + 1), ("decoder.embed_positions.weight", max_positions + 2)):
         if key in state:
             state[key] = _grow_positions(state[key], rows)
     ngram_key = "decoder.ngram_input_embed.weight"
@@ -112,13 +169,41 @@ def config_from_fairseq(
         attention_dropout=getattr(args, "attention_dropout", 0.1),
         activation_dropout=getattr(args, "activation_dropout", 0.1),
         max_position_embeddings=getattr(args, "max_target_positions", 512),
+        max_source_positions=getattr(args, "max_source_positions", None),
         num_buckets=num_buckets,
         relative_max_distance=getattr(args, "relative_max_distance", 128),
         label_smoothing=getattr(args, "label_smoothing", 0.1),
         generation_mode="nar" if getattr(args, "nar_ratio", 0.0) >= 1.0 else "ar",
     )
     values.update(overrides)
+    if values["max_source_positions"] == values["max_position_embeddings"]:
+        values["max_source_positions"] = None  # one limit for both sides, as in the default config
     return BangConfig(**values)
+
+
+# fairseq-generate's defaults in the original fine-tuning scripts (spec §3.5, §4.4): beam 4, lenpen 1.2, max_len_b 200.
+ORIGINAL_AR_BEAM, ORIGINAL_AR_LENPEN, ORIGINAL_MAX_LEN_B = 4, 1.2, 200
+
+
+def original_generation_config(config: BangConfig, max_len_b: int = ORIGINAL_MAX_LEN_B) -> GenerationConfig:
+    """The original scripts' decoding settings as a GenerationConfig, so that plain `generate()` decodes like them.
+
+    AR models (`generation_mode="ar"`): `fairseq-generate --beam 4 --lenpen 1.2` with the default `max_len_a=0,
+    max_len_b=200`, i.e. at most 200 tokens then a forced `[SEP]` (`max_length` = start token + 201), and
+    `original_compatible=True` (fairseq 0.9's stopping and forced-eos rules). NAR models: one argmax pass over
+    as many slots as the padded source (no length setting; `num_beams=1`).
+    """
+    values = dict(
+        decoder_start_token_id=config.decoder_start_token_id,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+    )
+    if config.generation_mode == "ar":
+        limit = min(max_len_b, config.max_position_embeddings - 1)  # fairseq: min(max_len_b, max_positions - 1)
+        values.update(num_beams=ORIGINAL_AR_BEAM, length_penalty=ORIGINAL_AR_LENPEN, max_length=limit + 2,
+                      original_compatible=True)
+    return GenerationConfig(**values)
 
 
 def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -185,10 +270,18 @@ def convert_bang_checkpoint(
     *,
     load_sep: bool = False,
     vocab_file: str | Path | None = None,
+    max_source_positions: int | None = None,
+    max_target_positions: int | None = None,
+    max_len_b: int = ORIGINAL_MAX_LEN_B,
     **config_overrides,
 ) -> BangForConditionalGeneration:
     """Load a fairseq BANG checkpoint into `BangForConditionalGeneration`; with `output_dir`, save model (safetensors),
-    config, tokenizer and a model card there."""
+    config, generation config, tokenizer and a model card there.
+
+    Position tables follow the checkpoint's `--max-source-positions` / `--max-target-positions` (512 without `args`);
+    `max_source_positions` / `max_target_positions` override them (tables grow or are cut as in spec §6.2).
+    `max_len_b` is fairseq-generate's length limit stored in the AR generation config (default 200).
+    """
     state, args = load_fairseq_checkpoint(checkpoint_path)
     required = ("encoder.embed_tokens.weight", "decoder.layers.0.ngram_self_attn.relative_linear.weight",
                 "encoder.layers.0.fc1.weight", "decoder.layers.0.fc1.weight")
@@ -198,15 +291,22 @@ def convert_bang_checkpoint(
             f"{checkpoint_path}: missing keys {absent}; this is not a BANG (bang_ar_nar_mixed) checkpoint. "
             f"Its first keys are {sorted(state)[:8]}."
         )
+    if max_target_positions is not None:
+        config_overrides["max_position_embeddings"] = max_target_positions
+    if max_source_positions is not None:
+        config_overrides["max_source_positions"] = max_source_positions
     config = config_from_fairseq(state, args, **config_overrides)
-    state = adapt_pretrained_state(state, config.max_position_embeddings, load_sep=load_sep)
+    state = adapt_pretrained_state(
+        state, config.max_position_embeddings, load_sep=load_sep, max_source_positions=config.encoder_max_positions
+    )
     model = BangForConditionalGeneration(config)
     load_converted_weights(model, convert_state_dict(state))
+    model.generation_config = original_generation_config(config, max_len_b)
     model.eval()
     if output_dir is not None:
         output_dir = Path(output_dir)
         model.save_pretrained(output_dir)
-        load_bang_tokenizer(vocab_file, model_max_length=config.max_position_embeddings).save_pretrained(output_dir)
+        load_bang_tokenizer(vocab_file, model_max_length=config.encoder_max_positions).save_pretrained(output_dir)
         _write_conversion_card(output_dir, Path(checkpoint_path).name, model, load_sep)
     return model
 
@@ -239,4 +339,5 @@ __all__ = [
     "convert_state_dict",
     "load_converted_weights",
     "load_fairseq_checkpoint",
+    "original_generation_config",
 ]

@@ -5,12 +5,12 @@
 - `mode="nar"`: every decoder slot is `e_ng + P[pos+1]` with causal self-attention among slots and main-stream
   relative buckets (spec §2.6). One pass; position t never depends on later slots or on the decoder length.
 
-Every AR/NAR difference sits in three places: the stream-input builders (`_ar_stream_inputs`,
-`_nar_stream_inputs`), the mask builders (`_ar_attention_mask`, `_nar_attention_mask`) and the generate
-dispatch (`_generate_ar`, `_generate_nar`).
+Every AR/NAR difference of the network sits in two places: the stream-input builders (`_ar_stream_inputs`,
+`_nar_stream_inputs`) and the mask builders (`_ar_attention_mask`, `_nar_attention_mask`). Decoding (the
+generate dispatch, NAR argmax constraints, candidates, nar_verify) lives in `generation_bang.py`.
 
-This file imports only torch, transformers and `.configuration_bang`, so `save_pretrained` can copy it next to
-a checkpoint for `trust_remote_code=True` loading.
+This file imports only torch, transformers, `.configuration_bang` and `.generation_bang`, so `save_pretrained` can
+copy them next to a checkpoint for `trust_remote_code=True` loading.
 """
 
 import math
@@ -20,14 +20,24 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
-from transformers.generation import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.utils import ModelOutput
 
-from .configuration_bang import FORWARD_MODES, GENERATION_MODES, BangConfig
+from .configuration_bang import FORWARD_MODES, BangConfig
+from .generation_bang import (  # noqa: F401  (re-exported: NAR decoding used to live here)
+    BangGenerationMixin,
+    BangNARGenerateOutput,
+    ForcedEosKeepScoreLogitsProcessor,
+    constrained_argmax,
+    nar_candidates,
+    nar_cut_and_dedup,
+    nar_scan,
+)
 
 Mode = Literal["ar", "nar"]
 
@@ -69,6 +79,11 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     shifted[:, 1:] = labels[:, :-1].clone()
     shifted[:, 0] = decoder_start_token_id
     return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout that is not even dispatched in inference (decode steps are dominated by small-op overhead)."""
+    return F.dropout(x, p, True) if training and p > 0 else x
 
 
 def _bias_from_visibility(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -142,121 +157,6 @@ def label_smoothed_nll_loss(
     return total / denominator
 
 
-def nar_scan(row: list[int], sep_token_id: int, cls_token_id: int | None = None, dedup: bool = True) -> list[int]:
-    """One row of the original first post-processing pass (`post_processed_nar.py`, spec §4.2), on ids.
-
-    A leading `[SEP]` is skipped; a `[SEP]` after something was kept ends the output; `[CLS]` is dropped; with
-    `dedup`, a token equal to the previously *kept* token is dropped. `cls_token_id=None, dedup=False` only cuts.
-    """
-    kept: list[int] = []
-    for token in row:
-        if token == sep_token_id:
-            if kept:
-                break
-            continue
-        if token == cls_token_id or (dedup and kept and token == kept[-1]):
-            continue
-        kept.append(token)
-    return kept
-
-
-def nar_cut_and_dedup(
-    tokens: torch.Tensor, sep_token_id: int, cls_token_id: int | None, pad_token_id: int, dedup: bool = True
-) -> torch.Tensor:
-    """Id-level first pass of the original NAR post-processing (`nar_scan` per row) on [B, L] ids.
-
-    The kept tokens are left-aligned and followed by one `[SEP]`, then pads. `dedup=False` only cuts (and drops
-    `[CLS]`). The word-level second pass (after `##` merging) lives in `bang_nar.postprocess`.
-    """
-    rows = [nar_scan(row, sep_token_id, cls_token_id, dedup) + [sep_token_id] for row in tokens.tolist()]
-    out = tokens.new_full((tokens.size(0), max(len(r) for r in rows)), pad_token_id)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row, dtype=tokens.dtype)
-    return out
-
-
-def constrained_argmax(
-    logits: torch.Tensor, no_repeat_ngram_size: int = 0, suppress_repeats: bool = False
-) -> torch.Tensor:
-    """Left-to-right argmax over NAR logits [B, L, V] that never emits a banned token (no model pass).
-
-    Banned at slot t: the token chosen at t-1 (`suppress_repeats`), and every token that would complete an n-gram
-    already emitted in the row (`no_repeat_ngram_size` = n, as HF's `NoRepeatNGramLogitsProcessor`). Without
-    options this is the plain per-slot argmax of the original generator.
-    """
-    if not no_repeat_ngram_size and not suppress_repeats:
-        return logits.argmax(-1)
-    batch_size, length, _ = logits.shape
-    n = no_repeat_ngram_size
-    seen: list[dict[tuple[int, ...], set[int]]] = [{} for _ in range(batch_size)]
-    tokens = torch.zeros(batch_size, length, dtype=torch.long, device=logits.device)
-    history: list[list[int]] = [[] for _ in range(batch_size)]
-    for t in range(length):
-        scores = logits[:, t].clone()  # [B, V]
-        for b in range(batch_size):
-            banned = set()
-            if suppress_repeats and history[b]:
-                banned.add(history[b][-1])
-            if n and len(history[b]) >= n - 1:
-                banned |= seen[b].get(tuple(history[b][len(history[b]) - n + 1 :]), set())
-            if banned:
-                scores[b, list(banned)] = -math.inf
-        chosen = scores.argmax(-1)
-        tokens[:, t] = chosen
-        for b, token in enumerate(chosen.tolist()):
-            history[b].append(token)
-            if n and len(history[b]) >= n:
-                ngram = tuple(history[b][-n:])
-                seen[b].setdefault(ngram[:-1], set()).add(ngram[-1])
-    return tokens
-
-
-def _next_index(row: list[int], token: int, start: int, last: int) -> int:
-    """Index of the first `token` in `row[start:last + 1]`, or `last` when there is none."""
-    for index in range(start, last + 1):
-        if row[index] == token:
-            return index
-    return last
-
-
-def nar_candidates(
-    logits: torch.Tensor, tokens: torch.Tensor, num_candidates: int, sep_token_id: int
-) -> torch.Tensor:
-    """Raw NAR candidates [B, K, L] around `tokens` (the argmax, first): length variants and substitutions.
-
-    - length variants: cut at each of the slots where `[SEP]` is most probable (earlier `[SEP]`s are replaced by
-      their best other token, so the candidate really ends there);
-    - substitutions: the least confident slot before the argmax cut takes its second-best token.
-    Half of the K-1 extra candidates (rounded up) are length variants. Rows may repeat when a row has fewer
-    distinct variants; the rescoring tie-break keeps the first, i.e. the plainer candidate.
-    """
-    log_probs = logits.float().log_softmax(-1)  # [B, L, V]
-    batch_size, length = tokens.shape
-    non_sep = log_probs.clone()
-    non_sep[..., sep_token_id] = -math.inf
-    best_other, second = non_sep.topk(2, dim=-1).indices.unbind(-1)  # [B, L] each
-    num_extra = num_candidates - 1
-    num_length = min((num_extra + 1) // 2, length)
-    candidates = [tokens]
-    sep_slots = log_probs[..., sep_token_id].topk(num_length, dim=-1).indices  # [B, n_len]
-    slot_index = torch.arange(length, device=tokens.device)
-    for j in range(num_length):
-        cut = sep_slots[:, j : j + 1]  # [B, 1]
-        variant = torch.where(tokens.eq(sep_token_id) & (slot_index < cut), best_other, tokens)
-        candidates.append(torch.where(slot_index == cut, torch.full_like(tokens, sep_token_id), variant))
-    num_subs = num_extra - num_length
-    if num_subs > 0:
-        is_sep = tokens.eq(sep_token_id).int()
-        before_cut = (is_sep.cumsum(-1) - is_sep) == 0  # slots before the first [SEP]
-        confidence = log_probs.max(-1).values.masked_fill(~before_cut, math.inf)
-        weakest = confidence.topk(min(num_subs, length), dim=-1, largest=False).indices  # [B, n_sub]
-        for j in range(num_subs):
-            slot = weakest[:, min(j, weakest.size(1) - 1) : min(j, weakest.size(1) - 1) + 1]
-            replaced = torch.where(tokens.gather(1, slot).eq(best_other.gather(1, slot)), second.gather(1, slot), best_other.gather(1, slot))
-            candidates.append(torch.where(slot_index == slot, replaced, tokens))
-    return torch.stack(candidates, dim=1)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Outputs
 # ---------------------------------------------------------------------------------------------------------------
@@ -265,38 +165,67 @@ def nar_candidates(
 @dataclass
 class BangDecoderOutput(ModelOutput):
     """Decoder output. `last_hidden_state` is the stream that produces logits: the predicting stream (AR) or the
-    [MASK] stream (NAR). `main_stream_hidden_state` is the AR main stream, which the original discards."""
+    [MASK] stream (NAR). `main_stream_hidden_state` is the AR main stream of the last layer, which the original
+    discards (computed only with `output_hidden_states=True`). Per-layer tuples start with the embedding output."""
 
     last_hidden_state: torch.Tensor | None = None
     main_stream_hidden_state: torch.Tensor | None = None
     cache: Cache | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    main_stream_hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
-class BangNARGenerateOutput(ModelOutput):
-    """`generate(mode="nar", return_dict_in_generate=True)` output.
+class BangSeq2SeqModelOutput(Seq2SeqModelOutput):
+    """`Seq2SeqModelOutput` whose decoder fields describe the logit-producing stream, plus the AR main stream:
+    `main_stream_hidden_state` (last layer) and `decoder_main_stream_hidden_states` (per layer), both only with
+    `output_hidden_states=True` in AR mode."""
 
-    - `sequences` [B, L']: post-processed ids (first pass of spec §4.2; raw when `nar_postprocess=False`);
-    - `raw_sequences` [B, L]: the argmax at every decoder slot, as the original generator returns it;
-    - `scores` [B, L]: the raw max logit per slot (the original `positional_scores`, not a log-prob);
-    - `logits` [B, L, V]: full logits, only with `output_logits=True`;
-    - `candidates` [B, K, L''] and `candidate_scores` [B, K]: with `num_candidates` > 1, every post-processed
-      candidate and its length-normalised AR-stream log-probability (the best one is `sequences`);
-    - `ar_passes` [B]: `mode="nar_verify"` only, AR-stream passes each row needed (greedy AR needs one per token).
-    """
+    main_stream_hidden_state: torch.Tensor | None = None
+    decoder_main_stream_hidden_states: tuple[torch.Tensor, ...] | None = None
 
-    sequences: torch.Tensor | None = None
-    raw_sequences: torch.Tensor | None = None
-    scores: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    candidates: torch.Tensor | None = None
-    candidate_scores: torch.Tensor | None = None
-    ar_passes: torch.Tensor | None = None
+
+@dataclass
+class BangSeq2SeqLMOutput(Seq2SeqLMOutput):
+    """`Seq2SeqLMOutput` plus the AR main stream (see `BangSeq2SeqModelOutput`)."""
+
+    main_stream_hidden_state: torch.Tensor | None = None
+    decoder_main_stream_hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Attention
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def bang_eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float = 1.0,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference attention: softmax(q·kᵀ·scaling + mask) in fp32 (fairseq `utils.softmax`), then ·v.
+
+    Transformers attention-interface signature: q [B, H, Lq, D], k/v [B, H, Lk, D], additive mask broadcastable to
+    [B, H, Lq, Lk]; returns (output [B, Lq, H, D], probabilities [B, H, Lq, Lk]).
+    """
+    scores = torch.matmul(query, key.transpose(-1, -2))
+    if scaling != 1.0:
+        scores = scores * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    if scores.dtype == torch.float32:
+        probs = F.softmax(scores, dim=-1)
+    else:
+        probs = F.softmax(scores.float(), dim=-1).to(query.dtype)
+    dropped = _dropout(probs, dropout, module.training)
+    return torch.matmul(dropped, value).transpose(1, 2).contiguous(), probs
 
 
 def eager_attention(
@@ -307,26 +236,27 @@ def eager_attention(
     dropout: float,
     training: bool,
 ) -> torch.Tensor:
-    """softmax(q·kᵀ + bias)·v with an fp32 softmax (fairseq `utils.softmax(..., onnx_trace=False)`).
-
-    Shapes: q [B, H, Lq, D] (already scaled), k/v [B, H, Lk, D], bias broadcastable to [B, H, Lq, Lk].
-    """
-    scores = torch.matmul(query, key.transpose(-1, -2))  # [B, H, Lq, Lk]
+    """softmax(q·kᵀ + bias)·v with an fp32 softmax; q [B, H, Lq, D] already scaled → [B, H, Lq, D]."""
+    scores = torch.matmul(query, key.transpose(-1, -2))
     if bias is not None:
         scores = scores + bias
-    probs = F.softmax(scores.float(), dim=-1).to(query.dtype)
-    probs = F.dropout(probs, p=dropout, training=training)
-    return torch.matmul(probs, value)  # [B, H, Lq, D]
+    probs = F.dropout(F.softmax(scores.float(), dim=-1).to(query.dtype), p=dropout, training=training)
+    return torch.matmul(probs, value)
 
 
 class BangAttention(nn.Module):
     """Encoder self-attention and decoder cross-attention: fairseq 0.9 `MultiheadAttention` (spec §1.4-1.5).
 
-    Separate q/k/v/out projections with bias; q (bias included) scaled by head_dim**-0.5.
+    Separate q/k/v/out projections with bias; q (bias included) scaled by head_dim**-0.5. The attention kernel
+    comes from `config._attn_implementation` ("eager" = `bang_eager_attention_forward`, the reference, or "sdpa");
+    `output_attentions=True` always runs the eager kernel, the only one that returns probabilities.
     """
+
+    is_causal = False  # masks are always explicit (SDPA must not assume a causal pattern when the mask is None)
 
     def __init__(self, config: BangConfig, num_heads: int, layer_idx: int | None = None):
         super().__init__()
+        self.config = config
         self.num_heads = num_heads
         self.head_dim = config.d_model // num_heads
         self.scaling = self.head_dim**-0.5
@@ -340,15 +270,34 @@ class BangAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)  # [B, L, H*D] -> [B, H, L, D]
 
+    def _attend(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+        output_attentions: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Kernel dispatch for an unscaled `query` → (output [B, Lq, H*D] before out_proj, probabilities or None).
+
+        Eager scales q (bias included) before q·kᵀ like fairseq; fused kernels take the same factor as `scale`."""
+        implementation = self.config._attn_implementation
+        dropout = self.dropout if self.training else 0.0
+        if output_attentions or implementation in (None, "eager"):
+            out, probs = bang_eager_attention_forward(self, query * self.scaling, key, value, mask, 1.0, dropout)
+        else:
+            attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, bang_eager_attention_forward)
+            out, probs = attention(self, query, key, value, mask, scaling=self.scaling, dropout=dropout)
+        return out.reshape(*out.shape[:2], -1), probs
+
     def forward(
         self,
         hidden_states: torch.Tensor,
         key_value_states: torch.Tensor | None = None,
         attention_bias: torch.Tensor | None = None,
         cache: EncoderDecoderCache | None = None,
-    ) -> torch.Tensor:
-        """Self-attention when `key_value_states` is None, else cross-attention (keys/values cached once)."""
-        query = self._heads(self.q_proj(hidden_states) * self.scaling)
+        output_attentions: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Self-attention when `key_value_states` is None, else cross-attention (keys/values cached once).
+
+        Returns the output, or `(output, probabilities)` with `output_attentions=True`."""
+        query = self._heads(self.q_proj(hidden_states))
         if key_value_states is None:
             key, value = self._heads(self.k_proj(hidden_states)), self._heads(self.v_proj(hidden_states))
         elif cache is not None and cache.is_updated.get(self.layer_idx):
@@ -359,9 +308,9 @@ class BangAttention(nn.Module):
             if cache is not None:
                 key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
                 cache.is_updated[self.layer_idx] = True
-        out = eager_attention(query, key, value, attention_bias, self.dropout, self.training)
-        out = out.transpose(1, 2).reshape(*hidden_states.shape[:2], -1)  # [B, H, L, D] -> [B, L, H*D]
-        return self.out_proj(out)
+        out, probs = self._attend(query, key, value, attention_bias, output_attentions)
+        out = self.out_proj(out)
+        return (out, probs) if output_attentions else out
 
 
 class BangNgramSelfAttention(BangAttention):
@@ -375,6 +324,8 @@ class BangNgramSelfAttention(BangAttention):
 
     AR (`num_main` = T): queries are `[main, predict]`; the main stream's keys/values go through the KV cache and
     the predicting stream's own keys are appended after them. NAR (`num_main` = None): one plain stream, no cache.
+    `query_start` = k computes queries only for rows k.. of `hidden_states` (keys and values still use every row):
+    the last AR layer skips the main stream's queries, whose output the model discards.
     """
 
     def __init__(self, config: BangConfig, layer_idx: int | None = None):
@@ -389,25 +340,35 @@ class BangNgramSelfAttention(BangAttention):
         relative_buckets: torch.Tensor,
         num_main: int | None = None,
         cache: EncoderDecoderCache | None = None,
-    ) -> torch.Tensor:
-        batch_size, num_queries, _ = hidden_states.shape
-        query = self._heads(self.q_proj(hidden_states) * self.scaling)  # [B, H, Lq, D]
+        output_attentions: bool = False,
+        query_start: int = 0,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """`attention_bias` / `relative_buckets` are [Lq, Lk] over all rows of `hidden_states` (queries) and
+        all keys; rows before `query_start` are dropped here."""
+        batch_size = hidden_states.size(0)
+        query_states = hidden_states[:, query_start:] if query_start else hidden_states
+        num_queries = query_states.size(1)
+        query = self._heads(self.q_proj(query_states))  # [B, H, Lq, D]
         key, value = self._heads(self.k_proj(hidden_states)), self._heads(self.v_proj(hidden_states))
         if num_main is not None:
-            main_key, main_value = key[:, :, :num_main], value[:, :, :num_main]
+            num_rest = key.size(2) - num_main
+            main_key, own_key = key.split([num_main, num_rest], dim=2)
+            main_value, own_value = value.split([num_main, num_rest], dim=2)
             if cache is not None:
                 main_key, main_value = cache.self_attention_cache.update(main_key, main_value, self.layer_idx)
-            key = torch.cat([main_key, key[:, :, num_main:]], dim=2)  # [B, H, P+2T, D]
-            value = torch.cat([main_value, value[:, :, num_main:]], dim=2)
+            key = torch.cat([main_key, own_key], dim=2)  # [B, H, P+2T, D]
+            value = torch.cat([main_value, own_value], dim=2)
 
-        relative = self.relative_linear(hidden_states).view(batch_size, num_queries, self.num_buckets, self.num_heads)
+        relative = self.relative_linear(query_states).view(batch_size, num_queries, self.num_buckets, self.num_heads)
         relative = relative.permute(0, 3, 1, 2)  # [B, Lq, buckets, H] -> [B, H, Lq, buckets]
-        index = relative_buckets.expand(batch_size, self.num_heads, *relative_buckets.shape)  # [B, H, Lq, Lk]
-        bias = torch.gather(relative, dim=-1, index=index) + attention_bias
+        buckets = relative_buckets[query_start:] if query_start else relative_buckets
+        index = buckets.expand(batch_size, self.num_heads, *buckets.shape)  # [B, H, Lq, Lk]
+        bias = torch.gather(relative, dim=-1, index=index)
+        bias = bias + (attention_bias[query_start:] if query_start else attention_bias)
 
-        out = eager_attention(query, key, value, bias, self.dropout, self.training)
-        out = out.transpose(1, 2).reshape(batch_size, num_queries, -1)  # [B, H, Lq, D] -> [B, Lq, H*D]
-        return self.out_proj(out)
+        out, probs = self._attend(query, key, value, bias, output_attentions)
+        out = self.out_proj(out)
+        return (out, probs) if output_attentions else out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -415,10 +376,11 @@ class BangNgramSelfAttention(BangAttention):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class _BangFeedForwardLayer(nn.Module):
+class _BangFeedForwardLayer(GradientCheckpointingLayer):
     """Owns the feed-forward sublayer `LN(x + drop(fc2(drop_act(gelu(fc1(x))))))` that ends every layer.
 
     The parameters sit on the layer itself (`fc1`, `fc2`, `final_layer_norm`) so names match the original checkpoint.
+    Layers support gradient checkpointing (`model.gradient_checkpointing_enable()`): tensors go positionally.
     """
 
     def __init__(self, config: BangConfig, ffn_dim: int):
@@ -431,8 +393,8 @@ class _BangFeedForwardLayer(nn.Module):
         self.activation_dropout = config.activation_dropout
 
     def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        out = F.dropout(self.activation(self.fc1(hidden_states)), self.activation_dropout, self.training)
-        out = F.dropout(self.fc2(out), self.dropout, self.training)
+        out = _dropout(self.activation(self.fc1(hidden_states)), self.activation_dropout, self.training)
+        out = _dropout(self.fc2(out), self.dropout, self.training)
         return self.final_layer_norm(hidden_states + out)
 
 
@@ -444,13 +406,23 @@ class BangEncoderLayer(_BangFeedForwardLayer):
         self.self_attn = BangAttention(config, config.encoder_attention_heads)
         self.self_attn_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
 
-    def forward(self, hidden_states: torch.Tensor, attention_bias: torch.Tensor | None) -> torch.Tensor:
-        out = F.dropout(self.self_attn(hidden_states, attention_bias=attention_bias), self.dropout, self.training)
-        return self.feed_forward(self.self_attn_layer_norm(hidden_states + out))
+    def forward(
+        self, hidden_states: torch.Tensor, attention_bias: torch.Tensor | None, output_attentions: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        out = self.self_attn(hidden_states, attention_bias=attention_bias, output_attentions=output_attentions)
+        out, probs = out if output_attentions else (out, None)
+        hidden_states = self.feed_forward(
+            self.self_attn_layer_norm(hidden_states + _dropout(out, self.dropout, self.training))
+        )
+        return (hidden_states, probs) if output_attentions else hidden_states
 
 
 class BangDecoderLayer(_BangFeedForwardLayer):
-    """`NgramTransformerDecoderARNARMixedLayer` (post-LN): n-stream self-attention, cross-attention, feed-forward."""
+    """`NgramTransformerDecoderARNARMixedLayer` (post-LN): n-stream self-attention, cross-attention, feed-forward.
+
+    Returns the new states of rows `query_start..` (all rows by default), or `(states, self-attention probs,
+    cross-attention probs)` with `output_attentions=True`.
+    """
 
     def __init__(self, config: BangConfig, layer_idx: int):
         super().__init__(config, config.decoder_ffn_dim)
@@ -468,14 +440,24 @@ class BangDecoderLayer(_BangFeedForwardLayer):
         encoder_attn_bias: torch.Tensor | None,
         num_main: int | None = None,
         cache: EncoderDecoderCache | None = None,
-    ) -> torch.Tensor:
-        out = self.self_attn(hidden_states, self_attn_bias, relative_buckets, num_main=num_main, cache=cache)
-        hidden_states = self.self_attn_layer_norm(hidden_states + F.dropout(out, self.dropout, self.training))
-        out = self.encoder_attn(
-            hidden_states, key_value_states=encoder_hidden_states, attention_bias=encoder_attn_bias, cache=cache
+        output_attentions: bool = False,
+        query_start: int = 0,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.self_attn(
+            hidden_states, self_attn_bias, relative_buckets, num_main=num_main, cache=cache,
+            output_attentions=output_attentions, query_start=query_start,
         )
-        hidden_states = self.encoder_attn_layer_norm(hidden_states + F.dropout(out, self.dropout, self.training))
-        return self.feed_forward(hidden_states)
+        out, self_probs = out if output_attentions else (out, None)
+        residual = hidden_states[:, query_start:] if query_start else hidden_states
+        hidden_states = self.self_attn_layer_norm(residual + _dropout(out, self.dropout, self.training))
+        out = self.encoder_attn(
+            hidden_states, key_value_states=encoder_hidden_states, attention_bias=encoder_attn_bias, cache=cache,
+            output_attentions=output_attentions,
+        )
+        out, cross_probs = out if output_attentions else (out, None)
+        hidden_states = self.encoder_attn_layer_norm(hidden_states + _dropout(out, self.dropout, self.training))
+        hidden_states = self.feed_forward(hidden_states)
+        return (hidden_states, self_probs, cross_probs) if output_attentions else hidden_states
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -487,14 +469,24 @@ class BangPreTrainedModel(PreTrainedModel):
     config: BangConfig
     config_class = BangConfig
     base_model_prefix = "model"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
     _no_split_modules = ["BangEncoderLayer", "BangDecoderLayer"]
     _keys_to_ignore_on_load_unexpected = ["encoder.version", "decoder.version"]
 
+    def _check_and_adjust_attn_implementation(self, attn_implementation: str | None, *args, **kwargs) -> str:
+        # Eager is the reference (golden parity is measured on it); SDPA only when asked for.
+        return super()._check_and_adjust_attn_implementation(attn_implementation or "eager", *args, **kwargs)
+
 
 def _key_padding_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """[B, S] 1/0 mask → additive bias [B, 1, 1, S]; None when nothing is padded (the original passes None too)."""
-    if attention_mask is None or bool(attention_mask.all()):
+    """[B, S] 1/0 mask → additive bias [B, 1, 1, S] (None without a mask).
+
+    Built whether or not anything is padded: adding zeros changes nothing, and testing `mask.all()` would be a host
+    sync and a `torch.compile` graph break.
+    """
+    if attention_mask is None:
         return None
     return _bias_from_visibility(attention_mask.bool()[:, None, None, :], dtype)
 
@@ -511,31 +503,49 @@ class BangEncoder(BangPreTrainedModel):
         super().__init__(config)
         self.embed_tokens = embed_tokens if embed_tokens is not None else nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
         # 513 rows for 512 positions: row 0 is the pad row (spec §1.3).
-        self.embed_positions = nn.Embedding(config.max_position_embeddings + 1, config.d_model, padding_idx=0)
+        self.embed_positions = nn.Embedding(config.encoder_max_positions + 1, config.d_model, padding_idx=0)
         self.emb_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.layers = nn.ModuleList([BangEncoderLayer(config) for _ in range(config.encoder_layers)])
         self.post_init()
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
-    ) -> BaseModelOutput:
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutput | tuple:
         _check_length(
             input_ids.size(1),
-            self.config.max_position_embeddings,
+            self.config.encoder_max_positions,
             "The source",
             "truncate sources, e.g. tokenizer(..., truncation=True, "
-            f"max_length={self.config.max_position_embeddings}).",
+            f"max_length={self.config.encoder_max_positions}).",
         )
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id).long()
         # Positions from the mask: real tokens get 1..n whatever the padding side (spec §7.2 item 3).
         hidden = self.embed_tokens(input_ids) + self.embed_positions(make_positions(attention_mask))
-        hidden = F.dropout(self.emb_layer_norm(hidden), self.config.dropout, self.training)
+        hidden = _dropout(self.emb_layer_norm(hidden), self.config.dropout, self.training)
         hidden = hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)  # the original zeroes pad rows
         bias = _key_padding_bias(attention_mask, hidden.dtype)
+        all_hidden = (hidden,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden = layer(hidden, bias)
-        return BaseModelOutput(last_hidden_state=hidden)
+            if output_attentions:
+                hidden, probs = layer(hidden, bias, output_attentions=True)
+                all_attentions += (probs,)
+            else:
+                hidden = layer(hidden, bias)
+            if output_hidden_states:
+                all_hidden += (hidden,)
+        output = BaseModelOutput(last_hidden_state=hidden, hidden_states=all_hidden, attentions=all_attentions)
+        return output if _use_return_dict(self.config, return_dict) else output.to_tuple()
+
+
+def _use_return_dict(config: BangConfig, return_dict: bool | None) -> bool:
+    return config.return_dict if return_dict is None else return_dict
 
 
 class BangDecoder(BangPreTrainedModel):
@@ -549,7 +559,32 @@ class BangDecoder(BangPreTrainedModel):
         self.ngram_input_embed = nn.Embedding(config.ngram, config.d_model)  # e_ng, the [MASK]-like vector (§2.8)
         self.emb_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.layers = nn.ModuleList([BangDecoderLayer(config, i) for i in range(config.decoder_layers)])
+        # Incremental AR steps reuse their (bias, buckets) across steps and generate calls: ~15 small ops per step.
+        self._step_masks: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._last_encoder_bias: tuple | None = None
         self.post_init()
+
+    def _ar_masks(self, num_new: int, num_past: int, device: torch.device, dtype: torch.dtype):
+        """`_ar_attention_mask`, memoised for one-token steps (at most max_position_embeddings entries per
+        device and dtype; teacher-forced chunks and compiled graphs build theirs)."""
+        if num_new != 1 or torch.compiler.is_compiling():
+            return _ar_attention_mask(num_new, num_past, self.config, device, dtype)
+        key = (num_past, device, dtype)
+        masks = self._step_masks.get(key)
+        if masks is None:
+            masks = self._step_masks[key] = _ar_attention_mask(1, num_past, self.config, device, dtype)
+        return masks
+
+    def _encoder_bias(self, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """`_key_padding_bias`, reused while decoding steps pass the same unchanged mask tensor."""
+        if mask is None or torch.compiler.is_compiling() or mask.is_inference():  # inference tensors lack _version
+            return _key_padding_bias(mask, dtype)
+        last = self._last_encoder_bias
+        if last is not None and last[0] is mask and last[1] == mask._version and last[2].dtype == dtype:
+            return last[2]
+        bias = _key_padding_bias(mask, dtype)
+        self._last_encoder_bias = (mask, mask._version, bias)
+        return bias
 
     def _ar_stream_inputs(self, input_ids: torch.Tensor, num_past: int) -> torch.Tensor:
         """Spec §2.5: main stream `E[y_i] + P[pos_i]`, predicting stream `e_ng + P[pos_i + 1]` → [B, 2T, D].
@@ -587,11 +622,17 @@ class BangDecoder(BangPreTrainedModel):
         cache: EncoderDecoderCache | None = None,
         mode: Mode = "ar",
         glance_ids: torch.Tensor | None = None,
-        **kwargs,
-    ) -> BangDecoderOutput:
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BangDecoderOutput | tuple:
         """AR: `input_ids` = decoder input (`[SEP] y1..`), with `cache` for incremental steps.
         NAR: `slot_mask` [B, T] (1 = real slot) gives the length; `input_ids`, if given instead, only its pad pattern;
-        `glance_ids` [B, T] (glancing training) feeds token embeddings to the slots where it is >= 0."""
+        with neither, the decoder gets as many slots as the padded source (the original generator's rule);
+        `glance_ids` [B, T] (glancing training) feeds token embeddings to the slots where it is >= 0.
+
+        The AR main stream's last-layer output is discarded by the original, so the last layer computes it only
+        with `output_hidden_states=True`. Attentions are those of the logit-producing stream's queries."""
         dtype = self.emb_layer_norm.weight.dtype
         device = encoder_hidden_states.device
         if mode == "ar":
@@ -604,10 +645,12 @@ class BangDecoder(BangPreTrainedModel):
                 "generate fewer tokens (max_new_tokens) or shorten the labels.",
             )
             hidden = self._ar_stream_inputs(input_ids, num_past)
-            self_attn_bias, buckets = _ar_attention_mask(num_new, num_past, self.config, device, dtype)
+            self_attn_bias, buckets = self._ar_masks(num_new, num_past, device, dtype)
             num_main = num_new
         elif mode == "nar":
-            if slot_mask is None:
+            if slot_mask is None and input_ids is None:  # the original generator's rule: as many slots as the source
+                slot_mask = torch.ones(encoder_hidden_states.shape[:2], dtype=torch.long, device=device)
+            elif slot_mask is None:
                 slot_mask = input_ids.ne(self.config.pad_token_id)
             _check_length(
                 slot_mask.size(1),
@@ -621,16 +664,40 @@ class BangDecoder(BangPreTrainedModel):
         else:
             raise ValueError(f"mode must be one of {FORWARD_MODES}, got {mode!r}.")
 
-        hidden = F.dropout(self.emb_layer_norm(hidden), self.config.dropout, self.training)
-        encoder_bias = _key_padding_bias(encoder_attention_mask, hidden.dtype)
-        for layer in self.layers:
-            hidden = layer(hidden, self_attn_bias, buckets, encoder_hidden_states, encoder_bias, num_main, cache)
-
-        if mode == "ar":
-            return BangDecoderOutput(
-                last_hidden_state=hidden[:, num_main:], main_stream_hidden_state=hidden[:, :num_main], cache=cache
+        hidden = _dropout(self.emb_layer_norm(hidden), self.config.dropout, self.training)
+        encoder_bias = self._encoder_bias(encoder_attention_mask, hidden.dtype)
+        split = num_main or 0  # rows before `split` are the AR main stream
+        states, main_states = ((hidden[:, split:],), (hidden[:, :split],)) if output_hidden_states else (None, None)
+        self_attentions, cross_attentions = ((), ()) if output_attentions else (None, None)
+        last, query_start = len(self.layers) - 1, 0
+        for index, layer in enumerate(self.layers):
+            query_start = split if index == last and not output_hidden_states else 0
+            out = layer(
+                hidden, self_attn_bias, buckets, encoder_hidden_states, encoder_bias,
+                num_main=num_main, cache=cache, output_attentions=bool(output_attentions), query_start=query_start,
             )
-        return BangDecoderOutput(last_hidden_state=hidden)
+            if output_attentions:
+                hidden, self_probs, cross_probs = out
+                keep = split - query_start  # first row of the logit-producing stream in this layer's queries
+                self_attentions += (self_probs[:, :, keep:],)
+                cross_attentions += (cross_probs[:, :, keep:],)
+            else:
+                hidden = out
+            if output_hidden_states:
+                states += (hidden[:, split:],)
+                main_states += (hidden[:, :split],)
+
+        skipped = query_start > 0  # the last layer returned the logit-producing stream only
+        output = BangDecoderOutput(
+            last_hidden_state=hidden if skipped else hidden[:, split:],
+            main_stream_hidden_state=hidden[:, :split] if mode == "ar" and not skipped and output_hidden_states else None,
+            cache=cache,
+            hidden_states=states,
+            main_stream_hidden_states=main_states if mode == "ar" else None,
+            attentions=self_attentions,
+            cross_attentions=cross_attentions,
+        )
+        return output if _use_return_dict(self.config, return_dict) else output.to_tuple()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -672,14 +739,19 @@ class BangModel(BangPreTrainedModel):
         use_cache: bool | None = None,
         mode: Mode = "ar",
         decoder_glance_ids: torch.Tensor | None = None,
-        **kwargs,
-    ) -> Seq2SeqModelOutput:
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BangSeq2SeqModelOutput | tuple:
         if encoder_outputs is None:
             if input_ids is None:
                 raise ValueError("Pass input_ids (the source) or precomputed encoder_outputs.")
-            encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+            encoder_outputs = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states, return_dict=True,
+            )
         elif not isinstance(encoder_outputs, BaseModelOutput):
-            encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs[0])
+            encoder_outputs = BaseModelOutput(*encoder_outputs)
         if attention_mask is None and input_ids is not None:
             attention_mask = input_ids.ne(self.config.pad_token_id).long()
 
@@ -701,37 +773,26 @@ class BangModel(BangPreTrainedModel):
             cache=cache,
             mode=mode,
             glance_ids=decoder_glance_ids if mode == "nar" else None,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
-        return Seq2SeqModelOutput(
+        output = BangSeq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
             cache=decoder_outputs.cache,
-            decoder_hidden_states=(decoder_outputs.main_stream_hidden_state,)
-            if decoder_outputs.main_stream_hidden_state is not None
-            else None,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+            main_stream_hidden_state=decoder_outputs.main_stream_hidden_state,
+            decoder_main_stream_hidden_states=decoder_outputs.main_stream_hidden_states,
         )
+        return output if _use_return_dict(self.config, return_dict) else output.to_tuple()
 
 
-class ForcedEosKeepScoreLogitsProcessor(LogitsProcessor):
-    """At the last allowed step, only `[SEP]` may follow, and it keeps the model's own log-prob.
-
-    fairseq 0.9 forces eos at `max_len` this way (golden README §3.7); HF's `forced_eos_token_id` sets the forced
-    score to 0 instead, which changes which hypothesis wins.
-    """
-
-    def __init__(self, eos_token_id: int, max_length: int):
-        self.eos_token_id = eos_token_id
-        self.max_length = max_length
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if input_ids.shape[-1] == self.max_length - 1:
-            eos_scores = scores[:, self.eos_token_id].clone()
-            scores = torch.full_like(scores, -math.inf)
-            scores[:, self.eos_token_id] = eos_scores
-        return scores
-
-
-class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
+class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
     """BANG with the tied LM head: `forward(..., mode=...)` for training/scoring, `generate(..., mode=...)`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
@@ -762,21 +823,28 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
         smoothing_eps: float | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         decoder_glance_ids: torch.Tensor | None = None,
-        **kwargs,
-    ) -> Seq2SeqLMOutput:
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BangSeq2SeqLMOutput | tuple:
         r"""
         Args:
             labels (`[B, T]`): targets `y1..yn [SEP]`, right-padded with -100 (pad ids are treated as -100 too).
                 AR: `decoder_input_ids` default to the labels shifted right with `[SEP]` first.
                 NAR: the decoder has T slots; real slots are the labelled ones (only the pad pattern matters).
             decoder_attention_mask (`[B, T]`): NAR only: 1 for real slots. Without labels or this mask, NAR takes
-                the pad pattern of `decoder_input_ids`.
+                the pad pattern of `decoder_input_ids`, and without those too as many slots as the padded source
+                (the original NAR generator's rule).
             mode (`"ar"` or `"nar"`): which decoder stream produces the logits.
             smoothing_eps: ε of the label-smoothed loss; defaults to `config.label_smoothing`. (Not named
                 `label_*`: Trainer treats every forward argument containing "label" as a label column.)
             num_items_in_batch: divide the summed loss by this (Trainer convention) instead of the local count.
             decoder_glance_ids (`[B, T]`): NAR only, glancing training: slots holding a token id (>= 0) get that
                 token's embedding instead of the [MASK] vector; -100 elsewhere. Not part of the original BANG.
+
+            output_attentions / output_hidden_states: per-layer tuples (decoder fields: the logit-producing
+                stream; AR main stream: `main_stream_hidden_state`, `decoder_main_stream_hidden_states`).
+            return_dict: False returns a tuple. Unknown keyword arguments raise TypeError.
 
         `logits[:, t]` predicts `labels[:, t]` in both modes.
         """
@@ -805,6 +873,9 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             mode=mode,
             decoder_glance_ids=decoder_glance_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         logits = self.lm_head(outputs.last_hidden_state)
 
@@ -812,270 +883,29 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
         if labels is not None:
             epsilon = self.config.label_smoothing if smoothing_eps is None else smoothing_eps
             loss = label_smoothed_nll_loss(logits, labels, epsilon, num_items_in_batch)
-        return Seq2SeqLMOutput(
+        output = BangSeq2SeqLMOutput(
             loss=loss,
             logits=logits,
             cache=outputs.cache,
             decoder_hidden_states=outputs.decoder_hidden_states,
+            decoder_attentions=outputs.decoder_attentions,
+            cross_attentions=outputs.cross_attentions,
             encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+            main_stream_hidden_state=outputs.main_stream_hidden_state,
+            decoder_main_stream_hidden_states=outputs.decoder_main_stream_hidden_states,
         )
+        return output if _use_return_dict(self.config, return_dict) else output.to_tuple()
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
-    # -----------------------------------------------------------------------------------------------------------
-    # Generation
-    # -----------------------------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def generate(self, inputs: torch.Tensor | None = None, *args, mode: str | None = None, **kwargs):
-        """Decode with `mode` = `"ar"` (GenerationMixin beam search / greedy), `"nar"` (one pass) or `"nar_verify"`
-        (NAR draft verified by the AR stream: exactly AR greedy, in fewer AR passes).
-
-        `mode` defaults to `config.generation_mode`. Options: `_generate_ar`, `_generate_nar`, `_generate_nar_verify`.
-        """
-        mode = mode or self.config.generation_mode
-        if mode == "ar":
-            return self._generate_ar(inputs, *args, **kwargs)
-        if mode == "nar":
-            return self._generate_nar(inputs, **kwargs)
-        if mode == "nar_verify":
-            return self._generate_nar_verify(inputs, **kwargs)
-        raise ValueError(f"mode must be one of {GENERATION_MODES}, got {mode!r}.")
-
-    def _generate_ar(self, inputs: torch.Tensor | None = None, *args, original_compatible: bool = False, **kwargs):
-        """AR decoding through `GenerationMixin.generate` with the KV cache (spec §4.4).
-
-        `original_compatible=True` reproduces fairseq 0.9's beam search (golden README §3.7): it stops a sentence
-        once `num_beams` hypotheses finished (`early_stopping=True`), bans `[SEP]` at the first step
-        (`min_new_tokens=1`), never emits `[PAD]`, and forces `[SEP]` as the `max_new_tokens`-th token while keeping
-        its log-prob. fairseq's `max_len_b=M` corresponds to `max_new_tokens=M + 1`.
-        """
-        if original_compatible:
-            if kwargs.get("max_new_tokens") is None:
-                raise ValueError(
-                    "original_compatible=True needs max_new_tokens (fairseq's max_len_b + 1, e.g. 201 for the "
-                    "default max_len_b=200), because the forced [SEP] is placed at that step."
-                )
-            kwargs.setdefault("early_stopping", True)
-            kwargs.setdefault("min_new_tokens", 1)
-            kwargs.setdefault("suppress_tokens", [self.config.pad_token_id])
-            prompt_length = 1 if kwargs.get("decoder_input_ids") is None else kwargs["decoder_input_ids"].size(1)
-            processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
-            processors.append(
-                ForcedEosKeepScoreLogitsProcessor(self.config.eos_token_id, prompt_length + kwargs["max_new_tokens"])
-            )
-            kwargs["logits_processor"] = processors
-        return super().generate(inputs, *args, **kwargs)
-
-    def _encode_for_nar(
-        self,
-        input_ids: torch.Tensor | None,
-        attention_mask: torch.Tensor | None,
-        encoder_outputs: BaseModelOutput | None,
-        max_new_tokens: int | None,
-        num_beams: int | None,
-    ) -> tuple[BaseModelOutput, torch.Tensor, int]:
-        """Shared set-up of the one-pass modes: encoder outputs, source mask and the number of decoder slots."""
-        if num_beams is not None and num_beams > 1:
-            raise ValueError(
-                f"NAR modes decode every position in one argmax pass; num_beams={num_beams} has no meaning there. "
-                "Drop num_beams, use num_candidates for NAR rescoring, or mode='ar' for beam search."
-            )
-        if encoder_outputs is None:
-            if input_ids is None:
-                raise ValueError("generate(mode='nar') needs input_ids (the source) or encoder_outputs.")
-            encoder_outputs = self.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
-        if attention_mask is None:
-            if input_ids is None:
-                raise ValueError("With encoder_outputs, pass the source attention_mask too (pads must stay masked).")
-            attention_mask = input_ids.ne(self.config.pad_token_id).long()
-        num_slots = max_new_tokens if max_new_tokens is not None else encoder_outputs.last_hidden_state.size(1)
-        if num_slots < 1:
-            raise ValueError(f"max_new_tokens must be >= 1 for NAR decoding, got {num_slots}.")
-        return encoder_outputs, attention_mask, num_slots
-
-    def _nar_logits(self, encoder_outputs: BaseModelOutput, attention_mask: torch.Tensor, num_slots: int) -> torch.Tensor:
-        """The one NAR decoder pass with `num_slots` real slots → logits [B, L, V]."""
-        batch_size = encoder_outputs.last_hidden_state.size(0)
-        slot_mask = torch.ones(batch_size, num_slots, dtype=torch.long, device=attention_mask.device)
-        return self(
-            attention_mask=attention_mask, encoder_outputs=encoder_outputs, decoder_attention_mask=slot_mask, mode="nar"
-        ).logits
-
-    def _ar_sequence_scores(
-        self, encoder_outputs: BaseModelOutput, attention_mask: torch.Tensor, candidates: torch.Tensor
-    ) -> torch.Tensor:
-        """Length-normalised AR-stream log-prob of candidates [B, K, L] (`y.. [SEP] pad*`), in one teacher-forced pass."""
-        batch_size, num_candidates, length = candidates.shape
-        labels = candidates.reshape(batch_size * num_candidates, length)
-        labels = labels.masked_fill(labels.eq(self.config.pad_token_id), -100)
-        repeated = BaseModelOutput(
-            last_hidden_state=encoder_outputs.last_hidden_state.repeat_interleave(num_candidates, dim=0)
-        )
-        logits = self(
-            attention_mask=attention_mask.repeat_interleave(num_candidates, dim=0),
-            encoder_outputs=repeated,
-            labels=labels,
-            mode="ar",
-        ).logits
-        token_log_probs = logits.float().log_softmax(-1).gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)
-        token_log_probs = token_log_probs.masked_fill(labels.eq(-100), 0.0)
-        scores = token_log_probs.sum(-1) / labels.ne(-100).sum(-1).clamp(min=1)
-        return scores.view(batch_size, num_candidates)
-
-    def _generate_nar(
-        self,
-        inputs: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        encoder_outputs: BaseModelOutput | None = None,
-        max_new_tokens: int | None = None,
-        nar_postprocess: bool = True,
-        num_candidates: int = 1,
-        no_repeat_ngram_size: int = 0,
-        suppress_repeats: bool = False,
-        return_dict_in_generate: bool = False,
-        output_logits: bool = False,
-        input_ids: torch.Tensor | None = None,
-        num_beams: int | None = None,
-        **unused_generation_kwargs,
-    ) -> torch.Tensor | BangNARGenerateOutput:
-        """One encoder pass, one decoder pass, argmax per slot (spec §4.1, `BANGNARSequenceGenerator.generate`).
-
-        - The decoder has `max_new_tokens` slots, or the padded source length when None (the original rule). NAR
-          attention is causal, so slot t is the same whatever the number of slots (spec §2.6).
-        - `nar_postprocess=True` (default) cuts at the first non-leading `[SEP]` and drops `[CLS]` and consecutive
-          repeats on ids (`nar_cut_and_dedup`); False returns the raw argmax of every slot.
-        - `suppress_repeats` / `no_repeat_ngram_size` constrain the argmax itself (`constrained_argmax`).
-        - `num_candidates` = K > 1 builds K candidates (`nar_candidates`: length variants and substitutions) and
-          keeps the one with the best length-normalised AR-stream log-prob, scored in one batched teacher-forced
-          pass (cost: one AR pass over K·B rows).
-        Beam-search and sampling options of `GenerationConfig` do not apply to this mode and are ignored.
-        """
-        input_ids = inputs if inputs is not None else input_ids
-        encoder_outputs, attention_mask, num_slots = self._encode_for_nar(
-            input_ids, attention_mask, encoder_outputs, max_new_tokens, num_beams
-        )
-        if num_candidates < 1:
-            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}.")
-        logits = self._nar_logits(encoder_outputs, attention_mask, num_slots)
-        scores = logits.max(dim=-1).values  # [B, L], the original `positional_scores`
-        raw = constrained_argmax(logits, no_repeat_ngram_size, suppress_repeats)
-
-        config = self.config
-        candidates = candidate_scores = None
-        if num_candidates > 1:
-            raw_candidates = nar_candidates(logits, raw, num_candidates, config.eos_token_id)  # [B, K, L]
-            # Candidates are always cut at [SEP] (they are scored as targets); repeats are dropped only with
-            # nar_postprocess, so a legitimately repeated word stays possible without it.
-            flat = nar_cut_and_dedup(raw_candidates.flatten(0, 1), config.eos_token_id, config.bos_token_id,
-                                     config.pad_token_id, dedup=nar_postprocess)
-            candidates = flat.view(raw.size(0), num_candidates, -1)
-            candidate_scores = self._ar_sequence_scores(encoder_outputs, attention_mask, candidates)
-            best = candidate_scores.argmax(-1)  # first maximum: the plain argmax candidate wins ties
-            sequences = candidates[torch.arange(raw.size(0)), best]
-        elif nar_postprocess:
-            sequences = nar_cut_and_dedup(raw, config.eos_token_id, config.bos_token_id, config.pad_token_id)
-        else:
-            sequences = raw
-        if not return_dict_in_generate:
-            return sequences
-        return BangNARGenerateOutput(
-            sequences=sequences,
-            raw_sequences=raw,
-            scores=scores,
-            logits=logits if output_logits else None,
-            candidates=candidates,
-            candidate_scores=candidate_scores,
-        )
-
-    def _generate_nar_verify(
-        self,
-        inputs: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        encoder_outputs: BaseModelOutput | None = None,
-        max_new_tokens: int | None = None,
-        return_dict_in_generate: bool = False,
-        input_ids: torch.Tensor | None = None,
-        num_beams: int | None = None,
-        **unused_generation_kwargs,
-    ) -> torch.Tensor | BangNARGenerateOutput:
-        """NAR draft, AR verification: token-for-token AR greedy decoding (`max_new_tokens` = draft length) with
-        far fewer AR passes when the streams agree.
-
-        One NAR pass drafts every slot. Each round runs the AR stream teacher-forced over the unconfirmed rest
-        (the KV cache holds the confirmed prefix), accepts the longest prefix where the AR argmax equals the draft,
-        and appends the AR token at the first disagreement. The NAR stream does not see the prefix, so the draft
-        stays valid after a correction. Returns `[SEP]`-started ids like `mode="ar"`, pads after `[SEP]`.
-        """
-        input_ids = inputs if inputs is not None else input_ids
-        encoder_outputs, attention_mask, num_slots = self._encode_for_nar(
-            input_ids, attention_mask, encoder_outputs, max_new_tokens, num_beams
-        )
-        config = self.config
-        draft = self._nar_logits(encoder_outputs, attention_mask, num_slots).argmax(-1)  # [B, L]
-        batch_size = draft.size(0)
-        start = draft.new_full((batch_size, 1), config.decoder_start_token_id)
-        rows = torch.cat([start, draft], dim=1).tolist()  # index k >= 1 holds output token k
-        confirmed = [1] * batch_size  # indices < confirmed[b] are final
-        ar_passes = torch.zeros(batch_size, dtype=torch.long)
-        active = list(range(batch_size))  # rows still decoding; finished rows leave the batch and its cache
-        states, mask = encoder_outputs.last_hidden_state, attention_mask
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        cached = 0
-        while active:
-            # Verify up to the draft's next [SEP] only: past it the draft is filler, and a longer AR output is
-            # confirmed one token per round anyway. This keeps rounds short when the decode length is the source's.
-            end = max(_next_index(rows[b], config.eos_token_id, confirmed[b], num_slots) for b in active)
-            inputs = torch.tensor([rows[b][cached:end] for b in active], dtype=draft.dtype, device=draft.device)
-            logits = self(
-                attention_mask=mask,
-                encoder_outputs=BaseModelOutput(last_hidden_state=states),
-                decoder_input_ids=inputs,
-                cache=cache,
-                use_cache=True,
-                mode="ar",
-            ).logits
-            predicted = logits.argmax(-1).tolist()  # predicted[i][j]: AR token for index cached + j + 1
-            still_active = []
-            for i, b in enumerate(active):
-                ar_passes[b] += 1
-                k = confirmed[b]
-                while True:
-                    if k - 1 - cached >= len(predicted[i]):  # verified window exhausted: next round
-                        still_active.append(i)
-                        break
-                    token = predicted[i][k - 1 - cached]
-                    agreed = rows[b][k] == token
-                    rows[b][k] = token
-                    k += 1
-                    if token == config.eos_token_id or k > num_slots:
-                        rows[b][k:] = [config.pad_token_id] * (len(rows[b]) - k)
-                        break
-                    if not agreed:
-                        still_active.append(i)
-                        break
-                confirmed[b] = k
-            if len(still_active) < len(active):
-                keep = torch.tensor(still_active, dtype=torch.long, device=draft.device)
-                cache.batch_select_indices(keep)
-                states, mask = states[keep], mask[keep]
-                active = [active[i] for i in still_active]
-            if active:
-                # Keys/values stay valid up to the last index whose *input* token was already final this round.
-                new_cached = min(confirmed[b] for b in active) - 1
-                cache.crop(new_cached - cache.get_seq_length())
-                cached = new_cached
-        sequences = torch.tensor(rows, dtype=draft.dtype, device=draft.device)
-        # Drop columns that are padding in every row (rows that stopped early), like HF generate does.
-        keep = int(sequences.ne(config.pad_token_id).any(0).nonzero().max()) + 1
-        sequences = sequences[:, :keep]
-        if not return_dict_in_generate:
-            return sequences
-        return BangNARGenerateOutput(sequences=sequences, raw_sequences=draft, ar_passes=ar_passes)
-
 
 __all__ = [
+    "BangDecoderOutput",
+    "BangSeq2SeqLMOutput",
+    "BangSeq2SeqModelOutput",
     "BangForConditionalGeneration",
     "BangModel",
     "BangPreTrainedModel",

@@ -42,9 +42,9 @@ def measure(golden_dir: Path) -> list[dict]:
 
         enc = model.get_encoder()(input_ids=src, attention_mask=mask).last_hidden_state
         add("encoder_out", enc, case["encoder_out_right_aligned"], mask.bool())
-        ar = model(input_ids=src, attention_mask=mask, decoder_input_ids=prev, use_cache=False)
+        ar = model(input_ids=src, attention_mask=mask, decoder_input_ids=prev, use_cache=False, output_hidden_states=True)
         add("ar_logits", stored(ar.logits, case, "ar_logits"), case[key(case, "ar_logits")], real)
-        add("ar_main_stream_hidden", ar.decoder_hidden_states[0], case["ar_main_stream_hidden"], real)
+        add("ar_main_stream_hidden", ar.main_stream_hidden_state, case["ar_main_stream_hidden"], real)
         encoder_outputs = model.get_encoder()(input_ids=src, attention_mask=mask)
         cache, steps = None, []
         for t in range(prev.size(1)):

@@ -11,7 +11,8 @@ from .conftest import golden_path, random_batch, tiny_model
 
 
 def _greedy(model, input_ids, mask, max_new_tokens):
-    return model.generate(input_ids, attention_mask=mask, mode="ar", max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
+    return model.generate(input_ids, attention_mask=mask, mode="ar", max_new_tokens=max_new_tokens, num_beams=1,
+                          do_sample=False, original_compatible=False)
 
 
 @torch.no_grad()
@@ -160,3 +161,77 @@ def test_candidates_keep_repeats_without_postprocessing():
         row = plain[b].tolist()
         assert cut[:-1] == row[: len(cut) - 1] and cut[-1] == 102
     assert any(a == b for row in out.candidates[:, 0].tolist() for a, b in zip(row, row[1:]) if a not in (0, 102))
+
+
+@pytest.mark.parametrize(
+    ("mode", "option", "value", "message"),
+    [
+        ("nar", "do_sample", True, "does not support do_sample=True: NAR modes take the argmax"),
+        ("nar", "max_length", 9, "pass max_new_tokens instead"),
+        ("nar", "streamer", object(), "does not support streamer"),
+        ("nar", "length_penalty", 2.0, "does not support length_penalty=2.0"),
+        ("nar", "logits_processor", [object()], "does not support logits_processor"),
+        ("nar", "num_return_sequences", 2, "num_candidates >= 2"),
+        ("nar_verify", "num_return_sequences", 2, "does not support num_return_sequences=2"),
+        ("nar_verify", "no_repeat_ngram_size", 2, "does not support no_repeat_ngram_size=2"),
+        ("nar_verify", "temperature", 0.5, "does not support temperature=0.5"),
+        ("nar", "eos_token_id", 7, "does not support eos_token_id=7"),
+    ],
+)
+def test_nar_modes_refuse_options_they_do_not_honour(model, mode, option, value, message):
+    with pytest.raises(ValueError, match=message):
+        model.generate(torch.tensor([[5, 6, 102]]), mode=mode, **{option: value})
+
+
+@torch.no_grad()
+def test_nar_modes_reject_unknown_names_and_accept_defaults(model):
+    x = torch.tensor([[5, 6, 102]])
+    for mode in ("nar", "nar_verify"):
+        with pytest.raises(TypeError, match="num_beam"):
+            model.generate(x, mode=mode, num_beam=2)
+    plain = model.generate(x, mode="nar")
+    defaults = {"do_sample": False, "num_beams": 1, "streamer": None, "eos_token_id": 102, "output_scores": True}
+    assert torch.equal(model.generate(x, mode="nar", **defaults), plain)
+
+
+@torch.no_grad()
+def test_max_new_tokens_from_the_generation_config(model):
+    input_ids, mask, _ = random_batch(seed=3)
+    expected = {m: model.generate(input_ids, attention_mask=mask, mode=m, max_new_tokens=4, nar_postprocess=False)
+                if m == "nar" else model.generate(input_ids, attention_mask=mask, mode=m, max_new_tokens=4)
+                for m in ("nar", "nar_verify")}
+    assert expected["nar"].shape == (3, 4)
+    model.generation_config.max_new_tokens = 4
+    model.generation_config.num_beams = 4  # an AR setting of the model: not applied to (nor refused by) NAR modes
+    try:
+        assert torch.equal(model.generate(input_ids, attention_mask=mask, mode="nar", nar_postprocess=False), expected["nar"])
+        assert torch.equal(model.generate(input_ids, attention_mask=mask, mode="nar_verify"), expected["nar_verify"])
+        assert model.generate(input_ids, attention_mask=mask, mode="nar", max_new_tokens=6, nar_postprocess=False).shape == (3, 6)
+    finally:
+        model.generation_config.max_new_tokens = None
+        model.generation_config.num_beams = 1
+
+
+@torch.no_grad()
+def test_num_return_sequences_returns_the_best_candidates():
+    model = tiny_model(2)
+    input_ids, mask, _ = random_batch(batch_size=3, seed=4)
+    out = model.generate(input_ids, attention_mask=mask, mode="nar", num_candidates=4, num_return_sequences=3,
+                         return_dict_in_generate=True)
+    assert out.sequences.size(0) == 9 and out.sequences_scores.shape == (9,)
+    for b in range(3):
+        ranked = sorted(range(4), key=lambda k: -out.candidate_scores[b, k].item())[:3]
+        for j, k in enumerate(ranked):
+            assert torch.equal(out.sequences[3 * b + j], out.candidates[b, k])
+            assert out.sequences_scores[3 * b + j] == out.candidate_scores[b, k]
+    best = model.generate(input_ids, attention_mask=mask, mode="nar", num_candidates=4)
+    assert torch.equal(best, out.sequences[::3])
+
+
+@torch.no_grad()
+def test_nar_forward_without_decoder_inputs_uses_the_source_length(model):
+    input_ids, mask, _ = random_batch(seed=6)
+    out = model(input_ids=input_ids, attention_mask=mask, mode="nar")
+    slots = torch.ones_like(input_ids)
+    assert torch.equal(out.logits, model(input_ids=input_ids, attention_mask=mask, decoder_attention_mask=slots, mode="nar").logits)
+    assert torch.equal(out.logits.argmax(-1), model.generate(input_ids, attention_mask=mask, mode="nar", nar_postprocess=False))

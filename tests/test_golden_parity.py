@@ -67,10 +67,11 @@ def test_encoder_right_and_left_padding(golden):
 def test_ar_teacher_forced(golden, padding):
     name, model, case = golden
     src = case[f"src_tokens_{padding}_padded"]
-    out = model(input_ids=src, attention_mask=src.ne(0).long(), decoder_input_ids=case["prev_output_tokens"], mode="ar", use_cache=False)
+    out = model(input_ids=src, attention_mask=src.ne(0).long(), decoder_input_ids=case["prev_output_tokens"], mode="ar", use_cache=False,
+                output_hidden_states=True)
     rows = case["target"].ne(0)
     _assert_close(_project(out.logits, case, "ar_logits"), case, rows)
-    _assert_close({"ar_main_stream_hidden": out.decoder_hidden_states[0]}, case, rows)
+    _assert_close({"ar_main_stream_hidden": out.main_stream_hidden_state}, case, rows)
     decoder_out = model.get_decoder()(
         input_ids=case["prev_output_tokens"], encoder_hidden_states=out.encoder_last_hidden_state,
         encoder_attention_mask=src.ne(0).long(), mode="ar",
@@ -166,12 +167,33 @@ def test_beam_search_original_compatible_best_hypotheses():
 
 
 @torch.no_grad()
+def test_converted_model_decodes_like_the_original_with_plain_generate(tmp_path):
+    """The converter stores fairseq-generate's settings (spec §3.5, §4.4); golden §3.7 used max_len_b 16."""
+    model = convert_bang_checkpoint(golden_path("checkpoint.pt"))
+    settings = model.generation_config
+    assert (settings.num_beams, settings.length_penalty, settings.max_length) == (4, 1.2, 202)  # max_len_b 200
+    assert settings.original_compatible is True
+    model = convert_bang_checkpoint(golden_path("checkpoint.pt"), tmp_path / "hf", max_len_b=16)
+    case = load_file(golden_path("cases.safetensors"))
+    src = case["src_tokens_right_padded"]
+    from bang_nar import BangForConditionalGeneration
+
+    for candidate in (model, BangForConditionalGeneration.from_pretrained(tmp_path / "hf")):
+        out = candidate.generate(src, attention_mask=src.ne(0).long(), return_dict_in_generate=True, output_scores=True)
+        for i in range(src.size(0)):
+            length = int(case["beam_lengths"][i, 0])
+            assert out.sequences[i, 1 : 1 + length].tolist() == case["beam_best_tokens"][i, :length].tolist()
+        assert (out.sequences_scores - case["beam_best_score"]).abs().max().item() <= ATOL
+
+
+@torch.no_grad()
 def test_beam_search_without_original_settings_differs_on_forced_eos_sentence():
     """Documented difference (golden README §3.7): HF's default stopping keeps searching past fairseq's point."""
     model = convert_bang_checkpoint(golden_path("checkpoint.pt"))
     case = load_file(golden_path("cases.safetensors"))
     src = case["src_tokens_right_padded"]
-    sequences = model.generate(src, attention_mask=src.ne(0).long(), mode="ar", num_beams=4, length_penalty=1.2, max_new_tokens=17)
+    sequences = model.generate(src, attention_mask=src.ne(0).long(), mode="ar", num_beams=4, length_penalty=1.2,
+                               max_new_tokens=17, original_compatible=False)
     matches = [
         sequences[i, 1 : 1 + int(case["beam_lengths"][i, 0])].tolist()
         == case["beam_best_tokens"][i, : int(case["beam_lengths"][i, 0])].tolist()

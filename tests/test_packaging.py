@@ -28,6 +28,7 @@ def test_wheel_contents(wheel):
         entry_points = archive.read(next(n for n in wheel_files if n.endswith("entry_points.txt"))).decode()
     expected = [
         "bang_nar/modeling_bang.py",
+        "bang_nar/generation_bang.py",
         "bang_nar/configuration_bang.py",
         "bang_nar/vocab.txt",
         "bang_nar/cli/__init__.py",

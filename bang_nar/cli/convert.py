@@ -5,6 +5,7 @@
 """
 
 import argparse
+import sys
 
 
 def add_parser(subparsers) -> None:
@@ -17,6 +18,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--vocab-file", default=None, help="vocab.txt to bundle (default: BANG's BERT-uncased vocab)")
     parser.add_argument("--generation-mode", choices=["ar", "nar"], default=None,
                         help="default generate() mode to store (default: from the checkpoint's --nar-ratio)")
+    parser.add_argument("--max-source-positions", type=int, default=None,
+                        help="encoder position limit (default: the checkpoint's --max-source-positions, else 512)")
+    parser.add_argument("--max-target-positions", type=int, default=None,
+                        help="decoder position limit (default: the checkpoint's --max-target-positions, else 512)")
+    parser.add_argument("--max-len-b", type=int, default=200,
+                        help="fairseq-generate --max-len-b stored in the AR generation config (default 200)")
     parser.set_defaults(run=run)
 
 
@@ -24,8 +31,14 @@ def run(args: argparse.Namespace) -> int:
     from bang_nar.convert_bang_original_checkpoint import convert_bang_checkpoint
 
     overrides = {"generation_mode": args.generation_mode} if args.generation_mode else {}
-    model = convert_bang_checkpoint(args.checkpoint, args.output_dir, load_sep=args.load_sep,
-                                    vocab_file=args.vocab_file, **overrides)
+    try:
+        model = convert_bang_checkpoint(args.checkpoint, args.output_dir, load_sep=args.load_sep,
+                                        vocab_file=args.vocab_file, max_source_positions=args.max_source_positions,
+                                        max_target_positions=args.max_target_positions, max_len_b=args.max_len_b,
+                                        **overrides)
+    except ValueError as error:  # refused or mismatched checkpoint: the message names the file and the fix
+        print(f"bang-nar convert: error: {error}", file=sys.stderr)
+        return 2
     config = model.config
     print(
         f"Converted {args.checkpoint} → {args.output_dir}: {model.num_parameters():,} parameters, "
