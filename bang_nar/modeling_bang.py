@@ -841,6 +841,10 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
             return self._generate_nar(inputs, **kwargs)
         if mode == "nar_verify":
             return self._generate_nar_verify(inputs, **kwargs)
+        if mode == "semi_nar":  # reconstruction (bang_pretraining.md §5); lazy: this file imports no bang_nar module
+            from bang_nar.semi_nar import generate_semi_nar
+
+            return generate_semi_nar(self, inputs, **kwargs)
         raise ValueError(f"mode must be one of {GENERATION_MODES}, got {mode!r}.")
 
     def _generate_ar(self, inputs: torch.Tensor | None = None, *args, original_compatible: bool = False, **kwargs):
