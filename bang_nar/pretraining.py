@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers import Trainer
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import ModelOutput
 
@@ -228,6 +229,10 @@ class BangForPreTraining(BangForConditionalGeneration):
     checkpoint to continue pretraining. `forward(mode="ar" | "nar")` and `generate` work as in the parent.
     """
 
+    # The pretraining loss normalises itself (per update: per micro-batch), so the Trainer must divide by the
+    # gradient-accumulation steps instead of passing num_items_in_batch.
+    accepts_loss_kwargs = False
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -278,8 +283,45 @@ class BangForPreTraining(BangForConditionalGeneration):
             self.__class__ = BangForPreTraining
 
 
+class BangPreTrainer(Trainer):
+    """`Trainer` for `BangForPreTraining` that logs each stream's loss (`loss_stream_s`, mean per supervised
+    prediction since the last log, summed over processes) next to the total `loss`.
+
+    `num_streams` / `stream_weights` are passed to every pretraining forward (None: the model's defaults).
+    """
+
+    def __init__(self, *args, num_streams: int | None = None, stream_weights: list[float] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_streams = num_streams
+        self.stream_weights = stream_weights
+        self._stream_sums: torch.Tensor | None = None
+        self._stream_counts: torch.Tensor | None = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs, num_streams=self.num_streams, stream_weights=self.stream_weights)
+        if model.training:
+            sums = (outputs.stream_losses.nan_to_num(0.0) * outputs.stream_counts).detach()
+            counts = outputs.stream_counts.detach().to(sums.dtype)
+            if self._stream_sums is None:
+                self._stream_sums, self._stream_counts = sums, counts
+            else:
+                self._stream_sums, self._stream_counts = self._stream_sums + sums, self._stream_counts + counts
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._stream_sums is not None:
+            sums = self.accelerator.reduce(self._stream_sums, reduction="sum")
+            counts = self.accelerator.reduce(self._stream_counts, reduction="sum")
+            for s, (total, count) in enumerate(zip(sums.tolist(), counts.tolist())):
+                if count:
+                    logs[f"loss_stream_{s}"] = round(total / count, 4)
+            self._stream_sums = self._stream_counts = None
+        super().log(logs, *args, **kwargs)
+
+
 __all__ = [
     "BangForPreTraining",
+    "BangPreTrainer",
     "BangPreTrainingOutput",
     "cross_stream_decoder",
     "cross_stream_pattern",
