@@ -287,18 +287,29 @@ class BangPreTrainer(Trainer):
     """`Trainer` for `BangForPreTraining` that logs each stream's loss (`loss_stream_s`, mean per supervised
     prediction since the last log, summed over processes) next to the total `loss`.
 
-    `num_streams` / `stream_weights` are passed to every pretraining forward (None: the model's defaults).
+    `num_streams` / `stream_weights` / `block_size` are passed to every pretraining forward (None: the defaults).
+    Semi-NAR fine-tuning (bang_pretraining.md §5 item 5) is this trainer on tokenized pairs (`input_ids`, `labels`,
+    e.g. with `DataCollatorForSeq2Seq`) with `num_streams=block_size=k`: `target_idx = t mod k`.
     """
 
-    def __init__(self, *args, num_streams: int | None = None, stream_weights: list[float] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        num_streams: int | None = None,
+        stream_weights: list[float] | None = None,
+        block_size: int | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.num_streams = num_streams
         self.stream_weights = stream_weights
+        self.block_size = block_size
         self._stream_sums: torch.Tensor | None = None
         self._stream_counts: torch.Tensor | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs, num_streams=self.num_streams, stream_weights=self.stream_weights)
+        outputs = model(**inputs, num_streams=self.num_streams, stream_weights=self.stream_weights,
+                        block_size=self.block_size)
         if model.training:
             sums = (outputs.stream_losses.nan_to_num(0.0) * outputs.stream_counts).detach()
             counts = outputs.stream_counts.detach().to(sums.dtype)

@@ -160,3 +160,12 @@ def test_pretraining_model_saves_as_plain_bang(tmp_path):
                            loaded.generate(input_ids, attention_mask=mask, max_new_tokens=5))
     continued = BangForPreTraining.from_pretrained(tmp_path)
     assert torch.equal(continued.lm_head.weight, loaded.lm_head.weight)
+
+
+def test_block_targets_for_semi_nar_fine_tuning(model):
+    """Without target_idx, `block_size` = k makes target_idx = t mod k (fixed blocks, §5 item 5)."""
+    input_ids, mask, labels = random_batch(batch_size=1, target_length=7)
+    out = pretraining_forward(model, input_ids, mask, labels=labels, num_streams=2, block_size=2)
+    assert out.stream_counts.tolist() == [7, 3]  # stream 1 only at odd rows 1, 3, 5
+    whole = pretraining_forward(model, input_ids, mask, labels=labels, num_streams=2)
+    assert whole.stream_counts.tolist() == [7, 6]  # one span: every row but the first
