@@ -57,6 +57,35 @@ def pretrain(model, chunks, collator, *, steps, batch_size, lr, seed, num_stream
     return trainer.state.log_history, seconds
 
 
+def finetune_semi_nar(model, tokenizer, train_set, *, block_size, steps, batch_size, learning_rate, seed, device):
+    """Fine-tune with the n-stream objective on pairs (`BangPreTrainer`, n = block_size, target_idx = t mod k);
+    same steps, batch, lr, warm-up and schedule as `pipeline.train`. Returns wall seconds."""
+    from transformers import DataCollatorForSeq2Seq, PrinterCallback, TrainingArguments
+
+    from bang_nar.modeling_bang import BangForConditionalGeneration
+    from bang_nar.pretraining import BangForPreTraining, BangPreTrainer
+
+    model.__class__ = BangForPreTraining  # same weights; forward runs the n-stream objective
+    with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        args = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=batch_size, max_steps=steps, learning_rate=learning_rate,
+            warmup_steps=steps // 10, lr_scheduler_type="linear", weight_decay=0.0, report_to=[],
+            save_strategy="no", logging_strategy="no", disable_tqdm=True, use_cpu=device == "cpu", seed=seed,
+            remove_unused_columns=False, dataloader_num_workers=0,
+        )  # fmt: skip
+        collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
+        trainer = BangPreTrainer(model=model, args=args, train_dataset=train_set.select_columns(["input_ids", "labels"]),
+                                 data_collator=collator, num_streams=block_size, block_size=block_size)
+        trainer.remove_callback(PrinterCallback)
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+    model.__class__ = BangForConditionalGeneration  # decode as a plain BANG model
+    model.eval()
+    return seconds
+
+
 def stream_windows(history: list[dict[str, Any]], num_streams: int, window: int) -> list[dict[str, Any]]:
     """Per stream: mean logged loss over the first and the last `window` logging steps."""
     logs = [h for h in history if "loss_stream_0" in h]
@@ -141,15 +170,24 @@ def part_controlled(args, seed: int) -> dict[str, Any]:
     hyper = {"batch_size": args.batch_size, "learning_rate": args.lr, "seed": seed, "device": "cpu"}
     results: dict[str, dict[str, Any]] = {}
     for start_name, start in (("scratch", scratch), ("pretrained", pretrained)):
-        for recipe, train_fields, decodes in (
-            ("ar", {"train_mode": "ar"}, {"ar greedy": {"mode": "ar", "num_beams": 1},
+        recipes = {
+            "ar": ({"train_mode": "ar"}, {"ar greedy": {"mode": "ar", "num_beams": 1},
                                           "semi_nar k=2": {"mode": "semi_nar", "block_size": 2},
                                           "semi_nar k=4": {"mode": "semi_nar", "block_size": 4}}),
-            ("nar", {"spmd_preset": "bang_nar"}, {"nar": {"mode": "nar"}}),
-        ):
+            "nar": ({"spmd_preset": "bang_nar"}, {"nar": {"mode": "nar"}}),
+            # Semi-NAR fine-tuning (§5 item 5): the n-stream objective on pairs, n = k = 4, target_idx = t mod 4.
+            "semi_nar k=4": (None, {"semi_nar k=4": {"mode": "semi_nar", "block_size": 4},
+                                    "semi_nar k=2": {"mode": "semi_nar", "block_size": 2},
+                                    "nar": {"mode": "nar"}}),
+        }
+        for recipe in args.recipes.split(","):
+            train_fields, decodes = recipes[recipe]
             model = pipeline.fresh_copy(start)
-            train_s = pipeline.train(model, train_set, steps=args.steps, warmup_steps=args.steps // 10,
-                                     **train_fields, **hyper)
+            if train_fields is None:
+                train_s = finetune_semi_nar(model, tokenizer, train_set, block_size=4, steps=args.steps, **hyper)
+            else:
+                train_s = pipeline.train(model, train_set, steps=args.steps, warmup_steps=args.steps // 10,
+                                         **train_fields, **hyper)
             for decode_name, options in decodes.items():
                 out = pipeline.decode(model, tokenizer, eval_set, options, max_new_tokens=14, batch_size=256,
                                       device="cpu")
@@ -184,6 +222,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pretrain-steps", type=int, default=300)
     parser.add_argument("--steps", type=int, default=150, help="Fine-tuning steps of every row (equal budget).")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--out", default="pretraining", help="Result file name under results/ (without .json).")
+    parser.add_argument("--recipes", default="ar,nar", help="Fine-tuning recipes: ar, nar, 'semi_nar k=4'.")
     return parser.parse_args(argv)
 
 
@@ -212,7 +252,7 @@ def main(argv=None) -> None:
                 f"s{r['stream']} {r['first']:.2f}->{r['last']:.2f}" for r in run["pretrain_streams"]))
     payload["seconds"] = time.perf_counter() - started
     payload["machine"] = finish_machine_info(info)
-    write_json(RESULTS_DIR / "pretraining.json", payload)
+    write_json(RESULTS_DIR / f"{args.out}.json", payload)
     print_json_line(payload)
 
 
