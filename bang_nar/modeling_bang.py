@@ -841,9 +841,11 @@ class BangForConditionalGeneration(BangPreTrainedModel, GenerationMixin):
             return self._generate_nar(inputs, **kwargs)
         if mode == "nar_verify":
             return self._generate_nar_verify(inputs, **kwargs)
-        if mode == "semi_nar":  # reconstruction (bang_pretraining.md §5); lazy: this file imports no bang_nar module
-            from bang_nar.semi_nar import generate_semi_nar
-
+        if mode == "semi_nar":  # reconstruction (bang_pretraining.md §5), in the bang-nar package only
+            try:  # lazy, and inside `try` so trust_remote_code's import check does not require bang_nar
+                from bang_nar.semi_nar import generate_semi_nar
+            except ImportError as error:
+                raise ImportError("generate(mode='semi_nar') needs the bang-nar package installed.") from error
             return generate_semi_nar(self, inputs, **kwargs)
         raise ValueError(f"mode must be one of {GENERATION_MODES}, got {mode!r}.")
 
