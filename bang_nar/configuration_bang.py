@@ -3,9 +3,10 @@
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-# Forward passes run one stream ("ar" | "nar"); generate() also offers "nar_verify" (NAR draft, AR-verified).
+# Forward passes run one stream ("ar" | "nar"); generate() also offers "nar_verify" (NAR draft, AR-verified) and
+# "semi_nar" (block-wise, k tokens per step; a reconstruction, see bang_nar/semi_nar.py).
 FORWARD_MODES = ("ar", "nar")
-GENERATION_MODES = (*FORWARD_MODES, "nar_verify")
+GENERATION_MODES = (*FORWARD_MODES, "nar_verify", "semi_nar")
 
 
 @strict
@@ -61,6 +62,10 @@ class BangConfig(PreTrainedConfig):
     ngram: int = 1
     num_buckets: int = 32
     relative_max_distance: int = 128
+    # Pretraining only (bang_nar/pretraining.py, reconstruction of shared/docs/bang_pretraining.md §3): the number n
+    # of [MASK] streams of the cross-stream visible decoder. 9 is inferred from "9gram" and 9-token MASS spans
+    # (§2.5-2.6), not documented. Fine-tuning and AR/NAR inference ignore it.
+    num_streams: int = 9
 
     # --- special ids (spec §5.3: BERT-uncased ids, no fairseq offset) ---
     pad_token_id: int | None = 0
@@ -96,6 +101,8 @@ class BangConfig(PreTrainedConfig):
                 f"ngram={self.ngram} is not supported: BANG fine-tuning and inference use one predicting stream "
                 "(the original asserts ngram == 1, spec §1.2). Set ngram=1."
             )
+        if self.num_streams < 1:
+            raise ValueError(f"num_streams must be >= 1 (the [MASK] streams of pretraining), got {self.num_streams}.")
         if self.num_buckets < 2 or self.num_buckets % 2:
             raise ValueError(f"num_buckets must be an even number >= 2, got {self.num_buckets}.")
         if self.relative_max_distance <= self.num_buckets // 2:

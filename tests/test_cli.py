@@ -75,6 +75,7 @@ HELP_MENTIONS = {
     "generate": ["--input", "--output", "--mode"],
     "push": ["--repo-id", "--private"],
     "demo": ["--quick", "--data", "du-qg-sample"],
+    "pretrain": ["--num_streams", "--mask_ratio", "--streaming", "reconstruction"],
 }
 
 

@@ -135,7 +135,7 @@ def test_every_template_states_the_reconstruction(kind):
 
 
 def test_unknown_template_lists_the_available_ones():
-    with pytest.raises(ValueError, match=r"available: \['converted', 'spmd_model_card'\]"):
+    with pytest.raises(ValueError, match=r"available: \['converted', 'pretrained', 'spmd_model_card'\]"):
         render_model_card("nope", {})
 
 

@@ -1,0 +1,165 @@
+"""Pretrain BANG (or continue pretraining) on raw text with the reconstructed cross-stream n-stream objective.
+
+The objective, the span masking and the positions are a reconstruction (bang_nar/pretraining.py,
+bang_nar/pretraining_data.py), not the authors' code. Every `TrainingArguments` field is a flag of the same name;
+runs under `accelerate launch` / `torchrun` like `train`. `--resume_from_checkpoint last` resumes the newest
+checkpoint in `--output_dir`.
+
+    bang-nar pretrain --data corpus.txt --output_dir out/pre --model_size tiny --max_steps 2000
+    bang-nar pretrain --data user/wiki_dataset --streaming --output_dir out/pre --max_steps 125000
+    bang-nar pretrain --model_name_or_path bang-hf --data domain.jsonl --text_column body --output_dir out/domain
+"""
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PretrainArguments:
+    """Raw text and the reconstructed objective's knobs (defaults: MASS's, shared/docs/bang_pretraining.md §2.6)."""
+
+    data: str = field(metadata={"help": "Raw text: a .txt file (one document per line), a .json/.jsonl/.csv/.parquet "
+                                        "file, a folder of .txt files, or a Hub dataset name."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text (record files, Hub)."})
+    split: str = field(default="train", metadata={"help": "Split of a Hub/folder dataset."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Config name of a Hub dataset."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the corpus (needs --max_steps)."})
+    max_documents: int | None = field(default=None, metadata={"help": "Use only the first N documents."})
+    max_source_length: int = field(default=512, metadata={"help": "Tokens per packed chunk (the encoder input)."})
+    num_streams: int | None = field(default=None, metadata={"help": "n [MASK] streams (default: the model "
+                                                                    "config's num_streams, 9 for a new model)."})
+    stream_weights: str | None = field(default=None, metadata={"help": "Comma-separated loss weight per stream "
+                                                                       "(default: all 1, the released criterion)."})
+    span_block_size: int = field(default=64, metadata={"help": "Tokens per block; one masked span per block."})
+    mask_ratio: float = field(default=0.15, metadata={"help": "Span length = int(block length x mask_ratio)."})
+    mask_prob: float = field(default=0.8, metadata={"help": "Share of span tokens replaced by [MASK] in the source."})
+    keep_prob: float = field(default=0.1, metadata={"help": "Share of span tokens kept in the source."})
+    random_prob: float = field(default=0.1, metadata={"help": "Share of span tokens replaced by a random token."})
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("pretrain", help="pretrain on raw text (reconstructed BANG n-stream objective)",
+                                   add_help=False, description=__doc__)
+    parser.set_defaults(run=run, passthrough=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers import HfArgumentParser, TrainingArguments
+
+    from ._args import ModelArguments
+
+    parser = HfArgumentParser((PretrainArguments, ModelArguments, TrainingArguments), prog="bang-nar pretrain",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data_args, model_args, training_args = parser.parse_args_into_dataclasses(args.args or ["--help"])
+    trainer = pretrain(data_args, model_args, training_args)
+    if not trainer.is_world_process_zero():
+        return 0
+    last = _last_stream_losses(trainer.state.log_history)
+    print(f"Pretrained {trainer.state.global_step} steps; last per-stream losses {last}. "
+          f"Saved to {training_args.output_dir}.", file=sys.stderr)
+    return 0
+
+
+def pretrain(data_args: PretrainArguments, model_args, training_args):
+    """Load and pack the text, build or load the model, train with `BangPreTrainer`, save model, tokenizer, card."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from bang_nar.pipeline import config_for_tokenizer
+    from bang_nar.pretraining import BangForPreTraining, BangPreTrainer
+    from bang_nar.pretraining_data import SpanMaskingCollator, load_text_dataset, pack_documents
+
+    from ._args import load_tokenizer
+
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise ValueError("--streaming needs --max_steps (a streamed corpus has no length to count epochs by).")
+    text = load_text_dataset(data_args.data, text_column=data_args.text_column, split=data_args.split,
+                             streaming=data_args.streaming, dataset_config=data_args.dataset_config)
+    if data_args.max_documents is not None:
+        text = text.take(data_args.max_documents) if data_args.streaming else text.select(
+            range(min(data_args.max_documents, len(text))))
+    texts_for_vocab = None
+    if model_args.word_vocab_size and model_args.model_name_or_path is None and not model_args.tokenizer_name_or_path:
+        if data_args.streaming:
+            raise ValueError("--word_vocab_size builds a vocabulary from the whole corpus; it cannot stream. Pass "
+                             "--tokenizer_name_or_path instead.")
+        texts_for_vocab = text[data_args.text_column]
+    tokenizer = load_tokenizer(model_args, texts_for_vocab)
+
+    if model_args.model_name_or_path is not None:
+        model = BangForPreTraining.from_pretrained(model_args.model_name_or_path)
+        init = model_args.model_name_or_path
+    else:
+        import torch
+
+        torch.manual_seed(training_args.seed)
+        model = BangForPreTraining(config_for_tokenizer(tokenizer, model_args.model_size))
+        init = f"random initialisation (size {model_args.model_size}, seed {training_args.seed})"
+    if data_args.num_streams is not None:
+        model.config.num_streams = data_args.num_streams
+    if data_args.max_source_length > model.config.max_position_embeddings:
+        raise ValueError(f"--max_source_length {data_args.max_source_length} exceeds the model's "
+                         f"{model.config.max_position_embeddings} positions; lower it.")
+    weights = None
+    if data_args.stream_weights:
+        weights = [float(w) for w in data_args.stream_weights.split(",")]
+        if len(weights) != model.config.num_streams:
+            raise ValueError(f"--stream_weights has {len(weights)} weights but there are {model.config.num_streams} "
+                             "streams; give one per stream.")
+
+    chunks = pack_documents(text, tokenizer, data_args.max_source_length, text_column=data_args.text_column)
+    collator = SpanMaskingCollator(tokenizer, span_block_size=data_args.span_block_size,
+                                   mask_ratio=data_args.mask_ratio, mask_prob=data_args.mask_prob,
+                                   keep_prob=data_args.keep_prob, random_prob=data_args.random_prob)
+    resume = training_args.resume_from_checkpoint
+    if resume == "last":
+        resume = get_last_checkpoint(training_args.output_dir)
+        if resume is None:
+            raise FileNotFoundError(f"{training_args.output_dir}: no checkpoint-* folder to resume from; drop "
+                                    "--resume_from_checkpoint or point it at a checkpoint folder.")
+    training_args.remove_unused_columns = False  # the collator builds every model input from input_ids
+    trainer = BangPreTrainer(model=model, args=training_args, train_dataset=chunks, data_collator=collator,
+                             processing_class=tokenizer, num_streams=model.config.num_streams,
+                             stream_weights=weights)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(training_args.output_dir)
+        _write_card(trainer, data_args, init, weights)
+    return trainer
+
+
+def _last_stream_losses(history) -> dict[str, float]:
+    for entry in reversed(history):
+        streams = {k: v for k, v in entry.items() if k.startswith("loss_stream_")}
+        if streams:
+            return streams
+    return {}
+
+
+def _write_card(trainer, data_args: PretrainArguments, init: str, weights) -> None:
+    from pathlib import Path
+
+    from bang_nar import __version__
+    from bang_nar.hub import display_name, render_model_card
+
+    config = trainer.model.config
+    output_dir = Path(trainer.args.output_dir)
+    values = dict(
+        model_name=output_dir.name,
+        num_streams=config.num_streams,
+        label_smoothing=config.label_smoothing,
+        stream_weights="all equal" if weights is None else ", ".join(f"{w:g}" for w in weights),
+        max_source_length=data_args.max_source_length,
+        span_block_size=data_args.span_block_size,
+        mask_ratio=data_args.mask_ratio,
+        replace_probs=f"{data_args.mask_prob:g}/{data_args.keep_prob:g}/{data_args.random_prob:g}",
+        dataset=display_name(data_args.data),
+        init=display_name(init) if Path(init).exists() else init,
+        steps=trainer.state.global_step,
+        stream_losses=_last_stream_losses(trainer.state.log_history) or "none logged",
+        config_summary=f"d_model {config.d_model}, {config.encoder_layers}+{config.decoder_layers} layers, "
+                       f"{config.decoder_attention_heads} heads, vocab {config.vocab_size}",
+        bang_nar_version=__version__,
+    )
+    (output_dir / "README.md").write_text(render_model_card("pretrained", values))

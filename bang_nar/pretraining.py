@@ -1,0 +1,341 @@
+"""BANG pretraining: the cross-stream visible n-stream decoder and its loss (a reconstruction).
+
+BANG's pretraining code was never released. This module implements the reconstruction of
+`shared/docs/bang_pretraining.md` (tags there: [V] verified, [I] inferred):
+
+- decoder rows `[main (T), P_0 (T), ..., P_{n-1} (T)]`. Main row j is `E[prev_j] + P[j+1]`; every [MASK] slot is
+  the same `e_ng + P[t+2]` whatever its stream (§2.2 [V]);
+- the visibility rule of §3.1 [I]: slot `P_s@t` (predicts `target[t]`) sees main rows `j <= max(t-s, 0)` and the
+  slots `P_{s'}@(t-s+s')`, `s' <= s`, of its own anti-diagonal group; main rows are causal among themselves;
+- buckets: `bucket(t-j+1)` for main keys, `bucket(t-r)` for slot keys (§3.1 [I]);
+- the loss of §2.3 [V code]: stream s is supervised at t iff `target_idx[t] >= s`; label-smoothed NLL summed over
+  all supervised (stream, position) pairs with equal weight and divided by their number. Per-stream weights are an
+  option (default all 1, i.e. the released criterion).
+
+Choices where the sources are silent (open questions of §6), each a parameter:
+- positions are the fine-tuning ones, 1..T over the concatenated target, not real document positions (§6 item 8):
+  the shared attention layers take batch-independent buckets;
+- `num_streams` n defaults to `config.num_streams` (9, inferred from "9gram", §2.5).
+
+Every weight is the fine-tuning model's: `BangForPreTraining` is a `BangForConditionalGeneration` whose forward
+defaults to the pretraining objective, and it saves as a plain `BangForConditionalGeneration`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.utils import ModelOutput
+
+from .modeling_bang import (
+    BangForConditionalGeneration,
+    _bias_from_visibility,
+    _key_padding_bias,
+    relative_position_bucket,
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The attention rule (§3.1)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def cross_stream_pattern(
+    num_rows: int, num_streams: int, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Visibility and distances of the cross-stream visible n-stream decoder (§3.1, §3.3).
+
+    Rows and columns are `[main (T), P_0 (T), ..., P_{n-1} (T)]` with T = `num_rows`, n = `num_streams`.
+    Returns `(visible [(1+n)T, (1+n)T] bool, distance [(1+n)T, (1+n)T] long)`, where `distance` = query position
+    minus key position as `relative_position_bucket` takes it: `t-j` main→main, `t-j+1` slot→main (main keys are
+    looked up at pos-1, `cal_pretrain_relative_positions`), `t-r` slot→slot. Invisible entries hold 0.
+    """
+    t = torch.arange(num_rows, device=device)
+    size = (1 + num_streams) * num_rows
+    visible = torch.zeros(size, size, dtype=torch.bool, device=device)
+    distance = torch.zeros(size, size, dtype=torch.long, device=device)
+    query_minus_key = t[:, None] - t[None, :]  # [T, T]
+    visible[:num_rows, :num_rows] = query_minus_key >= 0
+    distance[:num_rows, :num_rows] = query_minus_key
+    for s in range(num_streams):
+        rows = slice((1 + s) * num_rows, (2 + s) * num_rows)
+        group = t - s  # the last golden main row each query of stream s may see (clamped below at 0)
+        visible[rows, :num_rows] = t[None, :] <= group.clamp(min=0)[:, None]
+        distance[rows, :num_rows] = query_minus_key + 1
+        for earlier in range(s + 1):  # the group's slots of streams 0..s
+            cols = slice((1 + earlier) * num_rows, (2 + earlier) * num_rows)
+            key_row = group + earlier
+            visible[rows, cols] = (t[None, :] == key_row[:, None]) & (key_row[:, None] >= 0)
+            distance[rows, cols] = query_minus_key
+    return visible, distance
+
+
+def stream_supervision(labels: torch.Tensor, target_idx: torch.Tensor, num_streams: int) -> torch.Tensor:
+    """`[B, n, T]` bool: slot `P_s@t` is supervised iff `labels[t] != -100` and `target_idx[t] >= s` (§2.3)."""
+    streams = torch.arange(num_streams, device=labels.device)[None, :, None]
+    return labels.ne(-100)[:, None, :] & (target_idx[:, None, :] >= streams)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Forward
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BangPreTrainingOutput(ModelOutput):
+    """Output of the n-stream pretraining forward.
+
+    - `loss`: Σ_s w_s · (summed label-smoothed NLL of stream s) / (number of supervised predictions, all streams);
+    - `stream_losses` [n]: mean loss per supervised prediction of each stream (nan where a stream has none);
+    - `stream_counts` [n]: supervised predictions per stream;
+    - `logits` [B, n, T, V]: every slot's logits, only with `return_logits=True` (memory: n·T·V per sample);
+    - `hidden_states` [B, (1+n)T, D]: the decoder's last layer, main rows first, only with `return_logits=True`.
+    """
+
+    loss: torch.Tensor | None = None
+    stream_losses: torch.Tensor | None = None
+    stream_counts: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    hidden_states: torch.Tensor | None = None
+
+
+def cross_stream_decoder(
+    model: BangForConditionalGeneration,
+    encoder_hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    decoder_input_ids: torch.Tensor,
+    num_streams: int,
+    visible: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Run the shared decoder layers on `[main, P_0..P_{n-1}]` rows → last hidden states [B, (1+n)T, D].
+
+    `visible` overrides the §3.1 pattern (tests restrict a group to reproduce NAR mode).
+    """
+    decoder = model.get_decoder()
+    config = model.config
+    batch_size, num_rows = decoder_input_ids.shape
+    if num_rows + 1 > config.max_position_embeddings:
+        raise ValueError(
+            f"The pretraining target has {num_rows} rows but the decoder has positions for "
+            f"{config.max_position_embeddings - 1} (the [MASK] slots look up pos+1); use shorter or fewer spans."
+        )
+    device = decoder_input_ids.device
+    positions = torch.arange(1, num_rows + 1, device=device)  # fine-tuning positions (module docstring)
+    main = decoder.embed_tokens(decoder_input_ids) + decoder.embed_positions(positions)
+    slots = decoder.ngram_input_embed.weight[0] + decoder.embed_positions(positions + 1)  # same in every stream
+    hidden = torch.cat([main, slots.repeat(num_streams, 1).expand(batch_size, -1, -1)], dim=1)
+    hidden = F.dropout(decoder.emb_layer_norm(hidden), config.dropout, model.training)
+
+    pattern_visible, distance = cross_stream_pattern(num_rows, num_streams, device)
+    visible = pattern_visible if visible is None else visible
+    bias = _bias_from_visibility(visible, hidden.dtype)
+    buckets = relative_position_bucket(distance, config.num_buckets, config.relative_max_distance)
+    encoder_bias = _key_padding_bias(attention_mask, hidden.dtype)
+    for layer in decoder.layers:
+        # num_main=None, cache=None: one plain attention over all rows with our mask (as NAR mode calls the layer).
+        hidden = layer(hidden, bias, buckets, encoder_hidden_states, encoder_bias, None, None)
+    return hidden
+
+
+def pretraining_forward(
+    model: BangForConditionalGeneration,
+    input_ids: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    decoder_input_ids: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    target_idx: torch.Tensor | None = None,
+    encoder_outputs: BaseModelOutput | tuple | None = None,
+    num_streams: int | None = None,
+    stream_weights: torch.Tensor | list[float] | None = None,
+    smoothing_eps: float | None = None,
+    block_size: int | None = None,
+    return_logits: bool = False,
+) -> BangPreTrainingOutput:
+    """The n-stream pretraining forward (§3) and loss (§2.3) of `model`, sharing all its weights.
+
+    Args:
+        input_ids, attention_mask: the (span-masked) source.
+        decoder_input_ids (`[B, T]`): main-stream tokens, the token before each target (`prev`); defaults to
+            `labels` shifted right with `[SEP]` first (one span = the whole target).
+        labels (`[B, T]`): targets, -100 (or pad) where unsupervised.
+        target_idx (`[B, T]`): index of each target inside its span; stream s is supervised where it is >= s.
+            Default: `arange(T) % block_size` with `block_size`, else `arange(T)` (the target is one span).
+        num_streams: n, default `config.num_streams`.
+        stream_weights: one weight per stream (default 1 each: the released criterion).
+        smoothing_eps: ε of the label-smoothed loss, default `config.label_smoothing`.
+        return_logits: also return every slot's logits [B, n, T, V] (tests, analysis).
+    """
+    config = model.config
+    num_streams = num_streams or config.num_streams
+    if labels is not None:
+        labels = labels.masked_fill(labels == config.pad_token_id, -100)
+    if decoder_input_ids is None:
+        if labels is None:
+            raise ValueError("The pretraining forward needs decoder_input_ids (prev tokens) or labels.")
+        decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)
+    if encoder_outputs is None:
+        if input_ids is None:
+            raise ValueError("Pass input_ids (the masked source) or precomputed encoder_outputs.")
+        encoder_outputs = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
+    elif not isinstance(encoder_outputs, BaseModelOutput):
+        encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs[0])
+    if attention_mask is None and input_ids is not None:
+        attention_mask = input_ids.ne(config.pad_token_id).long()
+
+    hidden = cross_stream_decoder(
+        model, encoder_outputs.last_hidden_state, attention_mask, decoder_input_ids, num_streams
+    )
+    batch_size, num_rows = decoder_input_ids.shape
+    slots = hidden[:, num_rows:].view(batch_size, num_streams, num_rows, -1)  # [B, n, T, D]
+    output = BangPreTrainingOutput()
+    if return_logits:
+        output.logits = model.lm_head(slots)
+        output.hidden_states = hidden
+    if labels is None:
+        return output
+
+    if target_idx is None:
+        target_idx = torch.arange(num_rows, device=labels.device).expand_as(labels)
+        if block_size:
+            target_idx = target_idx % block_size
+    supervised = stream_supervision(labels, target_idx, num_streams)  # [B, n, T]
+    targets = labels[:, None, :].expand_as(supervised)[supervised]  # [N]
+    stream_of = torch.arange(num_streams, device=labels.device)[None, :, None].expand_as(supervised)[supervised]
+    logits = output.logits[supervised] if return_logits else model.lm_head(slots[supervised])  # [N, V]
+    epsilon = config.label_smoothing if smoothing_eps is None else smoothing_eps
+    losses = F.cross_entropy(logits.float(), targets, label_smoothing=epsilon, reduction="none")  # [N]
+    sums = losses.new_zeros(num_streams).index_add(0, stream_of, losses)
+    counts = torch.bincount(stream_of, minlength=num_streams)
+    weights = torch.ones(num_streams, device=sums.device) if stream_weights is None else torch.as_tensor(
+        stream_weights, dtype=sums.dtype, device=sums.device
+    )
+    if weights.shape != (num_streams,):
+        raise ValueError(f"stream_weights needs one weight per stream ({num_streams}), got {tuple(weights.shape)}.")
+    output.loss = (weights * sums).sum() / counts.sum().clamp(min=1)
+    output.stream_losses = sums.detach() / counts  # nan (0/0) marks a stream without supervision in this batch
+    output.stream_counts = counts
+    return output
+
+
+class BangForPreTraining(BangForConditionalGeneration):
+    """`BangForConditionalGeneration` whose `forward` runs the n-stream pretraining objective by default.
+
+    Same parameters, same state dict: `save_pretrained` writes a plain `BangForConditionalGeneration` checkpoint
+    (config `architectures` and `auto_map` unchanged), and `from_pretrained` loads any converted or fine-tuned BANG
+    checkpoint to continue pretraining. `forward(mode="ar" | "nar")` and `generate` work as in the parent.
+    """
+
+    # The pretraining loss normalises itself (per update: per micro-batch), so the Trainer must divide by the
+    # gradient-accumulation steps instead of passing num_items_in_batch.
+    accepts_loss_kwargs = False
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        target_idx: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        mode: str = "pretrain",
+        num_streams: int | None = None,
+        stream_weights: torch.Tensor | list[float] | None = None,
+        smoothing_eps: float | None = None,
+        block_size: int | None = None,
+        return_logits: bool = False,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs,
+    ):
+        """`mode="pretrain"` (default): `pretraining_forward`. Other modes: `BangForConditionalGeneration.forward`.
+
+        `num_items_in_batch` (Trainer) is ignored in pretraining: the loss normalises by the supervised
+        predictions of all streams, which the Trainer's label count does not know.
+        """
+        if mode != "pretrain":
+            return super().forward(
+                input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                labels=labels, encoder_outputs=encoder_outputs, mode=mode, smoothing_eps=smoothing_eps,
+                num_items_in_batch=num_items_in_batch, **kwargs,
+            )
+        return pretraining_forward(
+            self, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+            labels=labels, target_idx=target_idx, encoder_outputs=encoder_outputs, num_streams=num_streams,
+            stream_weights=stream_weights, smoothing_eps=smoothing_eps, block_size=block_size,
+            return_logits=return_logits,
+        )
+
+    def prepare_inputs_for_generation(self, *args, **kwargs):
+        # GenerationMixin calls self(**inputs) for AR steps; they must run the AR stream, not pretraining.
+        inputs = super().prepare_inputs_for_generation(*args, **kwargs)
+        inputs["mode"] = "ar"
+        return inputs
+
+    def save_pretrained(self, *args, **kwargs):
+        """Save as a plain `BangForConditionalGeneration`, so the checkpoint loads like any BANG model."""
+        self.__class__ = BangForConditionalGeneration
+        try:
+            return self.save_pretrained(*args, **kwargs)
+        finally:
+            self.__class__ = BangForPreTraining
+
+
+class BangPreTrainer(Trainer):
+    """`Trainer` for `BangForPreTraining` that logs each stream's loss (`loss_stream_s`, mean per supervised
+    prediction since the last log, summed over processes) next to the total `loss`.
+
+    `num_streams` / `stream_weights` / `block_size` are passed to every pretraining forward (None: the defaults).
+    Semi-NAR fine-tuning (bang_pretraining.md §5 item 5) is this trainer on tokenized pairs (`input_ids`, `labels`,
+    e.g. with `DataCollatorForSeq2Seq`) with `num_streams=block_size=k`: `target_idx = t mod k`.
+    """
+
+    def __init__(
+        self,
+        *args,
+        num_streams: int | None = None,
+        stream_weights: list[float] | None = None,
+        block_size: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.num_streams = num_streams
+        self.stream_weights = stream_weights
+        self.block_size = block_size
+        self._stream_sums: torch.Tensor | None = None
+        self._stream_counts: torch.Tensor | None = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs, num_streams=self.num_streams, stream_weights=self.stream_weights,
+                        block_size=self.block_size)
+        if model.training:
+            sums = (outputs.stream_losses.nan_to_num(0.0) * outputs.stream_counts).detach()
+            counts = outputs.stream_counts.detach().to(sums.dtype)
+            if self._stream_sums is None:
+                self._stream_sums, self._stream_counts = sums, counts
+            else:
+                self._stream_sums, self._stream_counts = self._stream_sums + sums, self._stream_counts + counts
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._stream_sums is not None:
+            sums = self.accelerator.reduce(self._stream_sums, reduction="sum")
+            counts = self.accelerator.reduce(self._stream_counts, reduction="sum")
+            for s, (total, count) in enumerate(zip(sums.tolist(), counts.tolist())):
+                if count:
+                    logs[f"loss_stream_{s}"] = round(total / count, 4)
+            self._stream_sums = self._stream_counts = None
+        super().log(logs, *args, **kwargs)
+
+
+__all__ = [
+    "BangForPreTraining",
+    "BangPreTrainer",
+    "BangPreTrainingOutput",
+    "cross_stream_decoder",
+    "cross_stream_pattern",
+    "pretraining_forward",
+    "stream_supervision",
+]

@@ -1,0 +1,171 @@
+"""The cross-stream visible n-stream pretraining decoder (shared/docs/bang_pretraining.md §3) on tiny models."""
+
+import pytest
+import torch
+
+from bang_nar import BangForConditionalGeneration
+from bang_nar.pretraining import (
+    BangForPreTraining,
+    cross_stream_decoder,
+    cross_stream_pattern,
+    pretraining_forward,
+    stream_supervision,
+)
+from transformers import AutoModelForSeq2SeqLM
+
+from .conftest import random_batch, tiny_model
+
+ATOL = 1e-5
+
+# §3.2, verbatim: visible keys per predicting query, n = 3 streams, T = 4 rows, target_idx = [0, 1, 2, 3].
+WORKED_EXAMPLE = {
+    "P0@0": "M0 P0@0",
+    "P0@1": "M0 M1 P0@1",
+    "P0@2": "M0 M1 M2 P0@2",
+    "P0@3": "M0 M1 M2 M3 P0@3",
+    "P1@0": "M0 P1@0",
+    "P1@1": "M0 P0@0 P1@1",
+    "P1@2": "M0 M1 P0@1 P1@2",
+    "P1@3": "M0 M1 M2 P0@2 P1@3",
+    "P2@0": "M0 P2@0",
+    "P2@1": "M0 P1@0 P2@1",
+    "P2@2": "M0 P0@0 P1@1 P2@2",
+    "P2@3": "M0 M1 P0@1 P1@2 P2@3",
+}
+WORKED_SUPERVISED = {"P1@0", "P2@0", "P2@1"}  # the unsupervised slots ("no" in the table); all others are supervised
+
+
+def _names(num_rows, num_streams):
+    return [f"M{j}" for j in range(num_rows)] + [
+        f"P{s}@{t}" for s in range(num_streams) for t in range(num_rows)
+    ]
+
+
+def test_worked_example_table():
+    visible, distance = cross_stream_pattern(4, 3)
+    names = _names(4, 3)
+    for query, keys in WORKED_EXAMPLE.items():
+        row = names.index(query)
+        assert {names[k] for k in visible[row].nonzero().flatten().tolist()} == set(keys.split()), query
+    for t in range(4):  # main stream: causal over main rows only
+        assert {names[k] for k in visible[t].nonzero().flatten().tolist()} == {f"M{j}" for j in range(t + 1)}
+    # Buckets (§3.1): slot -> main key j is t - j + 1, slot -> slot key r is t - r.
+    assert distance[names.index("P2@3"), names.index("M1")] == 3
+    assert distance[names.index("P2@3"), names.index("P0@1")] == 2
+    assert distance[names.index("P2@3"), names.index("P2@3")] == 0
+    supervised = stream_supervision(torch.zeros(1, 4, dtype=torch.long), torch.arange(4)[None], 3)[0]
+    unsupervised = {f"P{s}@{t}" for s in range(3) for t in range(4) if not supervised[s, t]}
+    assert unsupervised == WORKED_SUPERVISED
+
+
+@pytest.mark.parametrize("num_streams,num_rows", [(3, 4), (4, 9), (9, 12)])
+def test_supervised_slots_attend_only_inside_their_group(num_streams, num_rows):
+    """A supervised slot sees only main rows <= its group and supervised slots of its own group (no leak)."""
+    visible, _ = cross_stream_pattern(num_rows, num_streams)
+    # Two spans: rows 0..4 (target_idx 0..4), then rows 5.. (0..).
+    target_idx = torch.tensor([t if t < 5 else t - 5 for t in range(num_rows)])
+    supervised = stream_supervision(torch.zeros(1, num_rows, dtype=torch.long), target_idx[None], num_streams)[0]
+    for s in range(num_streams):
+        for t in range(num_rows):
+            if not supervised[s, t]:
+                continue
+            row = (1 + s) * num_rows + t
+            main_keys = visible[row, :num_rows].nonzero().flatten()
+            assert main_keys.max() == t - s  # sees exactly the golden prefix of its group
+            for key in visible[row, num_rows:].nonzero().flatten().tolist():
+                s2, r = divmod(key, num_rows)
+                assert r - s2 == t - s and supervised[s2, r], (s, t, s2, r)
+
+
+@torch.no_grad()
+def test_one_stream_reproduces_ar_mode_logits(model):
+    input_ids, mask, labels = random_batch()
+    ar = model(input_ids=input_ids, attention_mask=mask, labels=labels, mode="ar")
+    out = pretraining_forward(model, input_ids, mask, labels=labels, num_streams=1, return_logits=True)
+    assert torch.allclose(out.logits[:, 0], ar.logits, atol=ATOL)
+    # With one stream every real target is supervised, so the loss is AR's loss.
+    assert torch.allclose(out.loss, ar.loss, atol=ATOL)
+
+
+@torch.no_grad()
+def test_restricted_group_reproduces_nar_mode(model):
+    """Group 0 (slots P_s@s) with M0 hidden too is exactly NAR mode over n slots (§3.3 sanity test)."""
+    n = 5
+    input_ids, mask, _ = random_batch()
+    prev = torch.randint(1, 100, (input_ids.size(0), n), generator=torch.Generator().manual_seed(3))
+    encoder_states = model.get_encoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    visible, _ = cross_stream_pattern(n, n)
+    group0 = [(1 + s) * n + s for s in range(n)]
+    visible[group0, :n] = False
+    hidden = cross_stream_decoder(model, encoder_states, mask, prev, n, visible=visible)
+    pretrain_logits = model.lm_head(hidden[:, group0])
+    nar = model(input_ids=input_ids, attention_mask=mask, decoder_attention_mask=torch.ones_like(prev), mode="nar")
+    assert torch.allclose(pretrain_logits, nar.logits, atol=ATOL)
+    # Without the restriction the group sees M0 (the caveat of §3.3), which changes the logits.
+    hidden = cross_stream_decoder(model, encoder_states, mask, prev, n)
+    assert not torch.allclose(model.lm_head(hidden[:, group0]), nar.logits, atol=1e-3)
+
+
+@torch.no_grad()
+def test_stream_zero_is_ar_and_masked_tokens_do_not_leak(model):
+    """Stream 0 equals AR mode for any n; a supervised slot's logits ignore the golden tokens it must not see."""
+    input_ids, mask, labels = random_batch(batch_size=2, target_length=7)
+    labels = labels.masked_fill(labels.eq(-100), 5)  # full rows
+    prev = model.prepare_decoder_input_ids_from_labels(labels)
+    out = pretraining_forward(model, input_ids, mask, prev, labels, num_streams=3, return_logits=True)
+    ar = model(input_ids=input_ids, attention_mask=mask, labels=labels, mode="ar")
+    assert torch.allclose(out.logits[:, 0], ar.logits, atol=ATOL)
+    # Change the golden token at main row 4: slots of streams s at row t with t - s < 4 must not move.
+    changed = prev.clone()
+    changed[:, 4] = (changed[:, 4] + 11) % 100 + 1
+    other = pretraining_forward(model, input_ids, mask, changed, labels, num_streams=3, return_logits=True)
+    for s in range(3):
+        for t in range(prev.size(1)):
+            same = torch.allclose(out.logits[:, s, t], other.logits[:, s, t], atol=ATOL)
+            assert same == (t - s < 4), (s, t)
+
+
+def test_loss_is_equal_weight_mean_and_weights_apply(model):
+    input_ids, mask, labels = random_batch()
+    out = pretraining_forward(model, input_ids, mask, labels=labels, num_streams=3, return_logits=True)
+    supervised = stream_supervision(labels, torch.arange(labels.size(1)).expand_as(labels), 3)
+    per_slot = torch.nn.functional.cross_entropy(
+        out.logits[supervised].float(), labels[:, None].expand_as(supervised)[supervised],
+        label_smoothing=model.config.label_smoothing, reduction="none",
+    )
+    assert torch.allclose(out.loss, per_slot.mean(), atol=ATOL)
+    assert out.stream_counts.tolist() == supervised.sum((0, 2)).tolist()
+    weighted = pretraining_forward(model, input_ids, mask, labels=labels, num_streams=3, stream_weights=[1.0, 0.0, 0.0])
+    assert torch.allclose(weighted.loss, out.stream_losses[0] * out.stream_counts[0] / out.stream_counts.sum(), atol=ATOL)
+    with pytest.raises(ValueError, match="one weight per stream"):
+        pretraining_forward(model, input_ids, mask, labels=labels, num_streams=3, stream_weights=[1.0])
+    out.loss.backward()
+    assert model.model.decoder.ngram_input_embed.weight.grad.abs().sum() > 0
+
+
+def test_pretraining_model_saves_as_plain_bang(tmp_path):
+    torch.manual_seed(0)
+    model = BangForPreTraining(tiny_model().config).eval()
+    input_ids, mask, labels = random_batch()
+    assert model(input_ids=input_ids, attention_mask=mask, labels=labels).stream_losses.numel() == 9
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    assert type(loaded) is BangForConditionalGeneration and loaded.config.architectures == ["BangForConditionalGeneration"]
+    with torch.no_grad():
+        a = model(input_ids=input_ids, attention_mask=mask, labels=labels, mode="ar").logits
+        b = loaded(input_ids=input_ids, attention_mask=mask, labels=labels, mode="ar").logits
+        assert torch.equal(a, b)
+        # Generation on the pretraining class runs the AR stream.
+        assert torch.equal(model.generate(input_ids, attention_mask=mask, max_new_tokens=5),
+                           loaded.generate(input_ids, attention_mask=mask, max_new_tokens=5))
+    continued = BangForPreTraining.from_pretrained(tmp_path)
+    assert torch.equal(continued.lm_head.weight, loaded.lm_head.weight)
+
+
+def test_block_targets_for_semi_nar_fine_tuning(model):
+    """Without target_idx, `block_size` = k makes target_idx = t mod k (fixed blocks, §5 item 5)."""
+    input_ids, mask, labels = random_batch(batch_size=1, target_length=7)
+    out = pretraining_forward(model, input_ids, mask, labels=labels, num_streams=2, block_size=2)
+    assert out.stream_counts.tolist() == [7, 3]  # stream 1 only at odd rows 1, 3, 5
+    whole = pretraining_forward(model, input_ids, mask, labels=labels, num_streams=2)
+    assert whole.stream_counts.tolist() == [7, 6]  # one span: every row but the first
