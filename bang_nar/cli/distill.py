@@ -29,14 +29,18 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run, parse=parse, passthrough=True)
 
 
-def parse(argv: list[str]):
-    """`(distill_args, data_args)` from the command line, numbers checked; no arguments is a usage error."""
+def _hf_parser():
     from transformers import HfArgumentParser
 
     from ._args import DataArguments, one_line_errors
 
-    parser = one_line_errors(HfArgumentParser((DistillArguments, DataArguments), prog="bang-nar distill",
-                                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    return one_line_errors(HfArgumentParser((DistillArguments, DataArguments), prog="bang-nar distill",
+                                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+
+
+def parse(argv: list[str]):
+    """`(distill_args, data_args)` from the command line, numbers checked; no arguments is a usage error."""
+    parser = _hf_parser()
     if not argv:
         parser.exit(2, "bang-nar distill: error: no arguments; give at least --model, --data and --output_dir.\n")
     distill_args, data_args = parser.parse_args_into_dataclasses(argv)
