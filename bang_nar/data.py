@@ -272,7 +272,7 @@ def _load_parallel_text(source_path: Path, target_path: Path, keep_columns: Sequ
         raise ValueError(f"keep_columns={list(keep_columns)!r}: parallel .txt files have no other columns.")
     sources, targets = _read_lines(source_path), _read_lines(target_path)
     for file_path, lines in ((source_path, sources), (target_path, targets)):
-        if not lines:
+        if not any(line.strip() for line in lines):
             raise DataFormatError(f"{file_path}: the file is empty. It needs one example per line.")
     if len(sources) != len(targets):
         shorter, longer = (source_path, target_path) if len(sources) < len(targets) else (target_path, source_path)
