@@ -59,7 +59,25 @@ def template_path(kind: str) -> str:
 def render_model_card(kind: str, values: dict[str, Any], card_data: ModelCardData | None = None) -> str:
     """Fill template `kind` with `values` (Jinja placeholders) and YAML metadata `card_data`; returns Markdown."""
     card_data = card_data or ModelCardData(library_name="transformers", tags=list(DEFAULT_TAGS))
+    values = {"project": project_reference(), **values}
     return str(ModelCard.from_template(card_data, template_path=template_path(kind), **values))
+
+
+def project_reference() -> str:
+    """How cards name this project: a Markdown link to its home page when the installed package declares one
+    (pyproject `[project.urls]`), else its name. Never a package-registry page."""
+    from importlib import metadata
+
+    try:
+        urls = metadata.metadata("bang-nar").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        urls = []
+    for entry in urls:  # "Homepage, https://..."
+        label, _, url = entry.partition(",")
+        url = url.strip()
+        if url and "pypi.org" not in url and label.strip().lower() in ("homepage", "home", "repository", "source"):
+            return f"[bang-nar]({url})"
+    return "bang-nar"
 
 
 # ---- names: Hub ids vs local paths ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import torch
 import pipeline
 from common import (
     RESULTS_DIR,
+    display_path,
     finish_machine_info,
     machine_info,
     markdown_table,
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "multimodality" + (f"_{args.tag}" if args.tag else "")
     json_path = write_json(args.out / f"{name}.json", payload)
     png_path = plot(rows, methods, args.out / f"{name}.png")
-    print(f"wrote {json_path} and {png_path}")
+    print(f"wrote {display_path(json_path)} and {display_path(png_path)}")
     print_json_line({
         "benchmark": "multimodality", "machine": {k: info[k] for k in ("date_utc", "host_cpu", "torch_threads",
         "torch", "transformers", "loadavg_start", "loadavg_end")}, "total_seconds": round(total, 1),
