@@ -300,7 +300,7 @@ def _example_commands(text: str) -> list[list[str]]:
     for line in text.replace("\\\n", " ").splitlines():
         if not re.match(r"\s*(bang-nar |echo .*\| bang-nar )", line):
             continue
-        tokens = shlex.split(line)
+        tokens = shlex.split(line, comments=True)
         tokens = tokens[tokens.index("bang-nar") + 1 :]
         ends = [i for i, token in enumerate(tokens) if token in {"|", ">", "<", "&&", ";"}]
         commands.append(tokens[: ends[0]] if ends else tokens)
@@ -315,6 +315,11 @@ def test_every_example_in_every_help_text_parses(capsys):
         texts.append(capsys.readouterr().out)
     examples = [command for text in texts for command in _example_commands(text)]
     assert len(examples) >= 12 and {argv[0] for argv in examples if argv[0] != "--help"} == set(SUBCOMMANDS)
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if readme.is_file():  # and the README's examples (not installed with the package)
+        readme_examples = _example_commands(readme.read_text(encoding="utf-8"))
+        assert len(readme_examples) >= 8
+        examples += readme_examples
     for argv in examples:
         if argv == ["--help"]:
             continue
