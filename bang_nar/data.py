@@ -14,6 +14,7 @@ Three entry points:
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import logging
@@ -172,12 +173,21 @@ def _load_local(
             logger.info("Parallel .txt files have no columns; source_column/target_column are ignored.")
         return _load_parallel_text(path, target_path, keep_columns)
 
+    if suffix != ".parquet":
+        _check_text_file(path)
     try:
         dataset = datasets.load_dataset(_BUILDERS[suffix], data_files=os.fspath(path), split="train", **load_kwargs)
-    except datasets.exceptions.DatasetGenerationError as err:
+    except Exception as err:  # `datasets`/pyarrow/pandas errors name no line; find the first bad one ourselves
         if suffix == ".jsonl" or suffix == ".json":
             _raise_json_location(path, err)
-        raise DataFormatError(f"{path}: could not be read as {suffix[1:]}: {err.__cause__ or err}") from err
+        if "corresponds to no data" in str(err):  # `datasets`' words for a file with a header and no rows
+            raise DataFormatError(f"{path}: no examples (only a header or blank lines). Add one example per record.") from err
+        cause = err.__cause__ if isinstance(err, datasets.exceptions.DatasetGenerationError) and err.__cause__ else err
+        raise DataFormatError(
+            f"{path}: could not be read as {suffix[1:]}: {' '.join(str(cause).split())}"
+        ) from err
+    if len(dataset) == 0:
+        raise DataFormatError(f"{path}: no examples (only a header or blank lines). Add one example per record.")
     return _standardize(dataset, str(path), path, source_column, target_column, qg_format, answer_column,
                         qg_separator, keep_columns)
 
@@ -197,11 +207,61 @@ def _infer_target_file(path: Path) -> Path:
     )
 
 
+def _decode_utf8(path: Path) -> str:
+    """The file's text; a `DataFormatError` naming the line of the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataFormatError(
+            f"{path} line {line}, column {column}: not UTF-8 (byte 0x{data[err.start]:02x}). Save the file as UTF-8, "
+            "e.g. `iconv -f latin1 -t utf-8 IN > OUT` if it is Latin-1."
+        ) from None
+
+
+def _check_text_file(path: Path) -> None:
+    """Refuse an empty (or all-blank) or non-UTF-8 text file with its name and line, before a parser sees it.
+
+    Streams the file in blocks, so a large data file is not held in memory twice.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    has_text, lines_before = False, 0
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(1 << 20)
+            try:
+                text = decoder.decode(block, final=not block)
+            except UnicodeDecodeError:
+                _decode_utf8_block(path, block, lines_before, decoder)
+            has_text = has_text or bool(text.strip())
+            lines_before += block.count(b"\n")
+            if not block:
+                break
+    if not has_text:
+        raise DataFormatError(f"{path}: the file is empty. It needs one example per line (or record).")
+
+
+def _decode_utf8_block(path: Path, block: bytes, lines_before: int, decoder: Any) -> None:
+    """Raise the not-UTF-8 error for a block that failed to decode (bytes carried over from the last block included)."""
+    pending = decoder.getstate()[0]
+    data = pending + block
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = lines_before + data[: err.start].count(b"\n") + 1
+        raise DataFormatError(
+            f"{path} line {line}: not UTF-8 (byte 0x{data[err.start]:02x}). Save the file as UTF-8, e.g. "
+            "`iconv -f latin1 -t utf-8 IN > OUT` if it is Latin-1."
+        ) from None
+    raise DataFormatError(f"{path}: not UTF-8 (it ends inside a character). Save the file as UTF-8.")
+
+
 def _read_lines(path: Path) -> list[str]:
     # Split on "\n" only: str.splitlines() also splits on U+2028 and friends, which would break the line
     # correspondence that `wc -l` and the parallel file rely on.
-    with open(path, encoding="utf-8", newline=None) as handle:
-        lines = handle.read().split("\n")
+    lines = _decode_utf8(path).replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline ends the last line; it does not start an empty one
     return lines
@@ -211,6 +271,9 @@ def _load_parallel_text(source_path: Path, target_path: Path, keep_columns: Sequ
     if keep_columns:
         raise ValueError(f"keep_columns={list(keep_columns)!r}: parallel .txt files have no other columns.")
     sources, targets = _read_lines(source_path), _read_lines(target_path)
+    for file_path, lines in ((source_path, sources), (target_path, targets)):
+        if not any(line.strip() for line in lines):
+            raise DataFormatError(f"{file_path}: the file is empty. It needs one example per line.")
     if len(sources) != len(targets):
         shorter, longer = (source_path, target_path) if len(sources) < len(targets) else (target_path, source_path)
         raise DataFormatError(
@@ -238,11 +301,16 @@ def _raise_json_location(path: Path, err: Exception) -> None:
                 if not line.strip():
                     continue
                 try:
-                    json.loads(line)
+                    record = json.loads(line)
                 except json.JSONDecodeError as decode_error:
                     raise DataFormatError(
                         f"{path} line {line_number}, column {decode_error.colno}: not valid JSON ({decode_error.msg}). "
                         "Each line must be one JSON object, e.g. {\"source\": \"...\", \"target\": \"...\"}."
+                    ) from err
+                if not isinstance(record, dict):
+                    raise DataFormatError(
+                        f"{path} line {line_number}: a JSON {type(record).__name__}, not an object. Each line must be "
+                        "one JSON object, e.g. {\"source\": \"...\", \"target\": \"...\"}."
                     ) from err
     else:
         try:

@@ -4,7 +4,8 @@
 - `eval_results_from_table` / `metrics_section`: evaluation rows (as written by `bang-nar evaluate`) → Hub
   `EvalResult`s (the card's `model-index`, which the Hub shows as results) and the card's Markdown metrics table.
 - `update_model_card_metrics`: merge new evaluation rows into a saved model folder's README.md card.
-- `push_model`: upload a model folder as one Hub commit.
+- `push_model`: upload a model folder as one Hub commit; checks for a token first and reports Hub failures
+  (401, 403, 404, 5xx, no network) as one-line `HubError`s.
 """
 
 from __future__ import annotations
@@ -58,7 +59,25 @@ def template_path(kind: str) -> str:
 def render_model_card(kind: str, values: dict[str, Any], card_data: ModelCardData | None = None) -> str:
     """Fill template `kind` with `values` (Jinja placeholders) and YAML metadata `card_data`; returns Markdown."""
     card_data = card_data or ModelCardData(library_name="transformers", tags=list(DEFAULT_TAGS))
+    values = {"project": project_reference(), **values}
     return str(ModelCard.from_template(card_data, template_path=template_path(kind), **values))
+
+
+def project_reference() -> str:
+    """How cards name this project: a Markdown link to its home page when the installed package declares one
+    (pyproject `[project.urls]`), else its name. Never a package-registry page."""
+    from importlib import metadata
+
+    try:
+        urls = metadata.metadata("bang-nar").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        urls = []
+    for entry in urls:  # "Homepage, https://..."
+        label, _, url = entry.partition(",")
+        url = url.strip()
+        if url and "pypi.org" not in url and label.strip().lower() in ("homepage", "home", "repository", "source"):
+            return f"[bang-nar]({url})"
+    return "bang-nar"
 
 
 # ---- names: Hub ids vs local paths ------------------------------------------------------------------------------
@@ -241,6 +260,53 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
 PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/*", "runs/*", "*.pt", "*.pth", ".ipynb_checkpoints/*"]
 
 
+class HubError(RuntimeError):
+    """The Hub refused or could not be reached; the message is one line that says what to do."""
+
+
+def _hub_error(error: Exception, repo_id: str) -> HubError:
+    """One line for a failed Hub call, by HTTP status (or for no connection at all)."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if isinstance(error, OfflineModeIsEnabled):
+        return HubError(f"cannot push {repo_id}: Hub access is switched off (HF_HUB_OFFLINE=1); unset it to upload.")
+    response = getattr(error, "response", None)
+    status = getattr(response, "status_code", None) if isinstance(error, HfHubHTTPError) else None
+    if status is None:
+        return HubError(f"cannot reach the Hub to push {repo_id} ({type(error).__name__}: "
+                        f"{' '.join(str(error).split()) or 'no details'}); check the network connection or HF_ENDPOINT.")
+    server = getattr(error, "server_message", None) or ""
+    detail = f" (Hub: {' '.join(server.split())})" if server else ""
+    if status == 401:
+        return HubError(f"the Hub rejected the token (401 Unauthorized){detail}; log in again with `hf auth login` "
+                        "or pass a valid --token.")
+    if status == 403:
+        return HubError(f"the token may not write to {repo_id} (403 Forbidden){detail}; use a token with write "
+                        "access to that user or organization.")
+    if status == 404:
+        return HubError(f"{repo_id} was not found on the Hub (404){detail}; check the namespace (your user name or "
+                        "an organization you belong to) and the repository name.")
+    if status >= 500:
+        return HubError(f"the Hub failed with {status} (a server error){detail} while pushing {repo_id}; nothing is "
+                        "wrong with your folder, try again later.")
+    return HubError(f"the Hub answered {status} while pushing {repo_id}{detail}.")
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Network failures of whichever HTTP client huggingface_hub uses (and the OS's)."""
+    import importlib
+
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    errors: list[type[BaseException]] = [HfHubHTTPError, OfflineModeIsEnabled, OSError]
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(module).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
 def push_model(
     folder: str | os.PathLike,
     repo_id: str,
@@ -253,7 +319,14 @@ def push_model(
 
     Refuses folders that lack what a user of the repository needs (weights, tokenizer, card); leaves out Trainer
     checkpoints and logs. Returns the repository URL.
+
+    Raises:
+        FileNotFoundError: the folder is missing or incomplete (checked before any request).
+        HubError: no token (`token=`, HF_TOKEN or `hf auth login`; checked before any request), or the Hub refused
+            or could not be reached; one line.
     """
+    from huggingface_hub import get_token
+
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; pass the output folder of `bang-nar train` or `convert`.")
@@ -267,15 +340,23 @@ def push_model(
             f"{folder} lacks {', '.join(missing)}; push a folder written by `bang-nar train` or `bang-nar convert` "
             "(they save config, weights, tokenizer and model card)."
         )
+    token = token or get_token()
+    if not token:
+        raise HubError("no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or pass --token "
+                       "(a token with write access).")
     api = HfApi(token=token)
-    repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message=commit_message,
-                      ignore_patterns=list(PUSH_IGNORE_PATTERNS))
+    try:
+        repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message=commit_message,
+                          ignore_patterns=list(PUSH_IGNORE_PATTERNS))
+    except _transport_errors() as error:
+        raise _hub_error(error, repo_id) from error
     return str(repo_url)
 
 
 __all__ = [
     "CARD_METRICS",
+    "HubError",
     "describe_device",
     "display_name",
     "eval_results_from_table",

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 import transformers
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 
 # ---- machine ---------------------------------------------------------------------------------------------------
@@ -143,6 +144,13 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[st
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(fmt(row.get(key)) for key, _ in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A path as results record it: relative to the repository root (`benchmarks/results/x.json`,
+    `../shared/data`), so committed results name no folder of the machine they ran on. Relative paths stay as given."""
+    path = Path(path)
+    return str(path) if not path.is_absolute() else os.path.relpath(path, REPO_ROOT)
 
 
 def write_json(path: Path, payload: Any) -> Path:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from common import display_path  # run as `python benchmarks/decoding.py`, like the other benchmarks
 from transformers import AutoTokenizer
 
 from bang_nar import BangForConditionalGeneration
@@ -116,7 +117,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     record = {
-        "date": date.today().isoformat(), "model": args.model, "data": args.data, "samples": len(pairs),
+        "date": date.today().isoformat(), "model": display_path(args.model), "data": display_path(args.data), "samples": len(pairs),
         "sources_truncated": too_long, "threads": torch.get_num_threads(), "load_avg": os.getloadavg(),
         "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
         "transformers": transformers.__version__, "nar_verify_ar_passes": passes, "nar_verify_tokens": tokens,

@@ -41,6 +41,7 @@ import torch
 import pipeline
 from common import (
     RESULTS_DIR,
+    display_path,
     finish_machine_info,
     machine_info,
     markdown_table,
@@ -302,7 +303,7 @@ def _write_summary(args: argparse.Namespace) -> int:
     (args.out / "multimodality.md").write_text(text, encoding="utf-8")
     write_json(args.out / "multimodality.json", {"benchmark": "multimodality", "rows": rows,
                                                  "sources": [f.name for f in files]})  # fmt: skip
-    print(f"wrote {plot(rows, args.out / 'multimodality.png')}")
+    print(f"wrote {display_path(plot(rows, args.out / 'multimodality.png'))}")
     return 0
 
 
@@ -334,13 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     runs.sort(key=lambda r: (r["M"], r["seed"]))
     total = time.perf_counter() - started
     info = finish_machine_info(info)
-    settings = {k: v for k, v in vars(args).items() if k not in ("out",)} | {"dims": DIMS, "plan": plan}
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "cache_dir")} | {"dims": DIMS, "plan": plan}
     payload = {"benchmark": "multimodality", "machine": info, "settings": settings, "runs": runs,
                "total_seconds": round(total, 1)}  # fmt: skip
     for num_modes in sorted({r["M"] for r in runs}):
         name = f"multimodality_M{num_modes}" + (f"_{args.tag}" if args.tag else "")
         per_m = {**payload, "runs": [r for r in runs if r["M"] == num_modes]}
-        print(f"wrote {write_json(args.out / f'{name}.json', per_m)}")
+        print(f"wrote {display_path(write_json(args.out / f'{name}.json', per_m))}")
     rows = summarise(runs)
     print(markdown_table(rows, [("M", "M"), ("row", "system"), ("budget_fmt", "steps"), ("bleu_fmt", "BLEU-4"),
                                 ("mode_consistency_fmt", "consistency %"), ("train_s_fmt", "train s")]))  # fmt: skip

@@ -33,6 +33,7 @@ import torch
 import pipeline
 from common import (
     RESULTS_DIR,
+    display_path,
     finish_machine_info,
     machine_info,
     markdown_table,
@@ -249,12 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - started
     print(f"\n{DISCLAIMER} Total {total / 60:.1f} min.")
     payload = {"benchmark": "quality", "disclaimer": DISCLAIMER, "machine": info,
-               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"} | {"dims": SIZES[args.size],
+               "settings": {k: display_path(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"} | {"dims": SIZES[args.size],
                "methods": methods, "skipped_methods": missing}, "results": results, "total_seconds": round(total, 1)}  # fmt: skip
     name = "quality" + (f"_{args.tag}" if args.tag else "")
     json_path = write_json(args.out / f"{name}.json", payload)
     png_path = plot(results, args.out / f"{name}.png")
-    print(f"wrote {json_path} and {png_path}")
+    print(f"wrote {display_path(json_path)} and {display_path(png_path)}")
     print_json_line({
         "benchmark": "quality", "smoke_test": not args.full, "machine": {k: info[k] for k in ("date_utc", "host_cpu",
         "torch_threads", "device", "torch", "transformers", "loadavg_start", "loadavg_end")},

@@ -36,6 +36,7 @@ from transformers import PrinterCallback, TrainerCallback
 
 from common import (
     RESULTS_DIR,
+    display_path,
     finish_machine_info,
     machine_info,
     markdown_table,
@@ -495,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     json_path = write_json(args.out / f"speed_{args.tag}.json", payload)
     png_path = plot(rows, args.out / f"speed_{args.tag}.png")
-    print(f"\nwrote {json_path} and {png_path} in {payload['total_seconds']}s")
+    print(f"\nwrote {display_path(json_path)} and {display_path(png_path)} in {payload['total_seconds']}s")
     summary = {
         "benchmark": "speed", "machine": {k: info[k] for k in ("date_utc", "host_cpu", "torch_threads", "device",
         "torch", "transformers", "loadavg_start", "loadavg_end")},

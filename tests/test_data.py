@@ -243,6 +243,51 @@ class TestBadFiles:
         with pytest.raises(DataFormatError, match=r"column 'target' has type .* but text is needed"):
             load_pairs(path, cache_dir=cache)
 
+    @pytest.mark.parametrize("name", ["d.jsonl", "d.json", "d.csv", "src-d.txt"])
+    @pytest.mark.parametrize("content", ["", "\n  \n"], ids=["empty", "blank"])
+    def test_empty_file_is_refused_with_its_name(self, tmp_path, cache, name, content):
+        (tmp_path / name).write_text(content, encoding="utf-8")
+        (tmp_path / "tgt-d.txt").write_text(content, encoding="utf-8")
+        with pytest.raises(DataFormatError, match=rf"{name}: the file is empty"):
+            load_pairs(tmp_path / name, cache_dir=cache)
+
+    def test_header_only_csv_has_no_examples(self, tmp_path, cache):
+        (tmp_path / "d.csv").write_text("source,target\n", encoding="utf-8")
+        with pytest.raises(DataFormatError, match=r"d\.csv: no examples \(only a header or blank lines\)"):
+            load_pairs(tmp_path / "d.csv", cache_dir=cache)
+
+    @pytest.mark.parametrize(
+        "name, content, where",
+        [
+            ("d.jsonl", b'{"source": "a", "target": "b"}\n{"source": "caf\xe9", "target": "x"}\n', "line 2"),
+            ("d.csv", b"source,target\na,b\nc,d\ncaf\xe9,x\n", "line 4"),
+            ("src-d.txt", b"a b\nc d\ncaf\xe9\n", "line 3, column 4"),
+        ],
+        ids=["jsonl", "csv", "txt"],
+    )
+    def test_non_utf8_names_file_and_line(self, tmp_path, cache, name, content, where):
+        (tmp_path / name).write_bytes(content)
+        (tmp_path / "tgt-d.txt").write_text("x\ny\nz\n", encoding="utf-8")
+        with pytest.raises(DataFormatError, match=rf"{name} {where}: not UTF-8 \(byte 0xe9\)"):
+            load_pairs(tmp_path / name, cache_dir=cache)
+
+    def test_non_utf8_in_the_parallel_target_names_that_file(self, tmp_path):
+        (tmp_path / "src-d.txt").write_text("a\nb\n", encoding="utf-8")
+        (tmp_path / "tgt-d.txt").write_bytes(b"x\n\xff\n")
+        with pytest.raises(DataFormatError, match=r"tgt-d\.txt line 2, column 1: not UTF-8 \(byte 0xff\)"):
+            load_pairs(tmp_path / "src-d.txt")
+
+    def test_json_line_that_is_not_an_object(self, tmp_path, cache):
+        path = tmp_path / "d.jsonl"
+        path.write_text('{"source": "a", "target": "b"}\n["c", "d"]\n', encoding="utf-8")
+        with pytest.raises(DataFormatError, match=r"d\.jsonl line 2: a JSON list, not an object"):
+            load_pairs(path, cache_dir=cache)
+
+    def test_unreadable_parquet_names_the_file(self, tmp_path, cache):
+        (tmp_path / "d.parquet").write_bytes(b"not parquet")
+        with pytest.raises(DataFormatError, match=r"d\.parquet: could not be read as parquet"):
+            load_pairs(tmp_path / "d.parquet", cache_dir=cache)
+
     def test_argument_errors(self, tmp_path, cache):
         path = write_jsonl(tmp_path / "d.jsonl", [{"source": "a", "target": "b"}])
         with pytest.raises(ValueError, match="answer_column"):

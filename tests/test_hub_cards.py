@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import inspect
 import json
+import re
 from pathlib import Path
 
 import httpx2
@@ -19,6 +20,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.utils import _http
 
 from bang_nar.hub import (
+    HubError,
     METRICS_END,
     METRICS_START,
     NO_METRICS,
@@ -304,3 +306,97 @@ def test_push_accepts_sharded_weights(tmp_path, fake_hub):
     (folder / "model.safetensors.index.json").write_text("{}")
     push_model(folder, "me/bang", token="hf_x")
     assert {"model-00001-of-00001.safetensors", "model.safetensors.index.json"} <= set(fake_hub.committed)
+
+
+# ---- push against failing Hubs: a token is checked first, and every Hub failure is one line --------------------
+
+
+class FailingHub(FakeHub):
+    """`FakeHub` that answers `status` (or drops the connection, status None) on the first request to `path`."""
+
+    def __init__(self, path_part: str, status: int | None) -> None:
+        super().__init__()
+        self.path_part, self.status = path_part, status
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        if self.path_part in request.url.path:
+            self.requests.append(request)
+            if self.status is None:
+                raise httpx2.ConnectError("[Errno -3] Temporary failure in name resolution", request=request)
+            return httpx2.Response(self.status, json={"error": f"status {self.status} from the test Hub"})
+        return super().__call__(request)
+
+
+@pytest.fixture
+def failing_hub(request):
+    hub = FailingHub(*request.param)
+    previous = _http._GLOBAL_CLIENT_FACTORY
+    huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub)))
+    try:
+        yield hub
+    finally:
+        huggingface_hub.set_client_factory(previous)
+
+
+@pytest.mark.parametrize(
+    "failing_hub, message",
+    [
+        (("/api/repos/create", 401), r"the Hub rejected the token \(401 Unauthorized\).*--token"),
+        (("/api/repos/create", 403), r"the token may not write to me/bang \(403 Forbidden\)"),
+        (("/preupload/", 404), r"me/bang was not found on the Hub \(404\)"),
+        (("/api/repos/create", 500), r"the Hub failed with 500 \(a server error\).*try again later"),
+        (("/api/repos/create", None), r"cannot reach the Hub to push me/bang \(ConnectError: .*name resolution\)"),
+    ],
+    indirect=["failing_hub"],
+    ids=["401", "403", "404", "500", "no-network"],
+)
+def test_push_turns_hub_failures_into_one_line(tmp_path, failing_hub, message, capsys):
+    from bang_nar.cli import main
+
+    folder = _model_folder(tmp_path)
+    with pytest.raises(HubError, match=message):
+        push_model(folder, "me/bang", token="hf_x")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["push", "--model", str(folder), "--repo-id", "me/bang", "--token", "hf_x"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("bang-nar push: error: ") and re.search(message, err)
+
+
+def test_push_without_a_token_fails_before_any_request(tmp_path, fake_hub, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    from bang_nar.cli import main
+
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no_token_file"))
+    folder = _model_folder(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["push", "--model", str(folder), "--repo-id", "me/bang"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bang-nar push: error: no Hugging Face token:") and len(err.strip().splitlines()) == 1
+    assert "hf auth login" in err and "--token" in err
+    assert fake_hub.requests == []
+
+
+@pytest.mark.parametrize("kind", ["converted", "spmd_model_card"])
+def test_cards_name_the_project_and_link_no_package_registry(kind, monkeypatch):
+    from importlib import metadata
+
+    card = render_model_card(kind, {})
+    assert "bang-nar" in card and "{{ project }}" not in card and "pypi.org" not in card
+    # A project home page declared in the package metadata becomes the link; a registry page never does.
+    real = metadata.metadata
+
+    def with_urls(name):
+        data = real(name)
+        data["Project-URL"] = "Homepage, https://example.org/bang-nar"
+        data["Project-URL"] = "Registry, https://" + "pypi.org/project/bang-nar/"  # split: no registry link here
+        return data
+
+    monkeypatch.setattr(metadata, "metadata", with_urls)
+    linked = render_model_card(kind, {})
+    assert "[bang-nar](https://example.org/bang-nar)" in linked and "pypi.org" not in linked

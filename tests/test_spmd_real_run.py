@@ -1,7 +1,10 @@
 """A short real run on Du et al. (2017) question generation (../shared/data/du2017_qg): AR fine-tuning of a tiny
 BANG (the teacher), AR-stream distillation, then SPMD; the training losses must fall. Word-level vocabulary built from
-the data (no downloads)."""
+the data (no downloads). Every logged value must be finite, and the trained model's NAR loss on held-out pairs must
+beat the untrained model's."""
 
+import copy
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -15,23 +18,40 @@ from tests.conftest import SHARED_DATA_DIR
 from tests.spmd_toy import single_thread, spmd_args  # noqa: F401 (autouse fixture)
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4; [SEP] = eos = decoder start
-NUM_PAIRS, MAX_SOURCE, MAX_TARGET = 1024, 32, 16
+NUM_PAIRS, NUM_HELD_OUT, MAX_SOURCE, MAX_TARGET = 1024, 128, 32, 16
 
 
-def load_du_qg(num: int) -> datasets.Dataset:
+def load_du_qg(num: int, held_out: int) -> tuple[datasets.Dataset, int, datasets.Dataset]:
+    """`num` training pairs (the vocabulary is built from them only), their vocabulary size, and the next `held_out`."""
     folder = SHARED_DATA_DIR / "du2017_qg"
     if not (folder / "src-dev.txt").exists():
         pytest.skip(f"{folder} not found (set BANG_SHARED_DATA_DIR)")
-    sources = Path(folder, "src-dev.txt").read_text(encoding="utf-8").splitlines()[:num]
-    targets = Path(folder, "tgt-dev.txt").read_text(encoding="utf-8").splitlines()[:num]
-    counts = Counter(w for line in sources + targets for w in line.split())
+    sources = Path(folder, "src-dev.txt").read_text(encoding="utf-8").splitlines()[: num + held_out]
+    targets = Path(folder, "tgt-dev.txt").read_text(encoding="utf-8").splitlines()[: num + held_out]
+    counts = Counter(w for line in sources[:num] + targets[:num] for w in line.split())
     vocab = {w: i for i, w in enumerate(SPECIALS + [w for w, c in counts.most_common(3000) if c >= 2])}
 
     def encode(line: str, limit: int) -> list[int]:
         return [vocab.get(w, 1) for w in line.split()[:limit]] + [3]
 
-    rows = {"input_ids": [encode(s, MAX_SOURCE) for s in sources], "labels": [encode(t, MAX_TARGET) for t in targets]}
-    return datasets.Dataset.from_dict(rows).with_format(None), len(vocab)
+    def dataset(rows: slice) -> datasets.Dataset:
+        return datasets.Dataset.from_dict({"input_ids": [encode(s, MAX_SOURCE) for s in sources[rows]],
+                                           "labels": [encode(t, MAX_TARGET) for t in targets[rows]]}).with_format(None)
+
+    return dataset(slice(0, num)), len(vocab), dataset(slice(num, num + held_out))
+
+
+@torch.no_grad()
+def nar_loss(model: BangForConditionalGeneration, pairs: datasets.Dataset) -> float:
+    """Mean NAR cross-entropy (no label smoothing) on `pairs`, in one padded batch."""
+    model.eval()
+    width = max(map(len, pairs["input_ids"]))
+    height = max(map(len, pairs["labels"]))
+    input_ids = torch.tensor([ids + [0] * (width - len(ids)) for ids in pairs["input_ids"]])
+    labels = torch.tensor([ids + [-100] * (height - len(ids)) for ids in pairs["labels"]])
+    out = model(input_ids=input_ids, attention_mask=input_ids.ne(0).long(), labels=labels, mode="nar",
+                smoothing_eps=0.0)
+    return float(out.loss)
 
 
 def mean(values: list[float]) -> float:
@@ -40,7 +60,7 @@ def mean(values: list[float]) -> float:
 
 @pytest.mark.slow
 def test_ar_teacher_then_spmd_losses_fall(tmp_path):
-    dataset, vocab_size = load_du_qg(NUM_PAIRS)
+    dataset, vocab_size, held_out = load_du_qg(NUM_PAIRS, NUM_HELD_OUT)
     config = BangConfig(
         vocab_size=vocab_size, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
         decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=64,
@@ -48,6 +68,7 @@ def test_ar_teacher_then_spmd_losses_fall(tmp_path):
     )  # fmt: skip
     torch.manual_seed(0)
     model = BangForConditionalGeneration(config)
+    untrained = copy.deepcopy(model)
     common = dict(per_device_train_batch_size=32, learning_rate=3e-3, warmup_steps=10, logging_steps=10, train_sampling_strategy="random")
     ar = SPMDSeq2SeqTrainer(model=model, args=spmd_args(tmp_path / "ar", train_mode="ar", max_steps=100, **common), train_dataset=dataset)
     ar.train()
@@ -61,3 +82,12 @@ def test_ar_teacher_then_spmd_losses_fall(tmp_path):
         print(f"{trainer.args.train_mode} {key}: " + " ".join(f"{v:.2f}" for v in curve))  # the run's summary
         if key in ("loss", "nar_loss"):
             assert mean(curve[-3:]) < mean(curve[:3]) - 0.1, (key, curve)
+    for trainer in (ar, spmd):  # every logged number of every step: no NaN/inf hidden behind a falling mean
+        logs = [log for log in trainer.state.log_history if "train_runtime" not in log]
+        assert len(logs) == trainer.args.max_steps // 10
+        bad = [(log["step"], k, v) for log in logs for k, v in log.items() if isinstance(v, float) and not math.isfinite(v)]
+        assert not bad, bad
+    assert all(0.0 < log["kd_loss"] for log in spmd.state.log_history if "kd_loss" in log)  # the token KD is on
+    before, after = nar_loss(untrained, held_out), nar_loss(model, held_out)
+    print(f"held-out NAR loss: untrained {before:.2f} → trained {after:.2f}")
+    assert math.isfinite(after) and after < before - 1.0, (before, after)

@@ -26,9 +26,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a whole command line without running it (argparse errors exit 2, `--help` exits 0).
+
+    `train` and `distill` hand their flags to HfArgumentParser (one flag per TrainingArguments field); their parsed
+    dataclasses are in `args.parsed`.
+    """
     parser = build_parser()
-    # `train` and `distill` hand their flags to HfArgumentParser (one flag per TrainingArguments field).
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        parser.exit(2, "bang-nar: error: name a COMMAND.\n")
+    if getattr(args, "passthrough", False):
+        args.args = extra
+        args.parsed = args.parse(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ._args import CLIError
+
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
@@ -39,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.run(args) or 0)
+    except CLIError as error:
+        parser.exit(2, f"bang-nar {args.command}: error: {error}\n")
     except (ValueError, FileNotFoundError) as error:
         from bang_nar.data import DataFormatError
 

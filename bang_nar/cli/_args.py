@@ -1,6 +1,51 @@
-"""Argument dataclasses shared by the subcommands that take data and a model (parsed with `HfArgumentParser`)."""
+"""What the subcommands share: argument dataclasses (parsed with `HfArgumentParser`), argparse helpers that keep one
+flag style (both `--foo-bar` and `--foo_bar`), and loaders that turn bad input into one-line `CLIError`s."""
 
+from __future__ import annotations
+
+import argparse
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+# Word-level tokenizers (--word_vocab_size) above this share of [UNK] in the training tokens get a warning.
+UNK_WARN_RATE = 0.05
+
+
+class CLIError(Exception):
+    """A mistake the user fixes from the command line; `bang-nar` prints the message as one line and exits 2."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (batch sizes, beams, candidates)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Usage errors as one line with a pointer to --help: `train`'s full usage lists every TrainingArguments field."""
+
+    def error(message: str):
+        parser.exit(2, f"{parser.prog}: error: {message} (`{parser.prog} --help` lists the flags)\n")
+
+    parser.error = error
+    return parser
+
+
+def accept_both_spellings(parser: argparse.ArgumentParser) -> None:
+    """Let every `--foo-bar` option also be given as `--foo_bar` (the spelling of `train`/`distill`'s flags).
+
+    The alias is registered for parsing only, so `--help` shows one spelling per option.
+    """
+    for option, action in list(parser._option_string_actions.items()):
+        if option.startswith("--") and "-" in option[2:]:
+            parser._option_string_actions.setdefault("--" + option[2:].replace("-", "_"), action)
 
 
 @dataclass
@@ -28,7 +73,7 @@ class ModelArguments:
                                                                            "Omit to train from scratch (--model_size)."})
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer folder; default: the model's, "
                                                                                "or BANG's BERT-uncased one from scratch."})
-    model_size: str = field(default="tiny", metadata={"help": "From-scratch size: tiny, small or base."})
+    model_size: Literal["tiny", "small", "base"] = field(default="tiny", metadata={"help": "From-scratch size."})
     word_vocab_size: int | None = field(default=None, metadata={"help": "From scratch: build a word-level tokenizer "
                                                                         "with this many words from the training data "
                                                                         "instead of BERT's 30,522 pieces."})
@@ -50,15 +95,83 @@ def load_data(data_args: DataArguments):
     return pairs
 
 
-def load_tokenizer(model_args: ModelArguments, texts=None):
-    """The tokenizer named by the arguments, the model's own, a word-level one from `texts`, or BANG's."""
+def check_model_folder(name: str, flag: str = "--model", *, tokenizer_only: bool = False) -> None:
+    """Refuse, in one line, a local folder that transformers could not load without asking questions.
+
+    A config.json without `model_type` makes `AutoTokenizer` ask the trust_remote_code [y/N] question on stdin;
+    the CLI never prompts, so such a folder is an error here. Names that are not local paths are Hub ids.
+    `tokenizer_only`: the folder needs no config.json (a tokenizer folder), but one it has must name its type.
+    """
+    path = Path(name).expanduser()
+    if not path.exists():
+        if name.startswith((".", "/", "~")) or name.count("/") > 1 or path.suffix:
+            raise CLIError(f"{flag} {name}: no such folder. Pass the output folder of `bang-nar train` or `convert`.")
+        return  # a Hub id such as "user/model"
+    if not path.is_dir():
+        raise CLIError(f"{flag} {name}: not a folder. Pass the output folder of `bang-nar train` or `convert` "
+                       "(for a fairseq .pt file, run `bang-nar convert` first).")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        if tokenizer_only:
+            return
+        raise CLIError(f"{config_file}: missing. Pass a model folder written by `bang-nar train` or `convert`.")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CLIError(f"{config_file}: not valid JSON ({error}). Re-save the model folder.") from None
+    found = config.get("model_type") if isinstance(config, dict) else None
+    if not found or (found != "bang" and not tokenizer_only):
+        problem = f"'model_type' is {found!r}" if found else "no 'model_type'"
+        raise CLIError(f"{config_file}: {problem}; a BANG folder needs \"model_type\": \"bang\" (folders written by "
+                       "`bang-nar train` or `convert` have it).")
+
+
+def load_auto_tokenizer(name: str, flag: str = "--model", *, tokenizer_only: bool = False):
+    """`AutoTokenizer.from_pretrained(name)` after `check_model_folder`, never running or asking about remote code."""
     from transformers import AutoTokenizer
 
+    check_model_folder(name, flag, tokenizer_only=tokenizer_only)
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+    except OSError as error:  # not local and not on the Hub (or offline): transformers explains in its first line
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CLIError(f"{flag} {name}: cannot load a tokenizer: {first}") from None
+
+
+def load_model_and_tokenizer(name: str, flag: str = "--model"):
+    """A saved BANG model and its tokenizer, with one-line errors for folders that are not BANG models."""
+    from bang_nar.pipeline import build_model
+
+    tokenizer = load_auto_tokenizer(name, flag)
+    return build_model(name), tokenizer
+
+
+def check_source_lengths(sources: list[str], tokenizer, model, max_source_length: int | None, where: str,
+                         unit: str = "line") -> None:
+    """Refuse, before generating, a source longer than the model takes unless --max-source-length truncates it.
+
+    `where` names the input (file or stdin) and `unit` its records ("line" or "row"), so the error points at one.
+    """
+    if max_source_length is not None:
+        return
+    limit = model.config.max_position_embeddings
+    lengths = [len(ids) for ids in tokenizer(list(sources), truncation=False, verbose=False)["input_ids"]]
+    long = [i for i, n in enumerate(lengths) if n > limit]
+    if long:
+        first = long[0]
+        raise CLIError(f"{where} {unit} {first + 1}: the source has {lengths[first]} tokens but the model takes {limit} "
+                       f"({len(long)} such source(s)); pass --max-source-length {limit} to truncate them explicitly.")
+
+
+def load_tokenizer(model_args: ModelArguments, texts=None):
+    """The tokenizer named by the arguments, the model's own, a word-level one from `texts`, or BANG's."""
     from bang_nar import load_bang_tokenizer
 
     name = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     if name is not None:
-        return AutoTokenizer.from_pretrained(name)
+        if model_args.tokenizer_name_or_path:
+            return load_auto_tokenizer(name, "--tokenizer_name_or_path", tokenizer_only=True)
+        return load_auto_tokenizer(name, "--model_name_or_path")
     if model_args.word_vocab_size:
         from bang_nar.multimodality import build_word_tokenizer
 

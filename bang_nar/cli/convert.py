@@ -1,11 +1,16 @@
 """Convert an original fairseq BANG checkpoint to a Hugging Face folder (config, safetensors, tokenizer, card).
 
+The file is read with torch.load(weights_only=True) and an allow-list; a file holding other Python objects is
+refused, never unpickled in full. Flags take dashes or underscores (--load-sep, --load_sep).
+
     bang-nar convert checkpoint_base_9gram_ck35.pt ./bang-base
     bang-nar convert finetuned_nar.pt ./bang-nar-qg --load-sep
 """
 
 import argparse
-import sys
+import re
+
+from ._args import CLIError, accept_both_spellings
 
 
 def add_parser(subparsers) -> None:
@@ -24,6 +29,7 @@ def add_parser(subparsers) -> None:
                         help="decoder position limit (default: the checkpoint's --max-target-positions, else 512)")
     parser.add_argument("--max-len-b", type=int, default=200,
                         help="fairseq-generate --max-len-b stored in the AR generation config (default 200)")
+    accept_both_spellings(parser)
     parser.set_defaults(run=run)
 
 
@@ -36,9 +42,8 @@ def run(args: argparse.Namespace) -> int:
                                         vocab_file=args.vocab_file, max_source_positions=args.max_source_positions,
                                         max_target_positions=args.max_target_positions, max_len_b=args.max_len_b,
                                         **overrides)
-    except ValueError as error:  # refused or mismatched checkpoint: the message names the file and the fix
-        print(f"bang-nar convert: error: {error}", file=sys.stderr)
-        return 2
+    except ValueError as error:  # the converter's refusals: the user's file, not a bug, so one line
+        raise CLIError(_refusal(args.checkpoint, error)) from None
     config = model.config
     print(
         f"Converted {args.checkpoint} → {args.output_dir}: {model.num_parameters():,} parameters, "
@@ -46,3 +51,19 @@ def run(args: argparse.Namespace) -> int:
         f"heads={config.decoder_attention_heads}, default mode={config.generation_mode}."
     )
     return 0
+
+
+def _refusal(checkpoint: str, error: ValueError) -> str:
+    """One line for a refused checkpoint. torch's unpickler message spans many lines and advises retrying with
+    weights_only=False, which would run whatever code the file holds; name the refused object instead."""
+    text = str(error.__cause__ or error)
+    refused = re.search(r"GLOBAL ([\w.]+)", text)
+    if refused:
+        return (f"{checkpoint}: refused: it holds a Python object outside the allow-list ({refused.group(1)}), and "
+                "bang-nar never unpickles checkpoints in full (that could run code from the file). Only tensors, "
+                "containers and argparse.Namespace are read; re-save the checkpoint with just those.")
+    if "Weights only load failed" in text or error.__cause__ is not None:
+        detail = text.split("WeightsUnpickler error:", 1)[-1].strip() if "WeightsUnpickler error:" in text else text
+        first = detail.strip().splitlines()[0] if detail.strip() else type(error.__cause__).__name__
+        return f"{checkpoint}: not a readable PyTorch checkpoint ({first}). Pass the fairseq .pt file itself."
+    return " ".join(str(error).split())  # the converter's own message, on one line

@@ -1,11 +1,13 @@
 """Sequence-level distillation: add the AR stream's beam-search targets to a dataset (with provenance).
 
-Shards across processes under `accelerate launch` / `torchrun`, resumable, merged back in order.
+Shards across processes under `accelerate launch` / `torchrun`, resumable, merged back in order; progress on
+stderr. Flags take underscores or dashes (--num_beams, --num-beams).
 
     bang-nar distill --model out/ar --data train.jsonl --output_dir out/distilled --num_beams 4 --length_penalty 1.2
 """
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 
 
@@ -28,23 +30,43 @@ class DistillArguments:
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("distill", help="AR beam-search targets for sequence KD / SPMD", add_help=False,
                                    description=__doc__)
-    parser.set_defaults(run=run, passthrough=True)
+    parser.set_defaults(run=run, parse=parse, passthrough=True)
+
+
+def _hf_parser():
+    from transformers import HfArgumentParser
+
+    from ._args import DataArguments, one_line_errors
+
+    return one_line_errors(HfArgumentParser((DistillArguments, DataArguments), prog="bang-nar distill",
+                                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+
+
+def parse(argv: list[str]):
+    """`(distill_args, data_args)` from the command line, numbers checked; no arguments is a usage error."""
+    parser = _hf_parser()
+    if not argv:
+        parser.exit(2, "bang-nar distill: error: no arguments; give at least --model, --data and --output_dir.\n")
+    distill_args, data_args = parser.parse_args_into_dataclasses(argv)
+    for name in ("num_beams", "num_return_sequences", "max_new_tokens", "batch_size"):
+        if getattr(distill_args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(distill_args, name)}")
+    if distill_args.num_return_sequences > distill_args.num_beams:
+        parser.error(f"--num_return_sequences ({distill_args.num_return_sequences}) cannot exceed --num_beams "
+                     f"({distill_args.num_beams}); raise --num_beams")
+    return distill_args, data_args
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoTokenizer, HfArgumentParser
-
-    from bang_nar.pipeline import build_model, prepare_dataset
+    from bang_nar.pipeline import prepare_dataset
     from bang_nar.trainer import distill_dataset
 
-    from ._args import DataArguments, load_data
+    from ._args import load_data, load_model_and_tokenizer
 
-    parser = HfArgumentParser((DistillArguments, DataArguments), prog="bang-nar distill", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    distill_args, data_args = parser.parse_args_into_dataclasses(args.args or ["--help"])
-    tokenizer = AutoTokenizer.from_pretrained(distill_args.model)
-    model = build_model(distill_args.model)
-    data = prepare_dataset(load_data(data_args), tokenizer, data_args.max_source_length, data_args.max_target_length)
+    distill_args, data_args = parse(args.args)
+    data = load_data(data_args)  # first: a bad data file is reported before the model loads
+    model, tokenizer = load_model_and_tokenizer(distill_args.model)
+    data = prepare_dataset(data, tokenizer, data_args.max_source_length, data_args.max_target_length)
     result = distill_dataset(
         model, data, distill_args.output_dir, num_beams=distill_args.num_beams,
         length_penalty=distill_args.length_penalty, num_return_sequences=distill_args.num_return_sequences,

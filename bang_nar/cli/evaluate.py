@@ -1,11 +1,14 @@
 """Evaluate a model on pairs: BLEU-4, sentence BLEU, ROUGE, METEOR (with WordNet), distinct-n, repetition, latency.
 
-Writes OUTPUT_DIR/results.json and results.md; one row per decoding mode.
+Writes OUTPUT_DIR/results.json and results.md; one row per decoding mode; progress on stderr. Flags take dashes or
+underscores (--output-dir, --output_dir).
 
     bang-nar evaluate --model out/spmd --data test.jsonl --modes nar ar nar_verify --output_dir out/eval
 """
 
 import argparse
+
+from ._args import accept_both_spellings, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -17,33 +20,34 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--split", default=None)
     parser.add_argument("--source-column", default="source")
     parser.add_argument("--target-column", default="target")
-    parser.add_argument("--max-samples", type=int, default=None)
+    parser.add_argument("--max-samples", type=positive_int, default=None)
+    parser.add_argument("--max-source-length", type=positive_int, default=None,
+                        help="truncate longer sources (counted and reported); without it they are refused")
     parser.add_argument("--modes", nargs="+", default=["nar", "ar"], choices=["nar", "ar", "nar_verify"])
-    parser.add_argument("--num-beams", type=int, default=4, help="AR beam size")
+    parser.add_argument("--num-beams", type=positive_int, default=4, help="AR beam size")
     parser.add_argument("--length-penalty", type=float, default=1.2, help="AR length penalty")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="AR length limit")
-    parser.add_argument("--num-candidates", type=int, default=1, help="NAR candidates rescored by the AR stream")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=64, help="AR length limit")
+    parser.add_argument("--num-candidates", type=positive_int, default=1, help="NAR candidates rescored by the AR stream")
     parser.add_argument("--no-repeat-ngram-size", type=int, default=0, help="NAR n-gram blocking during argmax")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--update-card", action="store_true",
                         help="merge the scores into MODEL/README.md (Hub EvalResults and the card's metrics table)")
+    accept_both_spellings(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoTokenizer
-
     from bang_nar.evaluation import write_results
-    from bang_nar.pipeline import build_model, evaluate_model
+    from bang_nar.pipeline import evaluate_model
 
-    from ._args import DataArguments, load_data
+    from ._args import DataArguments, check_source_lengths, load_data, load_model_and_tokenizer
 
     data = load_data(DataArguments(data=args.data, target_file=args.target_file, split=args.split,
                                    source_column=args.source_column, target_column=args.target_column,
                                    max_samples=args.max_samples))
-    model = build_model(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    check_source_lengths(list(data["source"]), tokenizer, model, args.max_source_length, args.data, unit="example")
     systems = {}
     for mode in args.modes:
         if mode == "ar":
@@ -55,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
                               "no_repeat_ngram_size": args.no_repeat_ngram_size}
         else:
             systems[mode] = {"mode": mode}
-    results = evaluate_model(model, tokenizer, data, systems, batch_size=args.batch_size, show_progress=True)
+    results = evaluate_model(model, tokenizer, data, systems, batch_size=args.batch_size,
+                             max_source_length=args.max_source_length, show_progress=True)
     table = {name: {k: v for k, v in row.items() if k != "examples"} for name, row in results.items()}
     json_path, md_path = write_results(table, args.output_dir, title=f"{args.model} on {args.data}")
     print(md_path.read_text())

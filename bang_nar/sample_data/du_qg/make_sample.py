@@ -1,6 +1,6 @@
 """Rebuild the bundled Du et al. (2017) QG sample from ../shared/data/du2017_qg (run from the repo root).
 
-    python bang_nar/sample_data/du_qg/make_sample.py /work/shared/data/du2017_qg
+    python bang_nar/sample_data/du_qg/make_sample.py ../shared/data/du2017_qg
 
 train.jsonl: 2,500 pairs drawn with random.Random(2017) from src/tgt-dev.txt (the Du dev split, 10,570 pairs),
 kept in file order. eval.jsonl: the first 250 pairs of src/tgt-test.head2000.txt (the Du test split). Text is
