@@ -239,7 +239,9 @@ def test_cli_refusal_is_one_line_and_position_flags_apply(golden_state, tmp_path
     state, args = golden_state
     evil = tmp_path / "evil.pt"
     torch.save({"args": args, "model": state, "extra_state": {"x": decimal.Decimal("1.5")}}, evil)
-    assert main(["convert", str(evil), str(tmp_path / "out")]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["convert", str(evil), str(tmp_path / "out")])
+    assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "refused global decimal.Decimal" in error
     assert main(["convert", str(golden_path("checkpoint.pt")), str(tmp_path / "hf"), "--max-source-positions", "64",
