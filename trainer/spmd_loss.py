@@ -176,6 +176,7 @@ def candidate_choice(
     strategy: MixStrategy = "min_loss",
     p_mix: float = 0.5,
     uniform: torch.Tensor | None = None,
+    validate: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. (3) of docs/spmd.md: the target m_i of each sample, as mixing weights over its candidates.
 
@@ -189,13 +190,15 @@ def candidate_choice(
         valid: `[B, K]` bool, which candidates exist.
         is_distilled: `[K]` bool, True for AR-stream targets ŷ, False for gold y.
         strategy, p_mix: `mix_strategy` and `p_mix` of SPMDTrainingArguments.
-        uniform: `[B]` draws in [0, 1), required by `random`.
+        uniform: `[B]` draws in [0, 1), required by `random` (moved to the losses' device).
+        validate: check on the host that every sample has a candidate (and a gold one for `random`). Each check
+            is a device sync, so the trainer runs them only with `spmd_debug=True`.
 
     Returns:
         `weights` `[B, K]` (rows sum to 1). `components`: `index` `[B]` chosen candidate (argmax of the weights),
         `from_gold` `[B]` weight share of gold candidates.
     """
-    if not bool(valid.any(-1).all()):
+    if validate and not bool(valid.any(-1).all()):
         raise ValueError("Every sample needs at least one valid candidate target; check the collated labels.")
     valid_f = valid.float()
     if strategy == "min_loss":
@@ -204,6 +207,7 @@ def candidate_choice(
     elif strategy == "random":
         if uniform is None:
             raise ValueError("mix_strategy='random' needs `uniform` draws, one per sample.")
+        uniform = uniform.to(valid.device)
         distilled = valid & is_distilled.to(valid.device)  # [B, K]
         gold = valid & ~is_distilled.to(valid.device)
         num_distilled = distilled.sum(-1)  # [B]
@@ -213,7 +217,7 @@ def candidate_choice(
         nth_distilled = distilled.long().cumsum(-1) - 1  # [B, K]: 0-based rank among distilled candidates
         one_distilled = distilled & (nth_distilled == rank.unsqueeze(-1))
         first_gold = F.one_hot(gold.float().argmax(-1), valid.size(1)).bool() & gold
-        if not bool((pick_distilled | gold.any(-1)).all()):
+        if validate and not bool((pick_distilled | gold.any(-1)).all()):
             raise ValueError("mix_strategy='random' needs a gold candidate for every sample (target_sources gold).")
         weights = torch.where(pick_distilled.unsqueeze(-1), one_distilled, first_gold).float()
     elif strategy == "all":
@@ -267,13 +271,14 @@ def self_paced_weights(
     difficulty: torch.Tensor,
     mode: PaceMode = "percentile",
     keep_fraction: float = 1.0,
-    lam: float | None = None,
+    lam: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. (6) of docs/spmd.md: self-paced weights v_i ∈ [0, 1] from difficulties d_i.
 
     - `percentile`: v_i = 1 for the ceil(q·N) easiest samples (ties broken by position, so every rank that sees the
       same gathered vector agrees), else 0; `keep_fraction` = q(s);
-    - `hard`: v_i = 1[d_i < λ]; `linear`: v_i = max(0, 1 − d_i/λ), `lam` = λ(s) > 0;
+    - `hard`: v_i = 1[d_i < λ]; `linear`: v_i = max(0, 1 − d_i/λ), `lam` = λ(s) > 0 (a float, or a 0-dim tensor
+      such as a calibrated λ0, which is used on the device without a host check);
     - `none`: v_i = 1.
 
     Args:
@@ -289,15 +294,16 @@ def self_paced_weights(
         if not 0.0 < keep_fraction <= 1.0:
             raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}.")
         num_keep = min(num, max(1, math.ceil(keep_fraction * num - 1e-9)))
-        order = torch.sort(difficulty, stable=True).indices
-        weights = torch.zeros_like(difficulty)
-        weights[order[:num_keep]] = 1.0
-        threshold = difficulty[order[num_keep - 1]] if num else difficulty.new_tensor(math.inf)
+        ordered, order = torch.sort(difficulty, stable=True)
+        weights = torch.zeros_like(difficulty).scatter_(0, order[:num_keep], 1.0)
+        # Python-int indexing of the sorted values: indexing by a device tensor would sync with the host.
+        threshold = ordered[num_keep - 1] if num else difficulty.new_tensor(math.inf)
     elif mode in ("hard", "linear"):
-        if lam is None or lam <= 0:
+        if lam is None or (not isinstance(lam, torch.Tensor) and lam <= 0):
             raise ValueError(f"pace_mode={mode!r} needs λ > 0, got {lam}.")
+        lam = torch.as_tensor(lam, dtype=difficulty.dtype).to(difficulty.device)
         weights = (difficulty < lam).float() if mode == "hard" else (1.0 - difficulty / lam).clamp_min(0.0)
-        threshold = difficulty.new_tensor(lam)
+        threshold = lam
     elif mode == "none":
         weights = torch.ones_like(difficulty)
         threshold = difficulty.new_tensor(math.inf)
