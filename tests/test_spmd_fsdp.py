@@ -74,5 +74,22 @@ def test_fsdp_two_processes_match_one_process(tmp_path):
             torch.testing.assert_close(sharded[key], value, rtol=1e-4, atol=1e-6, msg=f"{name}: {key}")
 
 
+def test_example_accelerate_configs_load_and_name_bang_layers():
+    """The shipped `accelerate launch --config_file` examples parse with accelerate's own loader, and FSDP wraps the
+    model's real layer classes (the ones it declares unsplittable)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from bang_nar import BangForConditionalGeneration
+
+    folder = REPO_ROOT / "examples" / "accelerate"
+    configs = {name: load_config_from_file(str(folder / f"{name}.yaml")) for name in ("ddp", "fsdp", "deepspeed_zero2")}
+    assert [str(c.distributed_type.value) for c in configs.values()] == ["MULTI_GPU", "FSDP", "DEEPSPEED"]
+    fsdp = configs["fsdp"].fsdp_config
+    assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    layers = fsdp["fsdp_transformer_layer_cls_to_wrap"].split(",")
+    assert layers == BangForConditionalGeneration._no_split_modules
+    assert configs["deepspeed_zero2"].deepspeed_config["zero_stage"] == 2
+
+
 if __name__ == "__main__":
     worker(Path(sys.argv[1]))
