@@ -59,9 +59,10 @@ def _smoothed_token_nll(
         )
     log_probs = logits[:, : targets.size(-1)].float().log_softmax(-1)  # [B, T, V]
     mask = targets.ne(IGNORE_INDEX)
-    index = targets.clamp_min(0).unsqueeze(-1)  # [B, K, T, 1]
-    expanded = log_probs.unsqueeze(1).expand(-1, targets.size(1), -1, -1)  # [B, K, T, V], a view
-    nll = -expanded.gather(-1, index).squeeze(-1)  # [B, K, T]
+    # Gather the K targets of each position from the shared [B, T, V] (not from a [B, K, T, V] expansion, whose
+    # backward would allocate and reduce K vocabulary-sized buffers).
+    index = targets.clamp_min(0).transpose(1, 2)  # [B, T, K]
+    nll = -log_probs.gather(-1, index).transpose(1, 2)  # [B, K, T]
     uniform = -log_probs.mean(-1).unsqueeze(1)  # [B, 1, T]: the ε/V·Σ_v term
     smoothed = (1.0 - epsilon) * nll + epsilon * uniform
     return smoothed.masked_fill(~mask, 0.0), nll.masked_fill(~mask, 0.0), mask
@@ -160,8 +161,11 @@ def token_kd_divergence(
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     num_positions = teacher_logits.size(-2)
     student = student_logits[..., :num_positions, :].float()
-    log_p = (student / temperature).log_softmax(-1)
-    log_q = (teacher_logits.detach().float() / temperature).log_softmax(-1)
+    teacher = teacher_logits.detach().float()
+    if temperature != 1.0:  # skip two vocabulary-sized divisions (and one in backward) at the default τ = 1
+        student, teacher = student / temperature, teacher / temperature
+    log_p = student.log_softmax(-1)
+    log_q = teacher.log_softmax(-1)
     per_token = (log_q.exp() * (log_q - log_p)).sum(-1) * temperature**2  # [..., T]
     per_token = per_token.masked_fill(~mask, 0.0)
     num_tokens = mask.sum(-1)
