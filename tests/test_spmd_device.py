@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from torch.utils._python_dispatch import TorchDispatchMode
+
 import bang_nar.modeling_bang as modeling
 from bang_nar.trainer import SPMDDataCollator
 from tests.conftest import tiny_model
@@ -64,6 +66,23 @@ def count_host_syncs():
             setattr(torch.Tensor, name, original)
 
 
+class BlockingHostCopies(TorchDispatchMode):
+    """Records blocking host-to-device copies (`.to(device)` of a CPU tensor without non_blocking): on CUDA each one
+    waits for the whole stream, i.e. it is a sync too."""
+
+    def __init__(self):
+        super().__init__()
+        self.copies: list[tuple[int, ...]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is torch.ops.aten._to_copy.default and not kwargs.get("non_blocking", False):
+            if args[0].device.type == "cpu" and out.device.type != "cpu":
+                self.copies.append(tuple(args[0].shape))
+        return out
+
+
 @pytest.mark.parametrize("options", STEP_OPTIONS.values(), ids=STEP_OPTIONS.keys())
 def test_step_runs_on_a_non_cpu_device(tmp_path, options, sync_free_model_masks):
     """On `meta` every tensor must follow the model (a CPU tensor mixed in fails) and any host sync raises
@@ -74,9 +93,11 @@ def test_step_runs_on_a_non_cpu_device(tmp_path, options, sync_free_model_masks)
     model.to("meta")
     batch = {k: v.to("meta") for k, v in _batch().items()}
     for _ in range(3):  # mixed: both modes; hard: λ0 calibrated, then reused
-        loss = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(20, device="meta"))
+        with BlockingHostCopies() as copies:
+            loss = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(20, device="meta"))
+            loss.backward()
         assert loss.device.type == "meta" and loss.dim() == 0
-        loss.backward()
+        assert copies.copies == []
     assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.parameters() if p.requires_grad)
 
 

@@ -39,8 +39,14 @@ def _normalise(total: torch.Tensor, count: torch.Tensor, num_items_in_batch: int
     """`total / num_items_in_batch` (Trainer convention: exact under gradient accumulation), else `total / count`."""
     denominator = num_items_in_batch if num_items_in_batch is not None else count.clamp_min(1)
     if isinstance(denominator, torch.Tensor):
-        denominator = denominator.to(total.device)
+        denominator = denominator.to(total.device, non_blocking=True)
     return total / denominator
+
+
+def _full(like: torch.Tensor, value: float) -> torch.Tensor:
+    """A 0-dim tensor on `like`'s device, filled there: `new_tensor(value)` would copy from the host, which is a
+    blocking transfer (a sync) on an accelerator."""
+    return torch.full((), value, dtype=like.dtype, device=like.device)
 
 
 def _smoothed_token_nll(
@@ -211,7 +217,7 @@ def candidate_choice(
     elif strategy == "random":
         if uniform is None:
             raise ValueError("mix_strategy='random' needs `uniform` draws, one per sample.")
-        uniform = uniform.to(valid.device)
+        uniform = uniform.to(valid.device, non_blocking=True)  # a blocking host-to-device copy would sync
         distilled = valid & is_distilled.to(valid.device)  # [B, K]
         gold = valid & ~is_distilled.to(valid.device)
         num_distilled = distilled.sum(-1)  # [B]
@@ -301,22 +307,21 @@ def self_paced_weights(
         ordered, order = torch.sort(difficulty, stable=True)
         weights = torch.zeros_like(difficulty).scatter_(0, order[:num_keep], 1.0)
         # Python-int indexing of the sorted values: indexing by a device tensor would sync with the host.
-        threshold = ordered[num_keep - 1] if num else difficulty.new_tensor(math.inf)
+        threshold = ordered[num_keep - 1] if num else _full(difficulty, math.inf)
     elif mode in ("hard", "linear"):
         if lam is None or (not isinstance(lam, torch.Tensor) and lam <= 0):
             raise ValueError(f"pace_mode={mode!r} needs λ > 0, got {lam}.")
-        lam = torch.as_tensor(lam, dtype=difficulty.dtype).to(difficulty.device)
         weights = (difficulty < lam).float() if mode == "hard" else (1.0 - difficulty / lam).clamp_min(0.0)
-        threshold = lam
+        threshold = lam.to(difficulty) if isinstance(lam, torch.Tensor) else _full(difficulty, lam)
     elif mode == "none":
         weights = torch.ones_like(difficulty)
-        threshold = difficulty.new_tensor(math.inf)
+        threshold = _full(difficulty, math.inf)
     else:
         raise ValueError(f"pace_mode must be 'percentile', 'hard', 'linear' or 'none', got {mode!r}.")
     components = {
         "threshold": threshold,
-        "kept_fraction": (weights > 0).float().mean() if num else difficulty.new_tensor(0.0),
-        "mean_weight": weights.mean() if num else difficulty.new_tensor(0.0),
+        "kept_fraction": (weights > 0).float().mean() if num else _full(difficulty, 0.0),
+        "mean_weight": weights.mean() if num else _full(difficulty, 0.0),
     }
     return weights, components
 
@@ -366,7 +371,9 @@ def mixed_distillation_loss(
     sample_loss = (1.0 - kd_alpha) * nar + kd_alpha * kd  # Eq. (4)
     if weight_sum is None:
         weight_sum = pace_weights.sum()
-    denominator = torch.clamp(torch.as_tensor(weight_sum, dtype=sample_loss.dtype, device=sample_loss.device), min=1.0)
+    if not isinstance(weight_sum, torch.Tensor):
+        weight_sum = _full(sample_loss, float(weight_sum))
+    denominator = torch.clamp(weight_sum.to(sample_loss.dtype), min=1.0)
     loss = (pace_weights.to(sample_loss.dtype) * sample_loss).sum() / (denominator * num_micro_batches)  # Eq. (7)
     if ar_loss is not None and ar_loss_weight != 0:
         loss = loss + ar_loss_weight * ar_loss

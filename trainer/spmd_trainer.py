@@ -150,7 +150,7 @@ class SelfPacedState:
         num_processes = getattr(accelerator, "num_processes", 1)
         draws = torch.rand(num_local * num_processes, generator=self.generator)
         start = getattr(accelerator, "process_index", 0) * num_local
-        return draws[start : start + num_local].to(device or "cpu")
+        return draws[start : start + num_local].to(device or "cpu", non_blocking=True)  # blocking would sync
 
     def state_dict(self) -> dict[str, Any]:
         """Plain Python values (tensors become floats here, at checkpoint time only) plus the generator state."""
@@ -335,7 +335,8 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         # The model treats pad ids in labels as padding; do the same so the two agree.
         candidates = candidates.masked_fill(candidates == self._unwrapped().config.pad_token_id, IGNORE_INDEX)
         has_gold = "gold" in self.args.target_sources
-        is_distilled = torch.tensor([i > 0 or not has_gold for i in range(candidates.size(1))], device=candidates.device)
+        # Built on the device (torch.tensor(list, device=...) would be a blocking host-to-device copy, a sync).
+        is_distilled = torch.arange(candidates.size(1), device=candidates.device) >= (1 if has_gold else 0)
         return candidates, is_distilled
 
     def _decode(
