@@ -36,6 +36,7 @@ from transformers import PrinterCallback, TrainerCallback
 
 from common import (
     RESULTS_DIR,
+    _sync,
     display_path,
     finish_machine_info,
     machine_info,
@@ -298,16 +299,20 @@ def decoding_tables(rows: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 class StepTimer(TrainerCallback):
-    """Records the wall time of every optimizer step (forward, backward, optimizer step)."""
+    """Records the wall time of every optimizer step (forward, backward, optimizer step); on an accelerator the
+    queued work is waited for at both ends, or the times would only measure the kernel launches."""
 
-    def __init__(self):
+    def __init__(self, device: str = "cpu"):
         self.times: list[float] = []
         self._t0 = 0.0
+        self._device = device
 
     def on_step_begin(self, args, state, control, **kwargs):
+        _sync(self._device)
         self._t0 = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
+        _sync(self._device)
         self.times.append(time.perf_counter() - self._t0)
 
 
@@ -335,6 +340,7 @@ def run_training_steps(args: argparse.Namespace) -> dict[str, Any]:
         "per_device_train_batch_size": batch, "max_steps": args.train_steps, "learning_rate": 1e-4,
         "report_to": [], "save_strategy": "no", "logging_strategy": "no", "disable_tqdm": True,
         "dataloader_num_workers": 0, "use_cpu": args.device == "cpu", "seed": args.seed,
+        "bf16": getattr(args, "train_bf16", False),
     }  # fmt: skip
     variants: dict[str, Callable[[str], Any]] = {}
     models = build_models(size, {"bart"}, args.device, args.seed)
@@ -358,6 +364,8 @@ def run_training_steps(args: argparse.Namespace) -> dict[str, Any]:
     variants["bang nar (preset bang_nar)"] = bang_trainer("bang_nar")
     variants["bang nar (preset seq_kd)"] = bang_trainer("seq_kd")
     variants["bang nar (preset spmd)"] = bang_trainer("spmd")
+    if getattr(args, "train_variants", None):  # a subset, e.g. from gpu.py
+        variants = {name: build for name, build in variants.items() if name in args.train_variants}
 
     times: dict[str, list[float]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
@@ -367,15 +375,16 @@ def run_training_steps(args: argparse.Namespace) -> dict[str, Any]:
             trainer.remove_callback(PrinterCallback)
         for _ in range(args.train_rounds):  # round-robin, like the decoding cells
             for name, trainer in trainers.items():
-                timer = StepTimer()
+                timer = StepTimer(args.device)
                 trainer.add_callback(timer)
                 trainer.train()
                 trainer.remove_callback(timer)
                 times[name].extend(timer.times[1:])  # the first step of each call warms up
     bart = times["bart (Seq2SeqTrainer)"]
+    tokens = batch * (source_length + target_length)  # per step
     rows = [
         {"variant": name, "steps": len(t), "ms_per_step": 1000 * median(t), "ms_per_sample": 1000 * median(t) / batch,
-         "vs_bart": median(t) / median(bart)}
+         "tokens_per_s": tokens / median(t), "vs_bart": median(t) / median(bart)}
         for name, t in times.items()
     ]  # fmt: skip
     return {

@@ -29,7 +29,7 @@ class RecordThresholds(TrainerCallback):
         self.pace_state, self.thresholds = pace_state, []
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.thresholds.append(self.pace_state.threshold)
+        self.thresholds.append(float(self.pace_state.threshold))  # a device tensor during training
 
 
 def run_training(output_dir: Path, batch_size: int) -> tuple[torch.nn.Module, list[float], int]:

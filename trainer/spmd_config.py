@@ -40,8 +40,10 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
     - `train_mode` / `nar_ratio`: BANG's per-batch mode policy (bang_spec.md §3.4), drawn from a seeded generator.
     - `target_sources` (C_i), `mix_strategy` and `p_mix` (Eq. 3), `kd_alpha` (α, Eq. 4), `kd_temperature` (τ, Eq. 2),
       `ar_loss_weight` (β, Eq. 7), `teacher` ("self" or a frozen checkpoint path, for q_AR),
-      `pace_mode` (Eq. 6), `pace_signal` (Eq. 5), `pace_q0` (q0), `pace_warmup_ratio`, `pace_lambda0` (λ0),
+      `teacher_dropout` (the self-teacher in training or eval mode), `pace_mode` (Eq. 6), `pace_signal` (Eq. 5),
+      `pace_q0` (q0), `pace_warmup_ratio`, `pace_lambda0` (λ0, default calibrated on the first batch),
       `pace_growth` (μ).
+    - `spmd_debug`: host-side checks each step (device syncs; off by default).
     - `label_smoothing_factor` (ε of Eq. 1): the standard Trainer field, default raised to 0.1 (spmd.md Eq. 1 and
       BANG's `--label-smoothing 0.1`). The trainer passes it to every loss explicitly, so the model config's
       `label_smoothing` is not used in training (the forward kwarg is `smoothing_eps`).
@@ -100,6 +102,15 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
             "or the path/id of a frozen AR-fine-tuned BANG checkpoint."
         },
     )
+    teacher_dropout: bool = field(
+        default=True,
+        metadata={
+            "help": "With teacher='self': run the AR teacher pass in training mode, so q_AR (and the ar_nar_kl "
+            "difficulty) is a dropout sample (True: the behaviour before this field existed; False has not been "
+            "shown better yet), or in eval mode without dropout (False: a deterministic target, and a cheaper "
+            "pass). A frozen teacher always runs in eval mode."
+        },
+    )
     pace_mode: Literal["percentile", "hard", "linear", "none"] | None = field(
         default=None,
         metadata={
@@ -116,8 +127,13 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
         default=0.5,
         metadata={"help": "Share of the optimizer steps over which q(s) rises linearly from q0 to 1 ('percentile')."},
     )
-    pace_lambda0: float = field(
-        default=1.0, metadata={"help": "λ0 of Eq. 6 'hard'/'linear', in the units of pace_signal (our choice: 1.0)."}
+    pace_lambda0: float | None = field(
+        default=None,
+        metadata={
+            "help": "λ0 of Eq. 6 'hard'/'linear', in the units of pace_signal. Default (None): the pace_q0 quantile "
+            "of the first global micro-batch's difficulties, so the first steps keep about a fraction q0 of the "
+            "samples whatever the loss scale (a fixed 1.0 kept none while the NAR loss was above 1)."
+        },
     )
     pace_growth: float = field(
         default=1.3, metadata={"help": "μ of Eq. 6 'hard'/'linear': λ(s) = λ0·μ^epoch (Kumar et al. 2010 style)."}
@@ -148,6 +164,14 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
     label_smoothing_factor: float = field(
         default=0.1,
         metadata={"help": "ε of Eq. 1 for every NAR and AR cross-entropy (docs/spmd.md, BANG: 0.1)."},
+    )
+    spmd_debug: bool = field(
+        default=False,
+        metadata={
+            "help": "Run the host-side checks of every NAR step (each sample has a candidate target; every rank "
+            "passes the same micro-batch size before the all-gather). Each check syncs the device with the host, "
+            "so they are off by default; turn on to debug data or sharding problems."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -201,7 +225,8 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
             )
         _check_range("pace_q0", self.pace_q0, 0.0, 1.0, low_open=True)
         _check_range("pace_warmup_ratio", self.pace_warmup_ratio, 0.0, 1.0)
-        _check_range("pace_lambda0", self.pace_lambda0, 0.0, float("inf"), low_open=True)
+        if self.pace_lambda0 is not None:
+            _check_range("pace_lambda0", self.pace_lambda0, 0.0, float("inf"), low_open=True)
         _check_range("pace_growth", self.pace_growth, 1.0, float("inf"))
         _check_range("label_smoothing_factor", self.label_smoothing_factor, 0.0, 0.999)
         if self.kd_top_k is not None and self.kd_top_k < 1:

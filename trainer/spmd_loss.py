@@ -39,8 +39,14 @@ def _normalise(total: torch.Tensor, count: torch.Tensor, num_items_in_batch: int
     """`total / num_items_in_batch` (Trainer convention: exact under gradient accumulation), else `total / count`."""
     denominator = num_items_in_batch if num_items_in_batch is not None else count.clamp_min(1)
     if isinstance(denominator, torch.Tensor):
-        denominator = denominator.to(total.device)
+        denominator = denominator.to(total.device, non_blocking=True)
     return total / denominator
+
+
+def _full(like: torch.Tensor, value: float) -> torch.Tensor:
+    """A 0-dim tensor on `like`'s device, filled there: `new_tensor(value)` would copy from the host, which is a
+    blocking transfer (a sync) on an accelerator."""
+    return torch.full((), value, dtype=like.dtype, device=like.device)
 
 
 def _smoothed_token_nll(
@@ -59,9 +65,10 @@ def _smoothed_token_nll(
         )
     log_probs = logits[:, : targets.size(-1)].float().log_softmax(-1)  # [B, T, V]
     mask = targets.ne(IGNORE_INDEX)
-    index = targets.clamp_min(0).unsqueeze(-1)  # [B, K, T, 1]
-    expanded = log_probs.unsqueeze(1).expand(-1, targets.size(1), -1, -1)  # [B, K, T, V], a view
-    nll = -expanded.gather(-1, index).squeeze(-1)  # [B, K, T]
+    # Gather the K targets of each position from the shared [B, T, V] (not from a [B, K, T, V] expansion, whose
+    # backward would allocate and reduce K vocabulary-sized buffers).
+    index = targets.clamp_min(0).transpose(1, 2)  # [B, T, K]
+    nll = -log_probs.gather(-1, index).transpose(1, 2)  # [B, K, T]
     uniform = -log_probs.mean(-1).unsqueeze(1)  # [B, 1, T]: the ε/V·Σ_v term
     smoothed = (1.0 - epsilon) * nll + epsilon * uniform
     return smoothed.masked_fill(~mask, 0.0), nll.masked_fill(~mask, 0.0), mask
@@ -160,8 +167,11 @@ def token_kd_divergence(
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     num_positions = teacher_logits.size(-2)
     student = student_logits[..., :num_positions, :].float()
-    log_p = (student / temperature).log_softmax(-1)
-    log_q = (teacher_logits.detach().float() / temperature).log_softmax(-1)
+    teacher = teacher_logits.detach().float()
+    if temperature != 1.0:  # skip two vocabulary-sized divisions (and one in backward) at the default τ = 1
+        student, teacher = student / temperature, teacher / temperature
+    log_p = student.log_softmax(-1)
+    log_q = teacher.log_softmax(-1)
     per_token = (log_q.exp() * (log_q - log_p)).sum(-1) * temperature**2  # [..., T]
     per_token = per_token.masked_fill(~mask, 0.0)
     num_tokens = mask.sum(-1)
@@ -176,6 +186,7 @@ def candidate_choice(
     strategy: MixStrategy = "min_loss",
     p_mix: float = 0.5,
     uniform: torch.Tensor | None = None,
+    validate: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. (3) of docs/spmd.md: the target m_i of each sample, as mixing weights over its candidates.
 
@@ -189,13 +200,15 @@ def candidate_choice(
         valid: `[B, K]` bool, which candidates exist.
         is_distilled: `[K]` bool, True for AR-stream targets ŷ, False for gold y.
         strategy, p_mix: `mix_strategy` and `p_mix` of SPMDTrainingArguments.
-        uniform: `[B]` draws in [0, 1), required by `random`.
+        uniform: `[B]` draws in [0, 1), required by `random` (moved to the losses' device).
+        validate: check on the host that every sample has a candidate (and a gold one for `random`). Each check
+            is a device sync, so the trainer runs them only with `spmd_debug=True`.
 
     Returns:
         `weights` `[B, K]` (rows sum to 1). `components`: `index` `[B]` chosen candidate (argmax of the weights),
         `from_gold` `[B]` weight share of gold candidates.
     """
-    if not bool(valid.any(-1).all()):
+    if validate and not bool(valid.any(-1).all()):
         raise ValueError("Every sample needs at least one valid candidate target; check the collated labels.")
     valid_f = valid.float()
     if strategy == "min_loss":
@@ -204,6 +217,7 @@ def candidate_choice(
     elif strategy == "random":
         if uniform is None:
             raise ValueError("mix_strategy='random' needs `uniform` draws, one per sample.")
+        uniform = uniform.to(valid.device, non_blocking=True)  # a blocking host-to-device copy would sync
         distilled = valid & is_distilled.to(valid.device)  # [B, K]
         gold = valid & ~is_distilled.to(valid.device)
         num_distilled = distilled.sum(-1)  # [B]
@@ -213,7 +227,7 @@ def candidate_choice(
         nth_distilled = distilled.long().cumsum(-1) - 1  # [B, K]: 0-based rank among distilled candidates
         one_distilled = distilled & (nth_distilled == rank.unsqueeze(-1))
         first_gold = F.one_hot(gold.float().argmax(-1), valid.size(1)).bool() & gold
-        if not bool((pick_distilled | gold.any(-1)).all()):
+        if validate and not bool((pick_distilled | gold.any(-1)).all()):
             raise ValueError("mix_strategy='random' needs a gold candidate for every sample (target_sources gold).")
         weights = torch.where(pick_distilled.unsqueeze(-1), one_distilled, first_gold).float()
     elif strategy == "all":
@@ -267,13 +281,14 @@ def self_paced_weights(
     difficulty: torch.Tensor,
     mode: PaceMode = "percentile",
     keep_fraction: float = 1.0,
-    lam: float | None = None,
+    lam: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. (6) of docs/spmd.md: self-paced weights v_i ∈ [0, 1] from difficulties d_i.
 
     - `percentile`: v_i = 1 for the ceil(q·N) easiest samples (ties broken by position, so every rank that sees the
       same gathered vector agrees), else 0; `keep_fraction` = q(s);
-    - `hard`: v_i = 1[d_i < λ]; `linear`: v_i = max(0, 1 − d_i/λ), `lam` = λ(s) > 0;
+    - `hard`: v_i = 1[d_i < λ]; `linear`: v_i = max(0, 1 − d_i/λ), `lam` = λ(s) > 0 (a float, or a 0-dim tensor
+      such as a calibrated λ0, which is used on the device without a host check);
     - `none`: v_i = 1.
 
     Args:
@@ -289,24 +304,24 @@ def self_paced_weights(
         if not 0.0 < keep_fraction <= 1.0:
             raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}.")
         num_keep = min(num, max(1, math.ceil(keep_fraction * num - 1e-9)))
-        order = torch.sort(difficulty, stable=True).indices
-        weights = torch.zeros_like(difficulty)
-        weights[order[:num_keep]] = 1.0
-        threshold = difficulty[order[num_keep - 1]] if num else difficulty.new_tensor(math.inf)
+        ordered, order = torch.sort(difficulty, stable=True)
+        weights = torch.zeros_like(difficulty).scatter_(0, order[:num_keep], 1.0)
+        # Python-int indexing of the sorted values: indexing by a device tensor would sync with the host.
+        threshold = ordered[num_keep - 1] if num else _full(difficulty, math.inf)
     elif mode in ("hard", "linear"):
-        if lam is None or lam <= 0:
+        if lam is None or (not isinstance(lam, torch.Tensor) and lam <= 0):
             raise ValueError(f"pace_mode={mode!r} needs λ > 0, got {lam}.")
         weights = (difficulty < lam).float() if mode == "hard" else (1.0 - difficulty / lam).clamp_min(0.0)
-        threshold = difficulty.new_tensor(lam)
+        threshold = lam.to(difficulty) if isinstance(lam, torch.Tensor) else _full(difficulty, lam)
     elif mode == "none":
         weights = torch.ones_like(difficulty)
-        threshold = difficulty.new_tensor(math.inf)
+        threshold = _full(difficulty, math.inf)
     else:
         raise ValueError(f"pace_mode must be 'percentile', 'hard', 'linear' or 'none', got {mode!r}.")
     components = {
         "threshold": threshold,
-        "kept_fraction": (weights > 0).float().mean() if num else difficulty.new_tensor(0.0),
-        "mean_weight": weights.mean() if num else difficulty.new_tensor(0.0),
+        "kept_fraction": (weights > 0).float().mean() if num else _full(difficulty, 0.0),
+        "mean_weight": weights.mean() if num else _full(difficulty, 0.0),
     }
     return weights, components
 
@@ -356,7 +371,9 @@ def mixed_distillation_loss(
     sample_loss = (1.0 - kd_alpha) * nar + kd_alpha * kd  # Eq. (4)
     if weight_sum is None:
         weight_sum = pace_weights.sum()
-    denominator = torch.clamp(torch.as_tensor(weight_sum, dtype=sample_loss.dtype, device=sample_loss.device), min=1.0)
+    if not isinstance(weight_sum, torch.Tensor):
+        weight_sum = _full(sample_loss, float(weight_sum))
+    denominator = torch.clamp(weight_sum.to(sample_loss.dtype), min=1.0)
     loss = (pace_weights.to(sample_loss.dtype) * sample_loss).sum() / (denominator * num_micro_batches)  # Eq. (7)
     if ar_loss is not None and ar_loss_weight != 0:
         loss = loss + ar_loss_weight * ar_loss

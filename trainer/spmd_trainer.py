@@ -11,7 +11,6 @@ import contextlib
 import math
 import os
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,19 +67,22 @@ class SelfPacedState:
     Identical on every rank: the generator is seeded the same everywhere and every rank draws the global batch's
     numbers; difficulties are all-gathered in `update`, the only cross-rank call. Saved in every checkpoint
     (`state_dict`) and restored on resume, so a resumed run continues the same schedule and the same draws.
+
+    Sync-free: the generator lives on the host (its draws are copied to the device), and the threshold and a
+    calibrated λ0 stay device tensors; they become floats only in `state_dict` (checkpoints) and in logs.
     """
 
     mode: str = "percentile"
     q0: float = 0.5
     warmup_ratio: float = 0.5
-    lambda0: float = 1.0
+    lambda0: float | torch.Tensor | None = 1.0  # None: calibrated on the first update (the q0 quantile of d_i)
     growth: float = 1.3
     seed: int = 42
     step: int = 0  # optimizer step s of the last update
     epoch: int = 0  # completed epochs at the last update
     keep_fraction: float = 1.0  # q(s)
-    lam: float = 1.0  # λ(s)
-    threshold: float = math.inf  # last threshold (Eq. 6)
+    lam: float | torch.Tensor | None = 1.0  # λ(s)
+    threshold: float | torch.Tensor = math.inf  # last threshold (Eq. 6); a device tensor after an update
     generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -104,36 +106,57 @@ class SelfPacedState:
         warmup = self.warmup_ratio * max(max_steps, 0)
         progress = min(1.0, self.step / warmup) if warmup > 0 else 1.0
         self.keep_fraction = self.q0 + (1.0 - self.q0) * progress
-        self.lam = self.lambda0 * self.growth**self.epoch
+        self.lam = self.lambda0 * self.growth**self.epoch if self.lambda0 is not None else None
 
-    def update(self, step: int, epoch: float, max_steps: int, stats: torch.Tensor, accelerator: Any) -> PaceResult:
+    def update(
+        self, step: int, epoch: float, max_steps: int, stats: torch.Tensor, accelerator: Any, check_sizes: bool = False
+    ) -> PaceResult:
         """Eq. (6) over the global micro-batch: advance the schedule, all-gather the per-sample statistics
         `[b, len(STATS)]` (column 0 = d_i), weight every sample, and return this rank's slice.
 
-        Every rank must pass the same b (Trainer's `even_batches` default guarantees it)."""
+        Every rank must pass the same b (Trainer's `even_batches` default guarantees it). With `check_sizes` (or when
+        the accelerator does not even the batches) the sizes are compared first, since a gather of unequal sizes
+        hangs or fails obscurely; the comparison syncs the host, so it is not done otherwise."""
         self.schedule(step, epoch, max_steps)
         stats = stats.detach().float()
         num_processes = getattr(accelerator, "num_processes", 1)
+        if num_processes > 1 and (check_sizes or not getattr(accelerator, "even_batches", True)):
+            sizes = accelerator.gather(torch.tensor([stats.size(0)], device=stats.device))
+            if bool((sizes != stats.size(0)).any()):
+                raise RuntimeError(
+                    f"Ranks passed micro-batches of sizes {sizes.tolist()} to the SPMD all-gather; keep Trainer's "
+                    "accelerator_config even_batches=True (the default) or drop_last."
+                )
         gathered = accelerator.gather(stats) if num_processes > 1 else stats
         if gathered.size(0) != stats.size(0) * num_processes:
             raise RuntimeError("Ranks passed micro-batches of different sizes; keep Trainer's even_batches=True.")
+        if self.lambda0 is None and self.mode in ("hard", "linear"):
+            self._calibrate_lambda0(gathered[:, 0])
         weights, components = self_paced_weights(gathered[:, 0], self.mode, self.keep_fraction, self.lam)
-        self.threshold = float(components["threshold"])
+        self.threshold = components["threshold"]
         start = getattr(accelerator, "process_index", 0) * stats.size(0)
         local = weights[start : start + stats.size(0)].to(stats.device)
         return PaceResult(local, weights.sum(), gathered, components)
 
-    def draw_uniform(self, num_local: int, accelerator: Any) -> torch.Tensor:
+    def _calibrate_lambda0(self, difficulty: torch.Tensor) -> None:
+        """λ0 = the q0 quantile of the first global micro-batch's d_i, so `hard`/`linear` start by keeping about a
+        fraction q0 whatever the scale of the difficulty (a device tensor: no sync; identical on every rank)."""
+        self.lambda0 = torch.quantile(difficulty.float(), self.q0).clamp_min(1e-6)
+        self.lam = self.lambda0 * self.growth**self.epoch
+
+    def draw_uniform(self, num_local: int, accelerator: Any, device: torch.device | str | None = None) -> torch.Tensor:
         """`[num_local]` U[0, 1) draws for this rank: every rank draws the global batch and keeps its slice, so N
-        processes draw exactly what one process with N times the micro-batch would."""
+        processes draw exactly what one process with N times the micro-batch would. Drawn on the host generator,
+        returned on `device` (the losses' device; a host-to-device copy, not a sync)."""
         num_processes = getattr(accelerator, "num_processes", 1)
         draws = torch.rand(num_local * num_processes, generator=self.generator)
         start = getattr(accelerator, "process_index", 0) * num_local
-        return draws[start : start + num_local]
+        return draws[start : start + num_local].to(device or "cpu", non_blocking=True)  # blocking would sync
 
     def state_dict(self) -> dict[str, Any]:
-        keys = ("mode", "step", "epoch", "keep_fraction", "lam", "threshold")
-        return {**{k: getattr(self, k) for k in keys}, "generator": self.generator.get_state()}
+        """Plain Python values (tensors become floats here, at checkpoint time only) plus the generator state."""
+        keys = ("mode", "step", "epoch", "keep_fraction", "lam", "threshold", "lambda0")
+        return {**{k: _to_float(getattr(self, k)) for k in keys}, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["mode"] != self.mode:
@@ -141,8 +164,8 @@ class SelfPacedState:
                 f"The checkpoint's pace_mode is {state['mode']!r} but this run uses {self.mode!r}; resume with the "
                 "same SPMD settings or start a new run."
             )
-        for key in ("step", "epoch", "keep_fraction", "lam", "threshold"):
-            setattr(self, key, state[key])
+        for key in ("step", "epoch", "keep_fraction", "lam", "threshold", "lambda0"):
+            setattr(self, key, state.get(key, getattr(self, key)))  # lambda0 is absent from older checkpoints
         self.generator.set_state(state["generator"])
 
 
@@ -166,14 +189,17 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
     def __init__(self, model: nn.Module | None = None, args: SPMDTrainingArguments | None = None, **kwargs: Any):
         if not isinstance(args, SPMDTrainingArguments):
             raise TypeError("SPMDSeq2SeqTrainer needs args=SPMDTrainingArguments(...).")
-        if kwargs.get("data_collator") is None:
-            kwargs["data_collator"] = SPMDDataCollator(model.config.pad_token_id, kd_column=args.kd_column)
+        own_collator = kwargs.get("data_collator") is None
         _check_dataset(kwargs.get("train_dataset"), args)
         super().__init__(model=model, args=args, **kwargs)
+        if own_collator:  # after Trainer's init, so that a `model_init` model is built and its pad id known
+            self.data_collator = SPMDDataCollator(self.model.config.pad_token_id, kd_column=args.kd_column)
         self.model_accepts_loss_kwargs = True  # compute_loss consumes num_items_in_batch itself
         self.pace_state = SelfPacedState.from_args(args)
         self.teacher = self._load_teacher(args)
-        self._metrics: dict[str, defaultdict[str, list[float]]] = {s: defaultdict(list) for s in ("train", "eval")}
+        # Running (sum, count) per metric, kept on the device and turned into floats in `log` only: no host sync per
+        # step, and bounded memory when logging is off.
+        self._metrics: dict[str, dict[str, list[Any]]] = {s: {} for s in ("train", "eval")}
 
     # ---- the loss ---------------------------------------------------------------------------------------------
 
@@ -184,49 +210,55 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        """One micro-batch of docs/spmd.md (NAR batches) or BANG AR fine-tuning (AR batches)."""
-        if not model.training or return_outputs:
+        """One micro-batch of docs/spmd.md (NAR batches) or BANG AR fine-tuning (AR batches).
+
+        Every pass runs through `model`, the prepared (DDP/FSDP/DeepSpeed-wrapped) one; the step makes no host sync
+        (metrics stay device tensors until `log`; host-side checks only with `spmd_debug`). In training,
+        `return_outputs=True` returns `(training loss, {"loss", "logits"})` (the NAR or AR logits of the batch)."""
+        if not model.training:
             return self._evaluation_loss(model, inputs, return_outputs, num_items_in_batch)
         if self._draw_mode() == "ar":  # 1. mode (BANG's nar_ratio policy)
-            return self._ar_batch_loss(model, inputs, num_items_in_batch)
+            loss, logits = self._ar_batch_loss(model, inputs, num_items_in_batch, return_logits=True)
+            return (loss, {"loss": loss.detach(), "logits": logits}) if return_outputs else loss
         args, eps = self.args, self.args.label_smoothing_factor
-        # 2. student: encoder once; one NAR pass scores every candidate (slot t depends only on x and t, §2.6)
-        encoder_outputs = self._encode(inputs)
+        # 2. student: one NAR pass runs the encoder once and scores every candidate (slot t depends only on x and t,
+        #    §2.6); its encoder output is shared by the AR passes below
         candidates, is_distilled = self._candidates(inputs)  # [B, K, T], [K]
         glancing = args.uses_glancing
-        with torch.no_grad() if glancing else contextlib.nullcontext():  # glancing: this pass only chooses
-            nar_logits = self._decode(model, inputs, encoder_outputs, "nar", candidates.size(-1))
+        with torch.no_grad() if glancing else contextlib.nullcontext():  # glancing: this pass only chooses m_i
+            nar_logits, encoder_outputs = self._student_nar(model, inputs, candidates.size(-1))
             _, nar = sequence_kd_nll(nar_logits, candidates, eps)  # Eq. 1, ℓ_NAR(c): [B, K]
-        draws = self._mix_draws(candidates.size(0))
+        draws = self._mix_draws(candidates.size(0), nar_logits.device)
         choice, chosen = candidate_choice(  # Eq. 3
-            nar["per_candidate"], nar["valid"], is_distilled, args.mix_strategy, args.p_mix, draws
-        )
+            nar["per_candidate"], nar["valid"], is_distilled, args.mix_strategy, args.p_mix, draws,
+            validate=args.spmd_debug,
+        )  # fmt: skip
         targets, choice, nar_loss = _selected(candidates, choice, nar["per_candidate"], args.mix_strategy)
         scored = targets  # the positions of m_i that are scored (all of them without glancing)
         if glancing:  # 2b. glance at m_i in proportion to the first pass's errors, train on the other slots
             scored, glance_ids = self._glance(nar_logits, targets)
-            nar_logits = self._decode(
-                model, inputs, encoder_outputs, "nar", candidates.size(-1), glance_ids=glance_ids
-            )
+            # The training pass runs the encoder again: the choosing pass above kept no graph.
+            nar_logits, encoder_outputs = self._student_nar(model, inputs, candidates.size(-1), glance_ids)
             nar_loss = sequence_kd_nll(nar_logits, scored, eps)[1]["per_candidate"]
         # 3. AR-stream knowledge under no_grad, then the token KL (Eq. 2)
         kd = None
         if args.needs_teacher:
-            teacher_logits = self._teacher_logits(inputs, encoder_outputs, targets)  # [B, K', T, V]
+            teacher_logits = self._teacher_logits(inputs, encoder_outputs, targets, model)  # [B, K', T, V]
             mask = scored.ne(IGNORE_INDEX)
             kd = token_kd_divergence(nar_logits.unsqueeze(1), teacher_logits, mask, args.kd_temperature)[1]
             kd = kd["per_sequence"]  # KL(c): [B, K']
         ar_loss, ar = None, None
         if args.ar_loss_weight > 0:  # the AR stream keeps training on gold (Eq. 7, second term)
             ar_logits = self._decode(model, inputs, encoder_outputs, "ar")
-            ar_loss, ar = gold_nll(ar_logits, inputs["labels"], eps, num_items_in_batch)
+            ar_loss, ar = gold_nll(ar_logits, self._gold_labels(inputs), eps, num_items_in_batch)
         # 4. self-paced weights over the global micro-batch (Eq. 5-6), then Eq. 4 + 7
         mismatch = nar_mismatch(nar_logits, scored) if args.pace_signal == "disagreement" else None
         difficulty, _ = pace_difficulty(args.pace_signal, nar_loss, kd, mismatch, choice)
         stats = _stats(difficulty, nar_loss, kd, choice, chosen["from_gold"], ar)
         pace = self.pace_state.update(
-            self.state.global_step, self.state.epoch or 0.0, self.state.max_steps, stats, self.accelerator
-        )
+            self.state.global_step, self.state.epoch or 0.0, self.state.max_steps, stats, self.accelerator,
+            check_sizes=args.spmd_debug,
+        )  # fmt: skip
         sp_scale, ar_scale = self._scales(num_items_in_batch)
         loss, _ = mixed_distillation_loss(
             nar_loss, pace.weights, args.kd_alpha, kd, choice,
@@ -234,17 +266,20 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             weight_sum=pace.weight_sum, num_micro_batches=self._micro_batches(),
         )  # fmt: skip
         self._record_nar(pace)  # 5. logs
-        return loss * sp_scale  # 6.
+        loss = loss * sp_scale  # 6.
+        return (loss, {"loss": loss.detach(), "logits": nar_logits}) if return_outputs else loss
 
     def _ar_batch_loss(
-        self, model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: Any
-    ) -> torch.Tensor:
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: Any, return_logits: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """BANG AR fine-tuning (bang_spec.md §3.2): label-smoothed AR cross-entropy on gold, Trainer-normalised."""
         logits = self._decode(model, inputs, None, "ar")
-        loss, parts = gold_nll(logits, inputs["labels"], self.args.label_smoothing_factor, num_items_in_batch)
+        labels = self._gold_labels(inputs)
+        loss, parts = gold_nll(logits, labels, self.args.label_smoothing_factor, num_items_in_batch)
         token_mean = parts["sum_per_sequence"].sum() / parts["num_tokens"].sum().clamp_min(1)
-        self._record("train", {"ar_loss": float(token_mean), "nar_batch": 0.0})
-        return loss * self._scales(num_items_in_batch)[1]
+        self._record("train", {"ar_loss": token_mean, "nar_batch": 0.0})
+        loss = loss * self._scales(num_items_in_batch)[1]
+        return (loss, logits) if return_logits else loss
 
     def _evaluation_loss(
         self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool, num_items_in_batch: Any
@@ -264,15 +299,26 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
     def _unwrapped(self) -> nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
-    def _encode(self, inputs: dict[str, torch.Tensor]) -> BaseModelOutput:
-        """The batch's one encoder pass, shared by the NAR, AR-gold and self-teacher decoder passes."""
-        return self._unwrapped().get_encoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    def _student_nar(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], num_slots: int, glance_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, BaseModelOutput]:
+        """The batch's one encoder pass and the NAR pass, as one forward of the prepared `model` (FSDP and DeepSpeed
+        only support calls to the wrapper's forward): NAR logits `[B, T, V]` and the encoder output, which the AR
+        gold and self-teacher passes reuse."""
+        outputs = self._decode(model, inputs, None, "nar", num_slots, glance_ids=glance_ids, full_output=True)
+        return outputs.logits, BaseModelOutput(last_hidden_state=outputs.encoder_last_hidden_state)
 
-    def _mix_draws(self, num_local: int) -> torch.Tensor | None:
-        """U[0, 1) draws of `random` mixing (Eq. 3), from the state's generator; None for the other strategies."""
+    def _gold_labels(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Gold labels with pad ids as -100: the model's `labels` convention, and what `_candidates` does."""
+        labels = inputs["labels"]
+        return labels.masked_fill(labels == self._unwrapped().config.pad_token_id, IGNORE_INDEX)
+
+    def _mix_draws(self, num_local: int, device: torch.device | str | None = None) -> torch.Tensor | None:
+        """U[0, 1) draws of `random` mixing (Eq. 3), from the state's generator, on `device`; None for the other
+        strategies."""
         if self.args.mix_strategy != "random":
             return None
-        return self.pace_state.draw_uniform(num_local, self.accelerator)
+        return self.pace_state.draw_uniform(num_local, self.accelerator, device)
 
     def _draw_mode(self) -> str:
         """BANG's per-batch mode (bang_spec.md §3.4), from the seeded state generator, the same on every rank."""
@@ -299,12 +345,13 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         # The model treats pad ids in labels as padding; do the same so the two agree.
         candidates = candidates.masked_fill(candidates == self._unwrapped().config.pad_token_id, IGNORE_INDEX)
         has_gold = "gold" in self.args.target_sources
-        is_distilled = torch.tensor([i > 0 or not has_gold for i in range(candidates.size(1))])
+        # Built on the device (torch.tensor(list, device=...) would be a blocking host-to-device copy, a sync).
+        is_distilled = torch.arange(candidates.size(1), device=candidates.device) >= (1 if has_gold else 0)
         return candidates, is_distilled
 
     def _glance(self, nar_logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Glancing (Qian et al. 2021) on the chosen targets `[B, K', T]` (K' = 1 unless mix_strategy='all': then
-        the first candidate with weight is glanced at). n_i = slots where the no-grad argmax differs from m_i;
+        """Glancing (Qian et al. 2021) on the chosen targets `[B, 1, T]` (the config refuses mix_strategy='all' with
+        glancing). n_i = slots where the no-grad argmax differs from m_i;
         ⌈r·n_i⌉ of m_i's real slots, drawn uniformly, are revealed. Returns `(targets with revealed slots set to
         -100, so only the others are scored, [B, K', T]; glance ids [B, T], -100 where not revealed)`."""
         ratio = self.args.glance_ratio_at(self.state.global_step, self.state.max_steps)
@@ -322,12 +369,14 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
     def _decode(
         self, model: nn.Module, inputs: dict[str, torch.Tensor], encoder_outputs: BaseModelOutput | None, mode: str,
         num_slots: int | None = None, labels: torch.Tensor | None = None, network: nn.Module | None = None,
-        glance_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:  # fmt: skip
-        """Logits `[B, T, V]` of one decoder pass: NAR with `num_slots` real slots, or AR teacher-forced on `labels`
-        (default gold). Runs through `model` (the DDP-wrapped one for gradient passes), sharing `encoder_outputs`."""
+        glance_ids: torch.Tensor | None = None, full_output: bool = False,
+    ) -> torch.Tensor | Any:  # fmt: skip
+        """Logits `[B, T, V]` of one decoder pass (the whole model output with `full_output`): NAR with `num_slots`
+        real slots (`glance_ids`: glancing inputs), or AR teacher-forced on `labels` (default gold). Runs through
+        `model` (the prepared, wrapped one), sharing `encoder_outputs` (None: the pass runs the encoder). Training
+        passes build no KV cache."""
         network = network if network is not None else model
-        kwargs: dict[str, Any] = {"attention_mask": inputs["attention_mask"], "mode": mode}
+        kwargs: dict[str, Any] = {"attention_mask": inputs["attention_mask"], "mode": mode, "use_cache": False}
         if encoder_outputs is None:
             kwargs["input_ids"] = inputs["input_ids"]
         else:
@@ -342,24 +391,36 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         else:
             labels = inputs["labels"] if labels is None else labels
             kwargs["decoder_input_ids"] = self._unwrapped().prepare_decoder_input_ids_from_labels(labels)
-        return network(**kwargs).logits
+        outputs = network(**kwargs)
+        return outputs if full_output else outputs.logits
 
     @torch.no_grad()
     def _teacher_logits(
-        self, inputs: dict[str, torch.Tensor], encoder_outputs: BaseModelOutput, targets: torch.Tensor
+        self,
+        inputs: dict[str, torch.Tensor],
+        encoder_outputs: BaseModelOutput,
+        targets: torch.Tensor,
+        model: nn.Module | None = None,
     ) -> torch.Tensor:
         """q_AR teacher-forced on the chosen targets `[B, K', T]` → logits `[B, K', T, V]`, under no_grad.
 
-        teacher='self': the student's own AR predicting stream on the batch's encoder output (stop-gradient), in the
-        model's current mode, so with dropout > 0 the teacher sees dropout too (our choice: the encoder pass is
-        shared, as docs/spmd.md asks); otherwise the frozen checkpoint in eval mode, which runs its own encoder."""
+        teacher='self': the student's own AR predicting stream on the batch's encoder output (stop-gradient, the
+        encoder pass is shared as docs/spmd.md asks), through the prepared `model` (default: the trainer's), in
+        training mode (dropout) or eval mode per `teacher_dropout`; otherwise the frozen checkpoint in eval mode,
+        which runs its own encoder."""
         batch, num, length = targets.shape
         repeat = {k: inputs[k].repeat_interleave(num, 0) for k in ("input_ids", "attention_mask")}
         flat = targets.reshape(batch * num, length)
         if self.teacher is None:
+            network = model if model is not None else self.model_wrapped
             hidden = encoder_outputs.last_hidden_state.detach().repeat_interleave(num, 0)
             shared = BaseModelOutput(last_hidden_state=hidden)
-            logits = self._decode(None, repeat, shared, "ar", labels=flat, network=self._unwrapped())
+            was_training = network.training
+            network.train(was_training and self.args.teacher_dropout)
+            try:
+                logits = self._decode(None, repeat, shared, "ar", labels=flat, network=network)
+            finally:
+                network.train(was_training)
         else:
             logits = self._decode(None, repeat, None, "ar", labels=flat, network=self.teacher)
         return logits.view(batch, num, length, -1)
@@ -388,9 +449,22 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
 
     # ---- logging ------------------------------------------------------------------------------------------------
 
-    def _record(self, split: str, values: dict[str, float]) -> None:
+    def _record(self, split: str, values: dict[str, float | torch.Tensor]) -> None:
+        """Add one step's values to the running (sum, count) of each metric; tensors stay on the device (no sync)."""
+        totals = self._metrics[split]
         for key, value in values.items():
-            self._metrics[split][key].append(value)
+            value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+            total = totals.get(key)
+            totals[key] = [value, 1] if total is None else [total[0] + value, total[1] + 1]
+
+    def _reduce_metrics(self, split: str) -> dict[str, float]:
+        """Means since the last log, as floats: one host transfer for all tensor-valued metrics."""
+        totals = self._metrics[split]
+        tensors = [k for k, (v, _) in totals.items() if isinstance(v, torch.Tensor)]
+        values = dict(zip(tensors, torch.stack([totals[k][0] for k in tensors]).tolist())) if tensors else {}
+        means = {k: values.get(k, v) / n for k, (v, n) in totals.items()}
+        totals.clear()
+        return means
 
     def _record_nar(self, pace: PaceResult) -> None:
         stats = dict(zip(STATS, pace.stats.unbind(-1)))
@@ -400,24 +474,24 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             "pace/mean_weight": pace.components["mean_weight"],
             "pace/kept_fraction": pace.components["kept_fraction"],
             "pace/threshold": pace.components["threshold"],
-            "pace/keep_target" if self.pace_state.mode == "percentile" else "pace/lambda": (
-                self.pace_state.keep_fraction if self.pace_state.mode == "percentile" else self.pace_state.lam
-            ),
             "mix/from_gold": stats["from_gold"].mean(),
             "mix/from_distilled": 1.0 - stats["from_gold"].mean(),
             "nar_batch": 1.0,
         }
+        if self.pace_state.mode == "percentile":
+            values["pace/keep_target"] = self.pace_state.keep_fraction
+        elif self.pace_state.mode in ("hard", "linear"):
+            values["pace/lambda"] = self.pace_state.lam
         if self.args.ar_loss_weight > 0:
             values["ar_loss"] = stats["ar_loss_sum"].sum() / stats["ar_tokens"].sum().clamp_min(1)
-        self._record("train", {k: float(v) for k, v in values.items()})
+        self._record("train", values)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds the means of the recorded loss parts since the last log (TRL pattern)."""
         split = "train" if "loss" in logs or not any(k.startswith("eval_") for k in logs) else "eval"
-        metrics = {k: sum(v) / len(v) for k, v in self._metrics[split].items() if v}
+        metrics = self._reduce_metrics(split)
         prefix = "eval_" if split == "eval" else ""
         super().log({**logs, **{prefix + k: v for k, v in metrics.items()}}, start_time)
-        self._metrics[split].clear()
 
     # ---- data, evaluation, checkpoints, model card ------------------------------------------------------------
 
@@ -755,3 +829,7 @@ def _stats(
         ar["num_tokens"].float() if ar is not None else zeros,
     ]
     return torch.stack([c.detach().float() for c in columns], dim=-1)
+
+
+def _to_float(value: Any) -> Any:
+    return float(value) if isinstance(value, torch.Tensor) else value

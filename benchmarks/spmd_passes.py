@@ -1,0 +1,94 @@
+"""Cost of each SPMD pass: loss + backward of `SPMDSeq2SeqTrainer` presets and ablations against plain NAR (issue 13).
+
+Random weights and data (speed.py's model sizes, BERT-size vocabulary), one micro-batch, no optimizer step. Every
+variant runs in turn each round (interleaved) and the median is reported. On a CPU the time is the process's CPU
+time, which a shared machine's load barely moves (wall time there swings several-fold); on CUDA it is wall time
+with the device synchronised.
+
+    python benchmarks/spmd_passes.py                    # small size, batch 16, 3 rounds (~1 min of CPU time)
+    python benchmarks/spmd_passes.py --device cuda --size base --batch 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+import datasets
+import torch
+
+import speed
+from common import _sync
+
+VARIANTS = {
+    "bang_nar (plain NAR)": {"spmd_preset": "bang_nar"},
+    "spmd": {"spmd_preset": "spmd"},
+    "spmd, teacher without dropout": {"spmd_preset": "spmd", "teacher_dropout": False},
+    "spmd without teacher (alpha=0)": {"spmd_preset": "spmd", "kd_alpha": 0.0},
+    "spmd without AR gold pass (beta=0)": {"spmd_preset": "spmd", "ar_loss_weight": 0.0},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="small")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--source-length", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="Measured rounds (one more warms up).")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from bang_nar.trainer import SPMDSeq2SeqTrainer, SPMDTrainingArguments
+
+    generator = torch.Generator().manual_seed(0)
+    shape = (args.batch, speed.NAR_LENGTH)
+    source = torch.randint(1000, speed.VOCAB_SIZE, (args.batch, args.source_length), generator=generator)
+    labels = torch.randint(1000, speed.VOCAB_SIZE, shape, generator=generator)
+    kd = torch.randint(1000, speed.VOCAB_SIZE, shape, generator=generator).unsqueeze(1)
+    for ids in (source, labels, kd):
+        ids[..., -1] = speed.SEP
+    batch = {"input_ids": source, "attention_mask": torch.ones_like(source), "labels": labels, "kd_labels": kd}
+    batch = {k: v.to(args.device) for k, v in batch.items()}
+    data = datasets.Dataset.from_dict({k: batch[k].tolist() for k in ("input_ids", "labels", "kd_labels")})
+    model = speed.build_models(args.size, set(), args.device, 0)["bang"].train()
+    common = dict(per_device_train_batch_size=args.batch, report_to=[], save_strategy="no",
+                  use_cpu=args.device == "cpu", disable_tqdm=True)  # fmt: skip
+    clock = time.process_time if args.device == "cpu" else time.perf_counter
+    num_items = batch["labels"].ne(-100).sum()
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {
+            name: SPMDSeq2SeqTrainer(
+                model=model, args=SPMDTrainingArguments(output_dir=f"{tmp}/{i}", **common, **options), train_dataset=data
+            )
+            for i, (name, options) in enumerate(VARIANTS.items())
+        }  # fmt: skip
+        for trainer in trainers.values():
+            trainer.state.max_steps = 10
+        for round_index in range(args.rounds + 1):
+            for name, trainer in trainers.items():
+                _sync(args.device)
+                started = clock()
+                trainer.compute_loss(model, batch, num_items_in_batch=num_items).backward()
+                _sync(args.device)
+                if round_index:
+                    times[name].append(clock() - started)
+                model.zero_grad(set_to_none=True)
+    base = statistics.median(times["bang_nar (plain NAR)"])
+    unit = "CPU ms" if args.device == "cpu" else "ms"
+    print(f"| variant ({args.size}, batch {args.batch}, source {args.source_length}) | {unit} | x plain NAR |\n|---|---|---|")
+    rows = {}
+    for name, values in times.items():
+        rows[name] = {"ms": round(1000 * statistics.median(values), 1), "x_plain_nar": round(statistics.median(values) / base, 2)}
+        print(f"| {name} | {rows[name]['ms']} | {rows[name]['x_plain_nar']} |")
+    print(json.dumps({"benchmark": "spmd_passes", "device": args.device, "size": args.size, "batch": args.batch,
+                      "rounds": args.rounds, "rows": rows}))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
