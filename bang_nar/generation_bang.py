@@ -253,6 +253,10 @@ def _nar_settings(model, mode: str, kwargs: dict[str, Any], honoured: tuple[str,
     settings = {name: getattr(model.generation_config, name, None) for name in _NAR_CONFIG_FIELDS}
     settings = {name: value for name, value in settings.items() if value is not None}
     explicit = dict(kwargs)
+    # Seq2SeqTrainer's `predict_with_generate` passes the batch's `labels` along; AR generate ignores them too.
+    explicit.pop("labels", None)
+    if explicit.get("synced_gpus") is False:  # Seq2SeqTrainer passes it unset as False: the default
+        explicit.pop("synced_gpus")
     passed_config = explicit.pop("generation_config", None)
     if passed_config is not None:
         explicit = {**passed_config.to_diff_dict(), **explicit}
