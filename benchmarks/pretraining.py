@@ -204,7 +204,8 @@ def part_controlled(args, seed: int) -> dict[str, Any]:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default="raw,controlled")
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--data-dir", default="../shared/data", help="Folder with gigaword_sample/ (relative to the "
+                        "working directory, so result files hold no machine paths).")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
