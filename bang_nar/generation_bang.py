@@ -194,9 +194,9 @@ class ForcedEosKeepScoreLogitsProcessor(LogitsProcessor):
 # Generation options of the one-pass modes
 # ---------------------------------------------------------------------------------------------------------------
 
-# Arguments of GenerationMixin.generate that are not GenerationConfig fields.
+# Arguments of GenerationMixin.generate that are not GenerationConfig fields, with their no-op values.
 _GENERATE_ARGUMENTS = {
-    "logits_processor": None, "stopping_criteria": None, "prefix_allowed_tokens_fn": None, "synced_gpus": None,
+    "logits_processor": None, "stopping_criteria": None, "prefix_allowed_tokens_fn": None, "synced_gpus": False,
     "assistant_model": None, "streamer": None, "negative_prompt_ids": None, "negative_prompt_attention_mask": None,
     "custom_generate": None, "use_model_defaults": None,
 }
@@ -227,6 +227,8 @@ def _is_default(name: str, value: Any, defaults: dict[str, Any], config) -> bool
         return True
     if name.endswith("token_id") and value == getattr(config, name, None):
         return True
+    if name in _GENERATE_ARGUMENTS and value is _GENERATE_ARGUMENTS[name]:
+        return True
     return name in defaults and value == defaults[name]
 
 
@@ -253,6 +255,7 @@ def _nar_settings(model, mode: str, kwargs: dict[str, Any], honoured: tuple[str,
     settings = {name: getattr(model.generation_config, name, None) for name in _NAR_CONFIG_FIELDS}
     settings = {name: value for name, value in settings.items() if value is not None}
     explicit = dict(kwargs)
+    explicit.pop("labels", None)  # Seq2SeqTrainer(predict_with_generate) passes the batch's labels; they decode nothing
     passed_config = explicit.pop("generation_config", None)
     if passed_config is not None:
         explicit = {**passed_config.to_diff_dict(), **explicit}
