@@ -194,9 +194,9 @@ class ForcedEosKeepScoreLogitsProcessor(LogitsProcessor):
 # Generation options of the one-pass modes
 # ---------------------------------------------------------------------------------------------------------------
 
-# Arguments of GenerationMixin.generate that are not GenerationConfig fields.
+# Arguments of GenerationMixin.generate that are not GenerationConfig fields, with their no-op values.
 _GENERATE_ARGUMENTS = {
-    "logits_processor": None, "stopping_criteria": None, "prefix_allowed_tokens_fn": None, "synced_gpus": None,
+    "logits_processor": None, "stopping_criteria": None, "prefix_allowed_tokens_fn": None, "synced_gpus": False,
     "assistant_model": None, "streamer": None, "negative_prompt_ids": None, "negative_prompt_attention_mask": None,
     "custom_generate": None, "use_model_defaults": None,
 }
@@ -227,6 +227,8 @@ def _is_default(name: str, value: Any, defaults: dict[str, Any], config) -> bool
         return True
     if name.endswith("token_id") and value == getattr(config, name, None):
         return True
+    if name in _GENERATE_ARGUMENTS and value is _GENERATE_ARGUMENTS[name]:
+        return True
     return name in defaults and value == defaults[name]
 
 
@@ -253,10 +255,7 @@ def _nar_settings(model, mode: str, kwargs: dict[str, Any], honoured: tuple[str,
     settings = {name: getattr(model.generation_config, name, None) for name in _NAR_CONFIG_FIELDS}
     settings = {name: value for name, value in settings.items() if value is not None}
     explicit = dict(kwargs)
-    # Seq2SeqTrainer's `predict_with_generate` passes the batch's `labels` along; AR generate ignores them too.
-    explicit.pop("labels", None)
-    if explicit.get("synced_gpus") is False:  # Seq2SeqTrainer passes it unset as False: the default
-        explicit.pop("synced_gpus")
+    explicit.pop("labels", None)  # Seq2SeqTrainer(predict_with_generate) passes the batch's labels; they decode nothing
     passed_config = explicit.pop("generation_config", None)
     if passed_config is not None:
         explicit = {**passed_config.to_diff_dict(), **explicit}
@@ -276,9 +275,8 @@ class BangGenerationMixin(GenerationMixin):
 
     @torch.no_grad()
     def generate(self, inputs: torch.Tensor | None = None, *args, mode: str | None = None, **kwargs):
-        """Decode with `mode` = `"ar"` (GenerationMixin beam search / greedy), `"nar"` (one pass), `"nar_verify"`
-        (NAR draft verified by the AR stream: exactly AR greedy, in fewer AR passes) or `"semi_nar"` (k tokens per
-        step, `block_size=k`; a reconstruction, `bang_nar/semi_nar.py`).
+        """Decode with `mode` = `"ar"` (GenerationMixin beam search / greedy), `"nar"` (one pass) or `"nar_verify"`
+        (NAR draft verified by the AR stream: exactly AR greedy, in fewer AR passes).
 
         `mode` defaults to `config.generation_mode`. Options: `_generate_ar`, `_generate_nar`, `_generate_nar_verify`.
         """
@@ -289,12 +287,6 @@ class BangGenerationMixin(GenerationMixin):
             return self._generate_nar(inputs, **kwargs)
         if mode == "nar_verify":
             return self._generate_nar_verify(inputs, **kwargs)
-        if mode == "semi_nar":  # reconstruction (bang_pretraining.md §5), in the bang-nar package only
-            try:  # lazy, and inside `try` so trust_remote_code's import check does not require bang_nar
-                from bang_nar.semi_nar import generate_semi_nar
-            except ImportError as error:
-                raise ImportError("generate(mode='semi_nar') needs the bang-nar package installed.") from error
-            return generate_semi_nar(self, inputs, **kwargs)
         raise ValueError(f"mode must be one of {GENERATION_MODES}, got {mode!r}.")
 
     def _generate_ar(self, inputs: torch.Tensor | None = None, *args, original_compatible: bool | None = None, **kwargs):

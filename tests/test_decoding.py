@@ -190,7 +190,8 @@ def test_nar_modes_reject_unknown_names_and_accept_defaults(model):
         with pytest.raises(TypeError, match="num_beam"):
             model.generate(x, mode=mode, num_beam=2)
     plain = model.generate(x, mode="nar")
-    defaults = {"do_sample": False, "num_beams": 1, "streamer": None, "eos_token_id": 102, "output_scores": True}
+    defaults = {"do_sample": False, "num_beams": 1, "streamer": None, "eos_token_id": 102, "output_scores": True,
+                "synced_gpus": False, "labels": x}  # what Seq2SeqTrainer(predict_with_generate) passes
     assert torch.equal(model.generate(x, mode="nar", **defaults), plain)
 
 
