@@ -275,8 +275,9 @@ class BangGenerationMixin(GenerationMixin):
 
     @torch.no_grad()
     def generate(self, inputs: torch.Tensor | None = None, *args, mode: str | None = None, **kwargs):
-        """Decode with `mode` = `"ar"` (GenerationMixin beam search / greedy), `"nar"` (one pass) or `"nar_verify"`
-        (NAR draft verified by the AR stream: exactly AR greedy, in fewer AR passes).
+        """Decode with `mode` = `"ar"` (GenerationMixin beam search / greedy), `"nar"` (one pass), `"nar_verify"`
+        (NAR draft verified by the AR stream: exactly AR greedy, in fewer AR passes) or `"semi_nar"` (k tokens per
+        step, `block_size=k`; a reconstruction, `bang_nar/semi_nar.py`).
 
         `mode` defaults to `config.generation_mode`. Options: `_generate_ar`, `_generate_nar`, `_generate_nar_verify`.
         """
@@ -287,6 +288,12 @@ class BangGenerationMixin(GenerationMixin):
             return self._generate_nar(inputs, **kwargs)
         if mode == "nar_verify":
             return self._generate_nar_verify(inputs, **kwargs)
+        if mode == "semi_nar":  # reconstruction (bang_pretraining.md §5), in the bang-nar package only
+            try:  # lazy, and inside `try` so trust_remote_code's import check does not require bang_nar
+                from bang_nar.semi_nar import generate_semi_nar
+            except ImportError as error:
+                raise ImportError("generate(mode='semi_nar') needs the bang-nar package installed.") from error
+            return generate_semi_nar(self, inputs, **kwargs)
         raise ValueError(f"mode must be one of {GENERATION_MODES}, got {mode!r}.")
 
     def _generate_ar(self, inputs: torch.Tensor | None = None, *args, original_compatible: bool | None = None, **kwargs):
