@@ -6,7 +6,8 @@ Prints Markdown tables and one summary JSON line, and writes `results/gpu_<tag>.
 2. Training steps (`--train-size`, default base, batch 32, source 64, target 24) with `SPMDSeq2SeqTrainer` presets
    `bang_nar` (plain NAR) and `spmd`, and HF BART with the stock `Seq2SeqTrainer`, in fp32 and bf16 autocast:
    ms/step, tokens/s (source + target tokens), SPMD / plain NAR step time, BANG NAR tokens/s / BART tokens/s;
-3. Optionally (`--with-quality`) the short Du 2017 QG quality run of `quality.py` (needs the data).
+3. Optionally (`--with-quality`) the short Du 2017 QG quality run of `quality.py` (needs the data): the NAR recipes
+   side by side on real text, 1-best sequence KD vs the default mode-consistent SPMD (4-best) vs SPMD as written.
 
     python benchmarks/gpu.py                      # on a CUDA machine
     python benchmarks/gpu.py --smoke --device cpu  # tiny settings: checks the script on a CPU in ~1-2 minutes
@@ -98,6 +99,7 @@ def quality(args: argparse.Namespace, tag: str, timeout_s: float) -> dict[str, A
     command = [sys.executable, str(HERE / "quality.py"), "--datasets", "du2017_qg", "--vocab", "bert", "--size", "small",
                "--ar-steps", "1500", "--steps", "500", "--batch-size", "64", "--lr", "5e-4", "--eval-batch", "250",
                "--distil-batch", "512", "--train-limit", "10570", "--eval-limit", "2000", "--device", args.device,
+               "--methods", "ar greedy,nar seq_kd,nar spmd,nar spmd_reconstruction",  # issue 10: recipes on real text
                "--tag", tag]  # fmt: skip
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
