@@ -59,8 +59,8 @@ SIZES = {
     "small": {"d_model": 256, "layers": 3, "heads": 4, "ffn": 1024},
     "base": {"d_model": 768, "layers": 6, "heads": 12, "ffn": 3072},
 }
-DEFAULT_METHODS = ("ar greedy", "ar beam4", "nar bang_nar", "nar seq_kd", "nar spmd", "nar spmd_reconstruction", "spmd + nar K=4 rescoring",
-                   "spmd + nar_verify")  # fmt: skip
+DEFAULT_METHODS = ("ar greedy", "ar beam4", "nar bang_nar", "nar seq_kd", "nar spmd", "nar spmd_reconstruction",
+                   "spmd + nar K=4 rescoring", "spmd + nar_verify")  # fmt: skip
 DISCLAIMER = (
     "Tiny from-scratch models trained for minutes on a CPU give smoke-test numbers, not paper numbers "
     "(published BANG/SPMD results come from large-scale pre-trained models)."
