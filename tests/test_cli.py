@@ -124,10 +124,10 @@ def test_train_ar_writes_model_tokenizer_and_card(workdir, ar_run):
 def test_distill_writes_targets_with_provenance(workdir, distill_run):
     import datasets
 
-    assert "Distilled 64 examples with ar (beam 2, k=1)" in distill_run.stdout
+    assert "Distilled 64 examples with ar (beam 2, k=2)" in distill_run.stdout  # k-best by default (issue 10)
     assert "distil (rank 0): 100%" in distill_run.stderr  # tqdm progress, on stderr
     data = datasets.load_from_disk(str(workdir / "distilled" / "dataset"))
-    assert len(data) == 64 and "kd_labels" in data.column_names
+    assert len(data) == 64 and "kd_labels" in data.column_names and {len(c) for c in data["kd_labels"]} == {2}
     provenance = json.loads((workdir / "distilled" / "provenance.json").read_text())
     assert provenance["teacher"] == "ar" and provenance["num_beams"] == 2
 

@@ -48,6 +48,8 @@ def parse(argv: list[str]):
     if not argv:
         parser.exit(2, "bang-nar distill: error: no arguments; give at least --model, --data and --output_dir.\n")
     distill_args, data_args = parser.parse_args_into_dataclasses(argv)
+    if distill_args.num_return_sequences is None:  # the default: the whole beam (k-best lists, issue 10)
+        distill_args.num_return_sequences = distill_args.num_beams
     for name in ("num_beams", "num_return_sequences", "max_new_tokens", "batch_size"):
         if getattr(distill_args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(distill_args, name)}")
@@ -73,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=distill_args.max_new_tokens, batch_size=distill_args.batch_size, teacher_name=distill_args.model,
         tokenizer=tokenizer, resume=not distill_args.no_resume,
     )
-    k = distill_args.num_return_sequences or distill_args.num_beams
     print(f"Distilled {len(result)} examples with {distill_args.model} (beam {distill_args.num_beams}, "
-          f"k={k}) → {distill_args.output_dir}")
+          f"k={distill_args.num_return_sequences}) → {distill_args.output_dir}")
     return 0
