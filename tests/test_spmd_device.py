@@ -17,7 +17,7 @@ from tests.spmd_toy import single_thread, spmd_trainer, toy_dataset  # noqa: F40
 # Every option that adds a pass, a draw or a device-side statistic.
 STEP_OPTIONS = {
     "spmd-min_loss": {},
-    "spmd-random": {"mix_strategy": "random"},
+    "spmd-random": {"spmd_preset": "spmd_reconstruction", "mix_strategy": "random"},
     "all-ar_nar_kl": {"mix_strategy": "all", "pace_signal": "ar_nar_kl"},
     "hard-auto-lambda": {"pace_mode": "hard", "pace_signal": "disagreement"},
     "linear": {"pace_mode": "linear", "pace_lambda0": 3.0},
@@ -102,12 +102,16 @@ def test_step_runs_on_a_non_cpu_device(tmp_path, options, sync_free_model_masks)
 
 
 def test_draws_follow_the_requested_device(tmp_path):
-    trainer = spmd_trainer(tmp_path, mix_strategy="random")
+    trainer = spmd_trainer(tmp_path, spmd_preset="spmd_reconstruction", mix_strategy="random")
     assert trainer._mix_draws(4, "meta").device.type == "meta"
     assert trainer.pace_state.draw_uniform(3, trainer.accelerator, torch.device("meta")).shape == (3,)
 
 
-@pytest.mark.parametrize("options", [{}, {"mix_strategy": "random", "pace_signal": "ar_nar_kl"}], ids=["spmd", "random"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"spmd_preset": "spmd_reconstruction", "mix_strategy": "random", "pace_signal": "ar_nar_kl"}],
+    ids=["spmd", "random"],
+)
 def test_training_step_makes_no_host_sync(tmp_path, options, sync_free_model_masks):
     """A whole `training_step` (all passes, the loss, backward) converts no tensor to Python; the metrics are
     reduced to floats only when logged (one transfer for all of them)."""

@@ -21,7 +21,8 @@ from tests.spmd_toy import single_thread, spmd_trainer, toy_dataset  # noqa: F40
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Random mixing, percentile pacing, the self-teacher and the AR gold pass: every pass and cross-rank statistic.
-OPTIONS = dict(mix_strategy="random", pace_q0=0.5, teacher_dropout=False)  # eval-mode teacher toggles the wrapper
+# Random mixing needs gold among the candidates; an eval-mode teacher toggles the wrapper.
+OPTIONS = dict(spmd_preset="spmd_reconstruction", mix_strategy="random", pace_q0=0.5, teacher_dropout=False)
 CASES = {"spmd": {}, "ar_batches": {"train_mode": "ar"}}
 
 

@@ -41,17 +41,30 @@ class PretrainArguments:
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("pretrain", help="pretrain on raw text (reconstructed BANG n-stream objective)",
                                    add_help=False, description=__doc__)
-    parser.set_defaults(run=run, passthrough=True)
+    parser.set_defaults(run=run, parse=parse, passthrough=True)
+
+
+def _hf_parser():
+    from transformers import HfArgumentParser, TrainingArguments
+
+    from ._args import ModelArguments, one_line_errors
+
+    return one_line_errors(HfArgumentParser((PretrainArguments, ModelArguments, TrainingArguments),
+                                            prog="bang-nar pretrain", description=__doc__,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter))
+
+
+def parse(argv: list[str]):
+    """`(data_args, model_args, training_args)` from the command line; no arguments at all is a usage error."""
+    parser = _hf_parser()
+    if not argv:
+        parser.exit(2, "bang-nar pretrain: error: no arguments; give at least --data and --output_dir "
+                       "(`bang-nar pretrain --help` lists every flag).\n")
+    return parser.parse_args_into_dataclasses(argv)
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import HfArgumentParser, TrainingArguments
-
-    from ._args import ModelArguments
-
-    parser = HfArgumentParser((PretrainArguments, ModelArguments, TrainingArguments), prog="bang-nar pretrain",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data_args, model_args, training_args = parser.parse_args_into_dataclasses(args.args or ["--help"])
+    data_args, model_args, training_args = parse(list(args.args or []))
     trainer = pretrain(data_args, model_args, training_args)
     if not trainer.is_world_process_zero():
         return 0
