@@ -148,9 +148,14 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[st
 
 def display_path(path: str | os.PathLike) -> str:
     """A path as results record it: relative to the repository root (`benchmarks/results/x.json`,
-    `../shared/data`), so committed results name no folder of the machine they ran on. Relative paths stay as given."""
+    `../shared/data`), so committed results name no folder of the machine they ran on. Relative paths stay as given.
+    An absolute path outside the repository's parent folder keeps only its last two parts (`demo_qg/nar_spmd`): a
+    relative path climbing up to the machine's root folders would name that machine's folders all the same."""
     path = Path(path)
-    return str(path) if not path.is_absolute() else os.path.relpath(path, REPO_ROOT)
+    if not path.is_absolute():
+        return str(path)
+    relative = os.path.relpath(path, REPO_ROOT)
+    return relative if not relative.startswith(os.path.join(os.pardir, os.pardir)) else str(Path(*path.parts[-2:]))
 
 
 def write_json(path: Path, payload: Any) -> Path:

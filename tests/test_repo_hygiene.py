@@ -14,7 +14,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # An absolute path into a home, scratch or work folder, starting a word (so `../../x/` and URLs do not count).
-MACHINE_PATH = re.compile(r"(?:^|[\s\"'`(=:,\[])(/(?:work|root|home|Users|tmp|mnt/\w+)/[\w.-]*)")
+# Also one written relatively, climbing two or more levels up into such a folder.
+_MACHINE_DIRS = r"(?:work|root|home|Users|tmp|mnt/\w+)/[\w.-]*"
+MACHINE_PATH = re.compile(rf"(?:^|[\s\"'`(=:,\[])(/{_MACHINE_DIRS})|(?:\.\./){{2,}}{_MACHINE_DIRS}")
 REGISTRY_LINK = re.compile(r"https?://(?:www\.)?(?:test\.)?(?:pypi\.org|pypi\.python\.org|anaconda\.org|npmjs\.com)")
 
 
@@ -35,6 +37,7 @@ def test_patterns_catch_what_they_are_for():
     work, tmp, registry = "/" + "work/", "/" + "tmp/", "https://" + "pypi.org/"  # split, or this file would match
     assert MACHINE_PATH.search(f"wrote {work}main/benchmarks/results/x.json") and MACHINE_PATH.search(f'"{tmp}run/x"')
     assert not MACHINE_PATH.search(f"wrote benchmarks/results/x.json from ..{tmp}run and ../shared/data")
+    assert MACHINE_PATH.search(f'"model": "../..{tmp}demo/nar_spmd"')
     assert REGISTRY_LINK.search(f"[bang-nar]({registry}project/bang-nar/)")
 
 
