@@ -28,6 +28,22 @@ def positive_int(text: str) -> int:
     return value
 
 
+def hf_parser(prog: str, description: str, dataclass_types: tuple) -> argparse.ArgumentParser:
+    """The HfArgumentParser of a subcommand that takes every field of `dataclass_types` as a flag (`train`,
+    `distill`, `pretrain`), with one-line usage errors."""
+    from transformers import HfArgumentParser
+
+    return one_line_errors(HfArgumentParser(dataclass_types, prog=prog, description=description,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter))
+
+
+def parse_dataclasses(parser: argparse.ArgumentParser, argv: list[str], required: str) -> tuple:
+    """`argv` into the parser's dataclasses; no arguments at all is a usage error naming the `required` flags."""
+    if not argv:
+        parser.exit(2, f"{parser.prog}: error: no arguments; give at least {required}\n")
+    return parser.parse_args_into_dataclasses(argv)
+
+
 def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Usage errors as one line with a pointer to --help: `train`'s full usage lists every TrainingArguments field."""
 

@@ -34,20 +34,17 @@ def add_parser(subparsers) -> None:
 
 
 def _hf_parser():
-    from transformers import HfArgumentParser
+    from ._args import DataArguments, hf_parser
 
-    from ._args import DataArguments, one_line_errors
-
-    return one_line_errors(HfArgumentParser((DistillArguments, DataArguments), prog="bang-nar distill",
-                                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    return hf_parser("bang-nar distill", __doc__, (DistillArguments, DataArguments))
 
 
 def parse(argv: list[str]):
     """`(distill_args, data_args)` from the command line, numbers checked; no arguments is a usage error."""
+    from ._args import parse_dataclasses
+
     parser = _hf_parser()
-    if not argv:
-        parser.exit(2, "bang-nar distill: error: no arguments; give at least --model, --data and --output_dir.\n")
-    distill_args, data_args = parser.parse_args_into_dataclasses(argv)
+    distill_args, data_args = parse_dataclasses(parser, argv, "--model, --data and --output_dir.")
     if distill_args.num_return_sequences is None:  # the default: the whole beam (k-best lists, issue 10)
         distill_args.num_return_sequences = distill_args.num_beams
     for name in ("num_beams", "num_return_sequences", "max_new_tokens", "batch_size"):

@@ -45,22 +45,19 @@ def add_parser(subparsers) -> None:
 
 
 def _hf_parser():
-    from transformers import HfArgumentParser, TrainingArguments
+    from transformers import TrainingArguments
 
-    from ._args import ModelArguments, one_line_errors
+    from ._args import ModelArguments, hf_parser
 
-    return one_line_errors(HfArgumentParser((PretrainArguments, ModelArguments, TrainingArguments),
-                                            prog="bang-nar pretrain", description=__doc__,
-                                            formatter_class=argparse.RawDescriptionHelpFormatter))
+    return hf_parser("bang-nar pretrain", __doc__, (PretrainArguments, ModelArguments, TrainingArguments))
 
 
 def parse(argv: list[str]):
     """`(data_args, model_args, training_args)` from the command line; no arguments at all is a usage error."""
-    parser = _hf_parser()
-    if not argv:
-        parser.exit(2, "bang-nar pretrain: error: no arguments; give at least --data and --output_dir "
-                       "(`bang-nar pretrain --help` lists every flag).\n")
-    return parser.parse_args_into_dataclasses(argv)
+    from ._args import parse_dataclasses
+
+    return parse_dataclasses(_hf_parser(), argv,
+                             "--data and --output_dir (`bang-nar pretrain --help` lists every flag).")
 
 
 def run(args: argparse.Namespace) -> int:

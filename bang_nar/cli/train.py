@@ -33,24 +33,18 @@ def add_parser(subparsers) -> None:
 
 
 def _hf_parser():
-    from transformers import HfArgumentParser
-
     from bang_nar.trainer import SPMDTrainingArguments
 
-    from ._args import DataArguments, ModelArguments, one_line_errors
+    from ._args import DataArguments, ModelArguments, hf_parser
 
-    return one_line_errors(HfArgumentParser((DataArguments, ModelArguments, SPMDTrainingArguments),
-                                            prog="bang-nar train", description=__doc__,
-                                            formatter_class=argparse.RawDescriptionHelpFormatter))
+    return hf_parser("bang-nar train", __doc__, (DataArguments, ModelArguments, SPMDTrainingArguments))
 
 
 def parse(argv: list[str]):
     """`(data_args, model_args, training_args)` from the command line; no arguments at all is a usage error."""
-    parser = _hf_parser()
-    if not argv:
-        parser.exit(2, "bang-nar train: error: no arguments; give at least --data and --output_dir "
-                       "(`bang-nar train --help` lists every flag).\n")
-    return parser.parse_args_into_dataclasses(argv)
+    from ._args import parse_dataclasses
+
+    return parse_dataclasses(_hf_parser(), argv, "--data and --output_dir (`bang-nar train --help` lists every flag).")
 
 
 def _given(argv: list[str], name: str) -> bool:
