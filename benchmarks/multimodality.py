@@ -70,6 +70,9 @@ NAR_METHODS: dict[str, dict[str, Any]] = {
     "seq_kd + min_loss (4-best)": {"train": {"spmd_preset": "seq_kd"}, "data": "kd4"},
     "spmd 2-best": {"train": {"spmd_preset": "spmd", "kd_top_k": 2}, "data": "kd4"},
     "spmd 8-best (beam 8)": {"train": {"spmd_preset": "spmd"}, "data": "kd8"},
+    "spmd teacher w/o dropout": {"train": {"spmd_preset": "spmd", "teacher_dropout": False}, "data": "kd4"},
+    "spmd AR term on m_i (one AR pass)": {"train": {"spmd_preset": "spmd", "ar_loss_target": "chosen"},
+                                           "data": "kd4"},  # fmt: skip
     "spmd + glancing 0.5→0.1": {"train": {"spmd_preset": "spmd", "glance_ratio": 0.5, "glance_ratio_end": 0.1},
                                 "data": "kd4"},  # fmt: skip
 }

@@ -1,9 +1,9 @@
 """Cost of each SPMD pass: loss + backward of `SPMDSeq2SeqTrainer` presets and ablations against plain NAR (issue 13).
 
-Random weights and data (speed.py's model sizes, BERT-size vocabulary), one micro-batch, no optimizer step. Every
-variant runs in turn each round (interleaved) and the median is reported. On a CPU the time is the process's CPU
-time, which a shared machine's load barely moves (wall time there swings several-fold); on CUDA it is wall time
-with the device synchronised.
+Random weights and data (speed.py's model sizes, BERT-size vocabulary, `--candidates` distilled targets per sample),
+one micro-batch, no optimizer step. Every variant runs in turn each round (interleaved) and the median is reported.
+On a CPU the time is the process's CPU time, which a shared machine's load barely moves (wall time there swings
+several-fold); on CUDA it is wall time with the device synchronised.
 
     python benchmarks/spmd_passes.py                    # small size, batch 16, 3 rounds (~1 min of CPU time)
     python benchmarks/spmd_passes.py --device cuda --size base --batch 32
@@ -29,6 +29,7 @@ VARIANTS = {
     "spmd, teacher without dropout": {"spmd_preset": "spmd", "teacher_dropout": False},
     "spmd without teacher (alpha=0)": {"spmd_preset": "spmd", "kd_alpha": 0.0},
     "spmd without AR gold pass (beta=0)": {"spmd_preset": "spmd", "ar_loss_weight": 0.0},
+    "spmd AR term on m_i (one shared AR pass)": {"spmd_preset": "spmd", "ar_loss_target": "chosen"},
 }
 
 
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="small")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--source-length", type=int, default=64)
+    parser.add_argument("--candidates", type=int, default=4, help="Distilled targets per sample (distill's default).")
     parser.add_argument("--rounds", type=int, default=3, help="Measured rounds (one more warms up).")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     shape = (args.batch, speed.NAR_LENGTH)
     source = torch.randint(1000, speed.VOCAB_SIZE, (args.batch, args.source_length), generator=generator)
     labels = torch.randint(1000, speed.VOCAB_SIZE, shape, generator=generator)
-    kd = torch.randint(1000, speed.VOCAB_SIZE, shape, generator=generator).unsqueeze(1)
+    kd = torch.randint(1000, speed.VOCAB_SIZE, (args.batch, args.candidates, shape[1]), generator=generator)
     for ids in (source, labels, kd):
         ids[..., -1] = speed.SEP
     batch = {"input_ids": source, "attention_mask": torch.ones_like(source), "labels": labels, "kd_labels": kd}
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = {"ms": round(1000 * statistics.median(values), 1), "x_plain_nar": round(statistics.median(values) / base, 2)}
         print(f"| {name} | {rows[name]['ms']} | {rows[name]['x_plain_nar']} |")
     print(json.dumps({"benchmark": "spmd_passes", "device": args.device, "size": args.size, "batch": args.batch,
-                      "rounds": args.rounds, "rows": rows}))  # fmt: skip
+                      "candidates": args.candidates, "rounds": args.rounds, "rows": rows}))  # fmt: skip
     return 0
 
 

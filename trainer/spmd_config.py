@@ -39,7 +39,7 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
     - `spmd_preset`: row of the ablation table (`bang_nar`, `seq_kd`, `spmd`) filling the four fields below left None.
     - `train_mode` / `nar_ratio`: BANG's per-batch mode policy (bang_spec.md §3.4), drawn from a seeded generator.
     - `target_sources` (C_i), `mix_strategy` and `p_mix` (Eq. 3), `kd_alpha` (α, Eq. 4), `kd_temperature` (τ, Eq. 2),
-      `ar_loss_weight` (β, Eq. 7), `teacher` ("self" or a frozen checkpoint path, for q_AR),
+      `ar_loss_weight` (β, Eq. 7), `ar_loss_target` (y or m_i in Eq. 7), `teacher` ("self" or a frozen checkpoint path, for q_AR),
       `teacher_dropout` (the self-teacher in training or eval mode), `pace_mode` (Eq. 6), `pace_signal` (Eq. 5),
       `pace_q0` (q0), `pace_warmup_ratio`, `pace_lambda0` (λ0, default calibrated on the first batch),
       `pace_growth` (μ).
@@ -93,6 +93,14 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
         metadata={
             "help": "β of Eq. 7, weight of the AR-stream gold loss. Default: from spmd_preset (spmd: 0.5 with "
             "teacher='self', 0 with a frozen teacher)."
+        },
+    )
+    ar_loss_target: Literal["gold", "chosen"] = field(
+        default="gold",
+        metadata={
+            "help": "Target of the AR-stream term β·ℓ_AR of Eq. 7: 'gold' (y, docs/spmd.md) or 'chosen' (m_i, the "
+            "candidate the NAR stream trains on). With 'chosen', teacher='self' and teacher_dropout=True, the AR "
+            "pass with gradient also gives q_AR (its logits, detached), so a step runs one AR pass instead of two."
         },
     )
     teacher: str = field(
@@ -235,6 +243,8 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
             self.glance_ratio_end = self.glance_ratio
         _check_range("glance_ratio", self.glance_ratio, 0.0, 1.0)
         _check_range("glance_ratio_end", self.glance_ratio_end, 0.0, 1.0)
+        if self.ar_loss_target not in ("gold", "chosen"):
+            raise ValueError(f"ar_loss_target must be 'gold' or 'chosen', got {self.ar_loss_target!r}.")
         if self.uses_glancing and self.mix_strategy == "all":
             raise ValueError("Glancing reveals slots of one chosen target; use mix_strategy='min_loss' or 'random'.")
 
@@ -259,6 +269,15 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
     def needs_teacher(self) -> bool:
         """True when q_AR is needed: α > 0 (Eq. 4) or the KL as pace signal (Eq. 5), in NAR batches."""
         return self.train_mode != "ar" and (self.kd_alpha > 0 or self.pace_signal == "ar_nar_kl")
+
+    @property
+    def shares_ar_pass(self) -> bool:
+        """True when one AR pass gives both β·ℓ_AR(m_i) and q_AR: the AR term on the chosen target, the self-teacher
+        with dropout (the same training-mode pass), and both needed."""
+        return (
+            self.needs_teacher and self.ar_loss_weight > 0 and self.ar_loss_target == "chosen"
+            and self.teacher == "self" and self.teacher_dropout
+        )  # fmt: skip
 
     @property
     def eval_mode(self) -> str:

@@ -240,18 +240,27 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             # The training pass runs the encoder again: the choosing pass above kept no graph.
             nar_logits, encoder_outputs = self._student_nar(model, inputs, candidates.size(-1), glance_ids)
             nar_loss = sequence_kd_nll(nar_logits, scored, eps)[1]["per_candidate"]
-        # 3. AR-stream knowledge under no_grad, then the token KL (Eq. 2)
+        # 3. the AR stream keeps training (Eq. 7, second term) on gold, or on m_i (`ar_loss_target`)
+        ar_loss, ar, teacher_logits = None, None, None
+        ar_scale = self._scales(num_items_in_batch)[1]
+        if args.ar_loss_weight > 0 and args.ar_loss_target == "gold":
+            ar_logits = self._decode(model, inputs, encoder_outputs, "ar")
+            ar_loss, ar = gold_nll(ar_logits, self._gold_labels(inputs), eps, num_items_in_batch)
+        elif args.ar_loss_weight > 0:  # a local token mean: Trainer's num_items_in_batch counts gold tokens
+            ar_logits = self._ar_on_targets(model, inputs, encoder_outputs, targets)  # [B·K', T, V]
+            ar_loss, ar = gold_nll(ar_logits, targets.flatten(0, 1), eps)
+            ar_scale = self._scales(None)[1]
+            if args.shares_ar_pass:  # the same training-mode pass is the self-teacher's: no second AR pass
+                teacher_logits = ar_logits.detach().view(*targets.shape, -1)
+        # 4. AR-stream knowledge under no_grad, then the token KL (Eq. 2)
         kd = None
         if args.needs_teacher:
-            teacher_logits = self._teacher_logits(inputs, encoder_outputs, targets, model)  # [B, K', T, V]
+            if teacher_logits is None:
+                teacher_logits = self._teacher_logits(inputs, encoder_outputs, targets, model)  # [B, K', T, V]
             mask = scored.ne(IGNORE_INDEX)
             kd = token_kd_divergence(nar_logits.unsqueeze(1), teacher_logits, mask, args.kd_temperature)[1]
             kd = kd["per_sequence"]  # KL(c): [B, K']
-        ar_loss, ar = None, None
-        if args.ar_loss_weight > 0:  # the AR stream keeps training on gold (Eq. 7, second term)
-            ar_logits = self._decode(model, inputs, encoder_outputs, "ar")
-            ar_loss, ar = gold_nll(ar_logits, self._gold_labels(inputs), eps, num_items_in_batch)
-        # 4. self-paced weights over the global micro-batch (Eq. 5-6), then Eq. 4 + 7
+        # 5. self-paced weights over the global micro-batch (Eq. 5-6), then Eq. 4 + 7
         mismatch = nar_mismatch(nar_logits, scored) if args.pace_signal == "disagreement" else None
         difficulty, _ = pace_difficulty(args.pace_signal, nar_loss, kd, mismatch, choice)
         stats = _stats(difficulty, nar_loss, kd, choice, chosen["from_gold"], ar)
@@ -259,14 +268,14 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             self.state.global_step, self.state.epoch or 0.0, self.state.max_steps, stats, self.accelerator,
             check_sizes=args.spmd_debug,
         )  # fmt: skip
-        sp_scale, ar_scale = self._scales(num_items_in_batch)
+        sp_scale = self._scales(num_items_in_batch)[0]
         loss, _ = mixed_distillation_loss(
             nar_loss, pace.weights, args.kd_alpha, kd, choice,
             ar_loss * ar_scale / sp_scale if ar_loss is not None else None, args.ar_loss_weight,
             weight_sum=pace.weight_sum, num_micro_batches=self._micro_batches(),
         )  # fmt: skip
-        self._record_nar(pace)  # 5. logs
-        loss = loss * sp_scale  # 6.
+        self._record_nar(pace)  # 6. logs
+        loss = loss * sp_scale  # 7.
         return (loss, {"loss": loss.detach(), "logits": nar_logits}) if return_outputs else loss
 
     def _ar_batch_loss(
@@ -408,22 +417,31 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         encoder pass is shared as docs/spmd.md asks), through the prepared `model` (default: the trainer's), in
         training mode (dropout) or eval mode per `teacher_dropout`; otherwise the frozen checkpoint in eval mode,
         which runs its own encoder."""
-        batch, num, length = targets.shape
-        repeat = {k: inputs[k].repeat_interleave(num, 0) for k in ("input_ids", "attention_mask")}
-        flat = targets.reshape(batch * num, length)
         if self.teacher is None:
             network = model if model is not None else self.model_wrapped
-            hidden = encoder_outputs.last_hidden_state.detach().repeat_interleave(num, 0)
-            shared = BaseModelOutput(last_hidden_state=hidden)
             was_training = network.training
             network.train(was_training and self.args.teacher_dropout)
             try:
-                logits = self._decode(None, repeat, shared, "ar", labels=flat, network=network)
+                logits = self._ar_on_targets(network, inputs, encoder_outputs, targets)
             finally:
                 network.train(was_training)
         else:
-            logits = self._decode(None, repeat, None, "ar", labels=flat, network=self.teacher)
-        return logits.view(batch, num, length, -1)
+            logits = self._ar_on_targets(self.teacher, inputs, None, targets)
+        return logits.view(*targets.shape, -1)
+
+    def _ar_on_targets(
+        self, network: nn.Module, inputs: dict[str, torch.Tensor], encoder_outputs: BaseModelOutput | None,
+        targets: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        """The AR stream of `network` teacher-forced on every target of `targets` `[B, K', T]` → logits
+        `[B·K', T, V]`, each sample's source (or its `encoder_outputs`, None: `network` runs its encoder) repeated
+        K' times."""
+        num = targets.size(1)
+        repeat = {k: inputs[k].repeat_interleave(num, 0) for k in ("input_ids", "attention_mask")}
+        if encoder_outputs is not None:
+            hidden = encoder_outputs.last_hidden_state.repeat_interleave(num, 0)
+            encoder_outputs = BaseModelOutput(last_hidden_state=hidden)
+        return self._decode(None, repeat, encoder_outputs, "ar", labels=targets.flatten(0, 1), network=network)
 
     def _micro_batches(self) -> int:
         return int(getattr(self, "current_gradient_accumulation_steps", 1) or 1)
