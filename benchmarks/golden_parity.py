@@ -1,8 +1,8 @@
 """Max-abs error of bang-nar against the original fairseq BANG outputs (../shared/golden), per tensor.
 
-    python benchmarks/golden_parity.py [--golden-dir ../shared/golden/bang_tiny]
+    python benchmarks/golden_parity.py [--golden-dir ../shared/golden/bang_tiny] [--attn eager,sdpa]
 
-Prints a Markdown table and one JSON line. The pass/fail checks live in tests/test_golden_parity.py.
+Prints a Markdown table (one error column per attention implementation) and one JSON line. The pass/fail checks live in tests/test_golden_parity.py.
 """
 
 import argparse
@@ -27,10 +27,11 @@ def key(case: dict, name: str) -> str:
 
 
 @torch.no_grad()
-def measure(golden_dir: Path) -> list[dict]:
+def measure(golden_dir: Path, attn_implementation: str = "eager") -> list[dict]:
     rows = []
     for set_name, (checkpoint, cases) in SETS.items():
         model = convert_bang_checkpoint(golden_dir / checkpoint)
+        model.set_attn_implementation(attn_implementation)
         case = load_file(golden_dir / cases)
         src = case["src_tokens_right_padded"]
         mask = src.ne(0).long()
@@ -72,17 +73,22 @@ def measure(golden_dir: Path) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--golden-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "golden" / "bang_tiny")
+    parser.add_argument("--attn", default="eager,sdpa", help="Attention implementations, one column each.")
     args = parser.parse_args()
-    rows = measure(args.golden_dir)
-    print("| set | tensor | max abs error |\n|---|---|---|")
-    for row in rows:
-        value = row["max_abs_error"]
-        shown = f"{value:.2e}" if isinstance(value, float) else str(value)
-        if "relative_error" in row:
-            shown += f" (rel {row['relative_error']:.1e})"
-        print(f"| {row['set']} | {row['tensor']} | {shown} |")
-    print(json.dumps({"golden_parity": rows}))
-
+    kernels = args.attn.split(",")
+    results = {kernel: measure(args.golden_dir, kernel) for kernel in kernels}
+    print(f"| set | tensor | {' | '.join(f'max abs error ({k})' for k in kernels)} |\n|---|---|{'---|' * len(kernels)}")
+    for index, row in enumerate(results[kernels[0]]):
+        cells = []
+        for kernel in kernels:
+            other = results[kernel][index]
+            value = other["max_abs_error"]
+            shown = f"{value:.2e}" if isinstance(value, float) else str(value)
+            if "relative_error" in other:
+                shown += f" (rel {other['relative_error']:.1e})"
+            cells.append(shown)
+        print(f"| {row['set']} | {row['tensor']} | {' | '.join(cells)} |")
+    print(json.dumps({"golden_parity": results}))
 
 if __name__ == "__main__":
     main()
