@@ -18,7 +18,9 @@ def _batch() -> dict[str, torch.Tensor]:
 def _modes_seen(model, monkeypatch) -> list[str]:
     seen: list[str] = []
     original = type(model).forward
-    monkeypatch.setattr(type(model), "forward", lambda self, *a, **k: seen.append(k.get("mode")) or original(self, *a, **k))
+    monkeypatch.setattr(
+        type(model), "forward", lambda self, *a, **k: seen.append(k.get("mode")) or original(self, *a, **k)
+    )
     return seen
 
 
@@ -62,7 +64,8 @@ def test_ar_term_is_on_the_chosen_candidate(tmp_path):
     batch = _batch()
     losses = {}
     for beta in (0.0, 1.0):
-        trainer = spmd_trainer(tmp_path, model=model, ar_loss_target="chosen", ar_loss_weight=beta, **ONE_CANDIDATE)
+        options = dict(ar_loss_target="chosen", ar_loss_weight=beta, **ONE_CANDIDATE)
+        trainer = spmd_trainer(tmp_path, model=model, **options)
         losses[beta] = trainer.compute_loss(model, batch).detach()
     chosen = batch["kd_labels"][:, 0]
 
