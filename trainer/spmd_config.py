@@ -40,9 +40,9 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
     - `train_mode` / `nar_ratio`: BANG's per-batch mode policy (bang_spec.md §3.4), drawn from a seeded generator.
     - `target_sources` (C_i), `mix_strategy` and `p_mix` (Eq. 3), `kd_alpha` (α, Eq. 4), `kd_temperature` (τ, Eq. 2),
       `ar_loss_weight` (β, Eq. 7), `ar_loss_target` (y or m_i in Eq. 7), `teacher` ("self" or a frozen checkpoint
-      path, for q_AR), `teacher_dropout` (the self-teacher in training or eval mode), `pace_mode` (Eq. 6), `pace_signal` (Eq. 5),
-      `pace_q0` (q0), `pace_warmup_ratio`, `pace_lambda0` (λ0, default calibrated on the first batch),
-      `pace_growth` (μ).
+      path, for q_AR), `teacher_dropout` (the self-teacher in training or eval mode), `pace_mode` (Eq. 6),
+      `pace_signal` (Eq. 5), `pace_q0` (q0), `pace_warmup_ratio`, `pace_lambda0` (λ0, default calibrated on the first
+      batch), `pace_growth` (μ).
     - `spmd_debug`: host-side checks each step (device syncs; off by default).
     - `label_smoothing_factor` (ε of Eq. 1): the standard Trainer field, default raised to 0.1 (spmd.md Eq. 1 and
       BANG's `--label-smoothing 0.1`). The trainer passes it to every loss explicitly, so the model config's
