@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -12,6 +16,7 @@ from bang_nar.trainer import SPMDSeq2SeqTrainer, SPMDTrainingArguments
 from tests.conftest import tiny_model
 
 EOS = 102
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -66,3 +71,13 @@ def spmd_trainer(output_dir: str, model: Any = None, dataset: datasets.Dataset |
     model = model if model is not None else tiny_model(seed=3)
     dataset = dataset if dataset is not None else toy_dataset()
     return SPMDSeq2SeqTrainer(model=model, args=spmd_args(output_dir, **overrides), train_dataset=dataset)
+
+
+def run_two_processes(module: str, out: Path) -> None:
+    """`torchrun --standalone --nproc_per_node 2 -m module out` (gloo, one thread each); fails with its output.
+    (`accelerate launch --cpu --num_processes 2` starts one process in accelerate 1.15, so torchrun is used.)"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", module, str(out)]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

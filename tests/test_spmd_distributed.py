@@ -7,7 +7,6 @@ started with `torchrun --standalone --nproc_per_node 2 -m tests.test_spmd_distri
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,9 +15,8 @@ from transformers import TrainerCallback
 
 from bang_nar.trainer import distill_dataset
 from tests.conftest import tiny_model
-from tests.spmd_toy import single_thread, spmd_trainer, toy_dataset  # noqa: F401 (autouse fixture)
+from tests.spmd_toy import run_two_processes, single_thread, spmd_trainer, toy_dataset  # noqa: F401
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # Random mixing and percentile pacing: both need the cross-rank agreement under test.
 OPTIONS = dict(spmd_preset="spmd_reconstruction", mix_strategy="random", max_steps=4, optim="sgd", learning_rate=0.05, pace_q0=0.25)
 DISTIL = dict(num_beams=3, num_return_sequences=2, max_new_tokens=5, batch_size=2, show_progress=False)
@@ -54,11 +52,7 @@ def worker(out: Path) -> None:
 
 
 def test_two_processes_match_one_process_with_the_global_batch(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "tests.test_spmd_distributed", str(tmp_path)]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_two_processes("tests.test_spmd_distributed", tmp_path)
 
     model, thresholds, world = run_training(tmp_path / "single", batch_size=4)
     assert world == 1

@@ -9,7 +9,6 @@ teacher pass on the inner model reads sharded parameters and fails). Started wit
 """
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,9 +16,8 @@ import torch
 
 from bang_nar.trainer import SPMDDataCollator
 from tests.conftest import tiny_model
-from tests.spmd_toy import single_thread, spmd_trainer, toy_dataset  # noqa: F401 (autouse fixture)
+from tests.spmd_toy import REPO_ROOT, run_two_processes, single_thread, spmd_trainer, toy_dataset  # noqa: F401
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # Random mixing, percentile pacing, the self-teacher and the AR gold pass: every pass and cross-rank statistic.
 # Random mixing needs gold among the candidates; an eval-mode teacher toggles the wrapper.
 OPTIONS = dict(spmd_preset="spmd_reconstruction", mix_strategy="random", pace_q0=0.5, teacher_dropout=False)
@@ -61,11 +59,7 @@ def worker(out: Path) -> None:
 
 
 def test_fsdp_two_processes_match_one_process(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "tests.test_spmd_fsdp", str(tmp_path)]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_two_processes("tests.test_spmd_fsdp", tmp_path)
     batch = global_batch()
     for name, options in CASES.items():
         single = gradients(tiny_model(seed=3), batch, batch["labels"].ne(-100).sum(), tmp_path / "single", 4, **options)
