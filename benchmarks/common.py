@@ -86,13 +86,15 @@ def _sync(device: str) -> None:
 
 
 def paired_timings(
-    fns: Mapping[str, Callable[[], Any]], *, warmup: int, repeats: int, device: str, time_budget_s: float | None = None
+    fns: Mapping[str, Callable[[], Any]], *, warmup: int, repeats: int, device: str, time_budget_s: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
     """Seconds per call of every function, measured round-robin: repeat r runs each function once, in turn.
 
     On a shared machine the load drifts; interleaving exposes every method to the same drift, so the per-repeat
     ratios (see `paired_ratio`) are much steadier than ratios of separately measured medians. After the first
-    measured round, rounds stop early once `time_budget_s` is spent (at least one round always runs).
+    measured round, rounds stop early once `time_budget_s` is spent (at least one round always runs). `clock`:
+    wall time by default; `time.process_time` (CPU time of this process) barely moves with other processes' load.
     """
     for _ in range(warmup):
         for fn in fns.values():
@@ -103,10 +105,10 @@ def paired_timings(
     for r in range(repeats):
         for name, fn in fns.items():
             _sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
             _sync(device)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
         if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
             break
     return times

@@ -63,11 +63,12 @@ AR_TOKENS = 20
 LENGTH_PENALTY = 1.2
 
 ALL_METHODS = (
-    "nar", "floor", "ar_greedy", "ar_beam4", "bart_floor", "bart_greedy", "bart_beam4", "prophetnet_beam4",
+    "nar", "floor", "ar_greedy", "ar_beam4", "bart_floor", "bart_greedy", "bart_beam4", "prophetnet_greedy", "prophetnet_beam4",
     "nar_verify", "nar_candidates4", "ar_greedy_sdpa", "ar_beam4_sdpa",
 )  # fmt: skip
 # Which model each method needs.
-_NEEDS = {"bart_floor": "bart", "bart_greedy": "bart", "bart_beam4": "bart", "prophetnet_beam4": "prophetnet",
+_NEEDS = {"bart_floor": "bart", "bart_greedy": "bart", "bart_beam4": "bart", "prophetnet_greedy": "prophetnet",
+          "prophetnet_beam4": "prophetnet",
           "ar_greedy_sdpa": "bang_sdpa", "ar_beam4_sdpa": "bang_sdpa"}
 
 GRIDS: dict[str, dict[str, Any]] = {
@@ -93,6 +94,9 @@ RATIOS = (
     ("ar_greedy_sdpa_over_bart_greedy", "ar_greedy_sdpa", "bart_greedy", "<= 1.05 (attn_implementation='sdpa')"),
     ("ar_beam4_sdpa_over_bart_beam4", "ar_beam4_sdpa", "bart_beam4", "<= 1.05 (attn_implementation='sdpa')"),
     ("prophetnet_beam4_over_bart_beam4", "prophetnet_beam4", "bart_beam4", "(reference, issue: ~1.5)"),
+    # HF ProphetNet with one predicting stream runs the same two streams per step as BANG's AR mode: the equal peer.
+    ("ar_greedy_over_prophetnet_greedy", "ar_greedy", "prophetnet_greedy", "(same two-stream structure)"),
+    ("ar_beam4_over_prophetnet_beam4", "ar_beam4", "prophetnet_beam4", "(same two-stream structure)"),
     ("bart_beam4_over_bart_floor", "bart_beam4", "bart_floor", "(physical AR/one-pass ratio, issue: ~8.9)"),
     ("nar_verify_over_nar", "nar_verify", "nar", "(reference)"),
     ("nar_candidates4_over_nar", "nar_candidates4", "nar", "(reference)"),
@@ -214,6 +218,7 @@ def method_fns(
         }
     if "prophetnet" in models:
         prophetnet = models["prophetnet"]
+        table["prophetnet_greedy"] = lambda: prophetnet.generate(input_ids, **src, **greedy)
         table["prophetnet_beam4"] = lambda: prophetnet.generate(input_ids, **src, **beam)
     return {name: table[name] for name in methods}
 
@@ -252,8 +257,9 @@ def run_decoding(args: argparse.Namespace, cells: list[tuple[str, int, int]]) ->
             warnings.simplefilter("ignore")
             lengths = check_forced_lengths(fns)
             times = paired_timings(
-                fns, warmup=args.warmup, repeats=args.repeats, device=args.device, time_budget_s=args.cell_budget_s
-            )
+                fns, warmup=args.warmup, repeats=args.repeats, device=args.device, time_budget_s=args.cell_budget_s,
+                clock=time.process_time if args.clock == "cpu" else time.perf_counter,
+            )  # fmt: skip
         row: dict[str, Any] = {
             "size": size,
             "params_bang": parameter_count(models["bang"]),
@@ -437,6 +443,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cell-budget-s", type=float, default=None, help="Stop a cell's repeats after this long.")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's).")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: the process's CPU time (with --threads 1 and --device cpu; steady on a loaded "
+                        "machine, blind to waiting).")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-train", action="store_true", help="Skip the training-step part.")
     parser.add_argument("--train-size", default=None, help="Model size of the training-step part (default small).")
@@ -460,6 +469,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.methods) - set(ALL_METHODS)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; choose from {ALL_METHODS}")
+    if args.clock == "cpu" and (args.device != "cpu" or args.threads != 1):
+        parser.error("--clock cpu needs --device cpu --threads 1 (CPU time adds up every thread's work).")
     if args.quick:
         args.train_size = args.train_size or "tiny"
         args.train_batch, args.train_steps, args.train_rounds = min(args.train_batch, 4), 3, 1
@@ -497,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             "nar_length": NAR_LENGTH, "ar_tokens": AR_TOKENS, "length_penalty": LENGTH_PENALTY,
             "repeats": args.repeats, "warmup": args.warmup, "cells": args.cells, "methods": args.methods,
             "sizes": {s: SIZES[s] for s in {c[0] for c in args.cells} | {args.train_size}}, "vocab_size": VOCAB_SIZE,
-            "prophetnet_ngram": 1, "weights": "random init, no downloads",
+            "prophetnet_ngram": 1, "weights": "random init, no downloads", "clock": args.clock,
         },  # fmt: skip
         "decoding": rows,
         "training": training,
