@@ -75,7 +75,8 @@ class ModeResult:
     mode: str
     text: str
     ms: float
-    ar_passes: int | None = None  # nar_verify only
+    ar_passes: int | None = None  # nar_verify only: AR-stream passes
+    num_tokens: int | None = None  # nar_verify only: generated tokens, final [SEP] included (AR greedy's passes)
 
 
 @dataclass
@@ -150,11 +151,12 @@ class ModeComparison:
         start = time.perf_counter()
         output = self.model.generate(**encoded, **kwargs)
         ms = 1000 * (time.perf_counter() - start)
-        ar_passes = None
+        ar_passes = num_tokens = None
         if mode == "nar_verify":
             ar_passes, output = int(output.ar_passes[0]), output.sequences
+            num_tokens = int(output[0, 1:].ne(self.model.config.pad_token_id).sum())  # after the start token
         text = decode_nar(self.tokenizer, output)[0] if kwargs["mode"] == "nar" else ids_to_text(self.tokenizer, output[0].tolist())
-        return ModeResult(mode, text, ms, ar_passes)
+        return ModeResult(mode, text, ms, ar_passes, num_tokens)
 
     def compare(self, source: str, modes: Iterable[str], options: DecodeOptions | None = None) -> Comparison:
         """Every mode of `modes` on `source` (in `MODES` order). Empty input gives no results and a note."""
@@ -268,7 +270,7 @@ def _stats(comparison: Comparison, mode: str) -> str:
     speedup = comparison.speedup(mode)
     parts.append(f"{speedup:.1f}x vs AR beam" if speedup is not None else "speed-up: run AR beam too")
     if result.ar_passes is not None:
-        parts.append(f"{result.ar_passes} AR passes (AR greedy: one per token)")
+        parts.append(f"AR passes: {result.ar_passes} for {result.num_tokens} tokens (AR greedy: one per token)")
     return " · ".join(parts)
 
 
@@ -301,6 +303,7 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
         model, tokenizer = load_model_and_tokenizer(str(model_path))
     logic = ModeComparison(model, tokenizer)
     examples = list(examples) if examples is not None else example_sources(model_path)
+    logic.compare(examples[0] if examples else FALLBACK_EXAMPLES[0], list(MODES))  # warm-up: first timings not skewed
     choices = [(label, key) for key, label in MODES.items()]
 
     def run_compare(source, modes, num_candidates, ngram, num_beams):
@@ -327,10 +330,9 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
             rows, header, note = logic.decode_file(file, modes, options)
         except ValueError as error:
             return [], None, f"**Note:** {error}"
-        handle = tempfile.NamedTemporaryFile(prefix="bang-nar-outputs-", suffix=".csv", delete=False)
-        handle.close()
-        write_csv(rows, header, handle.name)
-        return gr.update(value=rows, headers=header), handle.name, note
+        # A folder per request keeps the download's name plain; Gradio copies the file into its own cache.
+        path = write_csv(rows, header, Path(tempfile.mkdtemp(prefix="bang-nar-app-")) / "bang-nar-outputs.csv")
+        return gr.update(value=rows, headers=header), str(path), note
 
     title = f"bang-nar: decoding modes of {Path(str(model_path)).name if Path(str(model_path)).exists() else model_path}"
     with gr.Blocks(title="bang-nar decoding modes") as page:
@@ -359,8 +361,8 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
                             outputs.append(gr.Markdown(elem_id=f"stats-{mode}"))
                             if mode in NAR_MODES:
                                 outputs.append(gr.HighlightedText(label="vs AR output", elem_id=f"diff-{mode}",
-                                                                  color_map={DIFF_LABEL: "red"},
-                                                                  show_legend=False, combine_adjacent=False))
+                                                                  color_map={DIFF_LABEL: "red"}, show_legend=True,
+                                                                  show_inline_category=False))
             inputs = [source, modes, num_candidates, ngram, num_beams]
             run.click(run_compare, inputs, outputs, api_name="compare", concurrency_limit=concurrency_limit)
             source.submit(run_compare, inputs, outputs, api_name=False, concurrency_limit=concurrency_limit)

@@ -117,8 +117,10 @@ def test_every_mode_equals_generate(loaded, logic):
     assert comparison.results["nar_verify"].text == comparison.results["ar_greedy"].text
     model, tokenizer = loaded
     batch = tokenizer([SOURCE], return_tensors="pt")
-    passes = model.generate(**batch, mode="nar_verify", max_new_tokens=MAX_POSITIONS, return_dict_in_generate=True).ar_passes
-    assert comparison.results["nar_verify"].ar_passes == int(passes[0]) >= 1
+    out = model.generate(**batch, mode="nar_verify", max_new_tokens=MAX_POSITIONS, return_dict_in_generate=True)
+    assert comparison.results["nar_verify"].ar_passes == int(out.ar_passes[0]) >= 1
+    greedy = model.generate(**batch, **GENERATE_CALLS["ar_greedy"])
+    assert comparison.results["nar_verify"].num_tokens == int(greedy[0, 1:].ne(tokenizer.pad_token_id).sum())
     assert comparison.speedup("ar_beam") == pytest.approx(1.0)
     assert comparison.reference() is comparison.results["ar_beam"]
 
@@ -286,6 +288,23 @@ def test_the_page_and_its_stats(server):
     assert marked == diff_tokens(words, reference) and any(label for _, label in marked)
 
 
+def test_file_tab_over_http_gives_the_table_and_a_csv(server, logic, tmp_path):
+    """Upload a .txt as the page does, run the file tab, download the CSV it offers."""
+    page, url, _ = server
+    content = f"{SOURCE}\n\nplum carriage desert glacier\n"
+    uploaded = httpx2.post(f"{url}gradio_api/upload", files=[("files", ("sources.txt", content.encode()))]).json()[0]
+    table, download, note = call_api(url, "batch", [{"path": uploaded, "meta": {"_type": "gradio.FileData"}},
+                                                    ["nar", "ar_beam"], 3, 2, 3])
+    (tmp_path / "sources.txt").write_text(content)
+    rows, header, expected_note = logic.decode_file(tmp_path / "sources.txt", ["nar", "ar_beam"], OPTIONS)
+    assert table["value"]["headers"] == header and table["value"]["data"] == rows
+    assert note == expected_note and "Skipped 1 empty line(s)." in note
+    assert download["orig_name"] == "bang-nar-outputs.csv"
+    downloaded = httpx2.get(download["url"]).text
+    assert list(csv.reader(downloaded.splitlines())) == [header, *rows]
+    assert call_api(url, "batch", [None, ["nar"], 3, 2, 3])[2].endswith("upload a .txt file first (one source per line).")
+
+
 def test_bang_nar_app_serves_the_page(model_dir, tmp_path):
     pytest.importorskip("gradio")
     port = free_port()
@@ -362,7 +381,7 @@ def test_the_page_in_a_headless_browser(server, loaded, tmp_path):
     # No background networking: on a closed network chromium otherwise floods refused connections.
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1400,1100", f"--user-data-dir={tmp_path / 'profile'}"):
+                 "--disable-dev-shm-usage", "--window-size=1400,1500", f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
     try:
@@ -384,7 +403,9 @@ def test_the_page_in_a_headless_browser(server, loaded, tmp_path):
             shown[mode] = driver.find_element(By.CSS_SELECTOR, f"#out-{mode} textarea").get_attribute("value")
             assert shown[mode] == expected_text(loaded, SOURCE, **defaults.get(mode, GENERATE_CALLS[mode])), mode
             assert " ms" in driver.find_element(By.ID, f"stats-{mode}").text
-        assert "AR passes" in driver.find_element(By.ID, "stats-nar_verify").text
+        verify = page.bang_nar_logic.compare(SOURCE, ["nar_verify"]).results["nar_verify"]
+        assert (f"AR passes: {verify.ar_passes} for {verify.num_tokens} tokens"
+                in driver.find_element(By.ID, "stats-nar_verify").text)
         shot_dir = Path(os.environ.get("BANG_NAR_SCREENSHOT_DIR", tmp_path))
         shot_dir.mkdir(parents=True, exist_ok=True)
         assert driver.save_screenshot(str(shot_dir / "bang_nar_app.png"))
