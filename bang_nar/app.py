@@ -364,8 +364,10 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
                                                                   color_map={DIFF_LABEL: "red"}, show_legend=True,
                                                                   show_inline_category=False))
             inputs = [source, modes, num_candidates, ngram, num_beams]
-            run.click(run_compare, inputs, outputs, api_name="compare", concurrency_limit=concurrency_limit)
-            source.submit(run_compare, inputs, outputs, api_name=False, concurrency_limit=concurrency_limit)
+            # One concurrency group for every event: they all decode with the one loaded model.
+            queue = {"concurrency_limit": concurrency_limit, "concurrency_id": "bang-nar-model"}
+            run.click(run_compare, inputs, outputs, api_name="compare", **queue)
+            source.submit(run_compare, inputs, outputs, api_name=False, **queue)
         with gr.Tab("file of sources"):
             upload = gr.File(label="sources (.txt, one per line)", file_types=[".txt"], type="filepath",
                              elem_id="upload")
@@ -374,7 +376,7 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
             table = gr.Dataframe(label="outputs per mode", interactive=False, elem_id="table")
             download = gr.File(label="download (CSV)", elem_id="download")
             run_file.click(run_batch, [upload, modes, num_candidates, ngram, num_beams], [table, download, batch_note],
-                           api_name="batch", concurrency_limit=concurrency_limit)
+                           api_name="batch", **queue)
     page.queue(max_size=max_queue, default_concurrency_limit=concurrency_limit)
     page.bang_nar_logic = logic  # for tests and callers that want the same loaded model
     return page
