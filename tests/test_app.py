@@ -150,7 +150,7 @@ def test_over_long_input_is_truncated_and_says_so(loaded, logic):
     assert comparison.results["ar_greedy"].text == expected_text(loaded, source, **GENERATE_CALLS["ar_greedy"])
 
 
-def test_file_tab_csv_round_trip(tmp_path, loaded, logic):
+def test_file_tab_csv_round_trip(tmp_path, loaded, logic, monkeypatch):
     sources = [SOURCE, "plum carriage desert glacier", " ".join(SOURCE.split() * 5)]
     path = tmp_path / "sources.txt"
     path.write_text(f"{sources[0]}\n\n{sources[1]}\r\n{sources[2]}\n", encoding="utf-8")
@@ -166,6 +166,9 @@ def test_file_tab_csv_round_trip(tmp_path, loaded, logic):
     (tmp_path / "latin1.txt").write_bytes("ok\ncaf\xe9\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin1.txt line 2: not UTF-8 \(byte 0xe9\)"):
         logic.decode_file(tmp_path / "latin1.txt", ["nar"])
+    monkeypatch.setattr("bang_nar.app.MAX_BATCH_LINES", 2)
+    with pytest.raises(ValueError, match=r"sources.txt: 3 sources, the page decodes at most 2; use `bang-nar generate"):
+        logic.decode_file(path, ["nar"])
     (tmp_path / "blank.txt").write_text("\n \n")
     with pytest.raises(ValueError, match="blank.txt: no sources"):
         logic.decode_file(tmp_path / "blank.txt", ["nar"])
@@ -375,6 +378,7 @@ def test_the_page_in_a_headless_browser(server, loaded, tmp_path):
     try:
         from selenium import webdriver
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
         from selenium.webdriver.support.ui import WebDriverWait
     except ImportError:
         missing.append("the selenium package")
@@ -417,6 +421,12 @@ def test_the_page_in_a_headless_browser(server, loaded, tmp_path):
         shot_dir = Path(os.environ.get("BANG_NAR_SCREENSHOT_DIR", tmp_path))
         shot_dir.mkdir(parents=True, exist_ok=True)
         assert driver.save_screenshot(str(shot_dir / "bang_nar_app.png"))
+        # empty input: a message on the page, the outputs cleared
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(Keys.BACKSPACE)  # as a user does (clear() fires no input event)
+        driver.find_element(By.ID, "run").click()
+        wait.until(lambda d: "input is empty" in d.find_element(By.ID, "note").text)
+        assert driver.find_element(By.CSS_SELECTOR, "#out-nar textarea").get_attribute("value") == ""
         assert (shot_dir / "bang_nar_app.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         driver.quit()
