@@ -360,7 +360,7 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
                                                       lines=2))
                             outputs.append(gr.Markdown(elem_id=f"stats-{mode}"))
                             if mode in NAR_MODES:
-                                outputs.append(gr.HighlightedText(label="vs AR output", elem_id=f"diff-{mode}",
+                                outputs.append(gr.HighlightedText(label="vs AR beam (else AR greedy)", elem_id=f"diff-{mode}",
                                                                   color_map={DIFF_LABEL: "red"}, show_legend=True,
                                                                   show_inline_category=False))
             inputs = [source, modes, num_candidates, ngram, num_beams]
