@@ -302,6 +302,7 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
 
         model, tokenizer = load_model_and_tokenizer(str(model_path))
     logic = ModeComparison(model, tokenizer)
+    workdir = tempfile.TemporaryDirectory(prefix="bang-nar-app-")  # the CSV files; removed with the page
     examples = list(examples) if examples is not None else example_sources(model_path)
     logic.compare(examples[0] if examples else FALLBACK_EXAMPLES[0], list(MODES))  # warm-up: first timings not skewed
     choices = [(label, key) for key, label in MODES.items()]
@@ -331,7 +332,7 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
         except ValueError as error:
             return [], None, f"**Note:** {error}"
         # A folder per request keeps the download's name plain; Gradio copies the file into its own cache.
-        path = write_csv(rows, header, Path(tempfile.mkdtemp(prefix="bang-nar-app-")) / "bang-nar-outputs.csv")
+        path = write_csv(rows, header, Path(tempfile.mkdtemp(dir=workdir.name)) / "bang-nar-outputs.csv")
         return gr.update(value=rows, headers=header), str(path), note
 
     title = f"bang-nar: decoding modes of {Path(str(model_path)).name if Path(str(model_path)).exists() else model_path}"
@@ -379,6 +380,7 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
                            api_name="batch", **queue)
     page.queue(max_size=max_queue, default_concurrency_limit=concurrency_limit)
     page.bang_nar_logic = logic  # for tests and callers that want the same loaded model
+    page.bang_nar_workdir = workdir
     return page
 
 

@@ -192,7 +192,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(model_dir):
+def server(model_dir, tmp_path_factory):
     """`build_app(model_dir)` launched on 127.0.0.1, with the number of model loads counted."""
     pytest.importorskip("gradio")
     import bang_nar.cli._args as args_module
@@ -206,14 +206,15 @@ def server(model_dir):
         return real_loader(*a, **k)
 
     with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))  # uploads stay in pytest's tmp
         patch.setattr(args_module, "load_model_and_tokenizer", counting_loader)
         page = build_app(model_dir, concurrency_limit=1)
-    _, url, _ = page.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, share=False,
-                            ssr_mode=False, quiet=True)
-    try:
-        yield page, url, loads
-    finally:
-        page.close()
+        _, url, _ = page.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                share=False, ssr_mode=False, quiet=True)
+        try:
+            yield page, url, loads
+        finally:
+            page.close()
 
 
 def call_api(url: str, name: str, data: list) -> list:
