@@ -373,21 +373,40 @@ def test_the_package_and_other_commands_do_not_import_gradio():
 # ---- a real browser ------------------------------------------------------------------------------------------------
 
 
-def test_the_page_in_a_headless_browser(server, loaded, tmp_path):
-    """Chromium types a source, runs it, and every mode's output on the page equals generate() for that mode."""
+def require_browser() -> None:
+    """Fail (under CI, whose .ci/run installs them) or skip when chromium, its driver or selenium is missing."""
+    import importlib.util
+
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.common.keys import Keys
-        from selenium.webdriver.support.ui import WebDriverWait
-    except ImportError:
+    if importlib.util.find_spec("selenium") is None:
         missing.append("the selenium package")
     if missing:
         message = f"browser test needs {', '.join(missing)} (apt-get install chromium chromium-driver; pip install selenium)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.mark.parametrize("ci", ["true", None])
+def test_a_missing_browser_fails_under_ci_and_skips_elsewhere(ci, monkeypatch, tmp_path):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "no-chromium")
+    if ci:
+        monkeypatch.setenv("CI", ci)
+    else:
+        monkeypatch.delenv("CI", raising=False)
+    outcome = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(outcome, match="browser test needs .*no-chromium"):
+        require_browser()
+
+
+def test_the_page_in_a_headless_browser(server, loaded, tmp_path):
+    """Chromium types a source, runs it, and every mode's output on the page equals generate() for that mode."""
+    require_browser()
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
     page, url, _ = server
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
