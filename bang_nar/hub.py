@@ -6,6 +6,7 @@
 - `update_model_card_metrics`: merge new evaluation rows into a saved model folder's README.md card.
 - `push_model`: upload a model folder as one Hub commit; checks for a token first and reports Hub failures
   (401, 403, 404, 5xx, no network) as one-line `HubError`s.
+- `space_files` / `push_space`: a Gradio Hub Space running `bang-nar app` on a pushed model (`push --space`).
 """
 
 from __future__ import annotations
@@ -307,6 +308,17 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _require_token(token: str | None) -> str:
+    """`token`, else the logged-in one; checked before any request."""
+    from huggingface_hub import get_token
+
+    token = token or get_token()
+    if not token:
+        raise HubError("no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or pass --token "
+                       "(a token with write access).")
+    return token
+
+
 def push_model(
     folder: str | os.PathLike,
     repo_id: str,
@@ -325,8 +337,6 @@ def push_model(
         HubError: no token (`token=`, HF_TOKEN or `hf auth login`; checked before any request), or the Hub refused
             or could not be reached; one line.
     """
-    from huggingface_hub import get_token
-
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; pass the output folder of `bang-nar train` or `convert`.")
@@ -340,10 +350,7 @@ def push_model(
             f"{folder} lacks {', '.join(missing)}; push a folder written by `bang-nar train` or `bang-nar convert` "
             "(they save config, weights, tokenizer and model card)."
         )
-    token = token or get_token()
-    if not token:
-        raise HubError("no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or pass --token "
-                       "(a token with write access).")
+    token = _require_token(token)
     api = HfApi(token=token)
     try:
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
@@ -352,6 +359,74 @@ def push_model(
     except _transport_errors() as error:
         raise _hub_error(error, repo_id) from error
     return str(repo_url)
+
+
+# ---- Hub Space: the `bang-nar app` page for a pushed model ------------------------------------------------------
+
+SPACE_APP = '''"""Every decoding mode of {model} side by side (written by `bang-nar push --space`; the page is `bang-nar app`)."""
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from bang_nar.app import build_app
+
+build_app({model!r}).launch()
+'''
+
+
+def space_files(model_repo_id: str, *, requirement: str | None = None) -> dict[str, str]:
+    """The files of a Gradio Space serving `bang-nar app` on Hub model `model_repo_id`: app.py, requirements.txt and
+    README.md (Space front matter: `sdk: gradio`, the model linked). `requirement` is the pip line that installs this
+    package with its `app` extra (default: this version from the package index; a `git+https://...` URL works too)."""
+    from huggingface_hub import SpaceCard, SpaceCardData
+
+    from . import __version__
+
+    requirement = requirement or f"bang-nar[app]=={__version__}"
+    try:
+        from importlib import metadata
+
+        sdk_version = metadata.version("gradio")  # the Gradio this package was tested with here
+    except Exception:
+        sdk_version = None
+    data = SpaceCardData(title=f"{display_name(model_repo_id).split('/')[-1]} decoding modes", sdk="gradio",
+                         sdk_version=sdk_version, app_file="app.py", models=[model_repo_id],
+                         tags=["bang-nar", "non-autoregressive"], emoji="⚡", colorFrom="blue", colorTo="green",
+                         short_description="NAR, nar_verify and AR decoding of one BANG model, side by side")
+    text = (f"# {model_repo_id}: decoding modes side by side\n\nType a source and compare one-pass NAR, NAR with "
+            "candidates or n-gram blocking, `nar_verify` (exactly AR greedy in fewer AR passes) and AR greedy / beam "
+            f"on [{model_repo_id}](https://huggingface.co/{model_repo_id}): outputs, milliseconds, speed-up vs AR beam "
+            "and the NAR words that differ from AR. Made with `bang-nar push --space`; locally the same page is "
+            f"`bang-nar app --model {model_repo_id}`.\n")
+    card = SpaceCard(f"---\n{data.to_yaml()}\n---\n\n{text}")
+    return {"app.py": SPACE_APP.format(model=model_repo_id), "requirements.txt": requirement + "\n",
+            "README.md": str(card)}
+
+
+def push_space(
+    model_repo_id: str,
+    space_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    requirement: str | None = None,
+    commit_message: str = "bang-nar app for the model",
+) -> str:
+    """Create (or update) Gradio Space `space_id` serving the `bang-nar app` page of Hub model `model_repo_id`,
+    as one commit of `space_files`. Returns the Space URL; one-line `HubError`s as `push_model`."""
+    from huggingface_hub import CommitOperationAdd
+
+    token = _require_token(token)
+    api = HfApi(token=token)
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=content.encode("utf-8"))
+                  for name, content in space_files(model_repo_id, requirement=requirement).items()]
+    try:
+        url = api.create_repo(space_id, private=private, exist_ok=True, repo_type="space", space_sdk="gradio")
+        api.create_commit(space_id, operations=operations, commit_message=commit_message, repo_type="space")
+    except _transport_errors() as error:
+        raise _hub_error(error, space_id) from error
+    return str(url)
 
 
 __all__ = [
@@ -364,7 +439,9 @@ __all__ = [
     "merge_eval_results",
     "metrics_section",
     "push_model",
+    "push_space",
     "render_model_card",
+    "space_files",
     "table_notes",
     "template_path",
     "update_model_card_metrics",

@@ -80,9 +80,10 @@ HELP_MENTIONS = {
     "distill": ["--num_beams", "--length_penalty", "--source_column"],
     "evaluate": ["--modes", "--update-card", "nar_verify", "--max-source-length"],
     "generate": ["--input", "--output", "--mode"],
-    "push": ["--repo-id", "--private"],
+    "push": ["--repo-id", "--private", "--space"],
     "demo": ["--quick", "--data", "du-qg-sample", "smoke run"],
     "pretrain": ["--num_streams", "--mask_ratio", "--streaming", "reconstruction"],
+    "app": ["--model", "--port", "--host", "--concurrency", "bang-nar[app]", "bang-nar demo --quick"],
 }
 
 

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ["convert", "train", "distill", "evaluate", "generate", "push", "demo", "pretrain"]
+SUBCOMMANDS = ["convert", "train", "distill", "evaluate", "generate", "push", "demo", "pretrain", "app"]
 
 
 def build_parser() -> argparse.ArgumentParser:
