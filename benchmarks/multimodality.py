@@ -70,9 +70,12 @@ NAR_METHODS: dict[str, dict[str, Any]] = {
     "seq_kd + min_loss (4-best)": {"train": {"spmd_preset": "seq_kd"}, "data": "kd4"},
     "spmd 2-best": {"train": {"spmd_preset": "spmd", "kd_top_k": 2}, "data": "kd4"},
     "spmd 8-best (beam 8)": {"train": {"spmd_preset": "spmd"}, "data": "kd8"},
-    "spmd teacher w/o dropout": {"train": {"spmd_preset": "spmd", "teacher_dropout": False}, "data": "kd4"},
+    # "verify": also score the student's AR stream through nar_verify (= its AR greedy), which these rows train
+    # differently from the default.
+    "spmd teacher w/o dropout": {"train": {"spmd_preset": "spmd", "teacher_dropout": False}, "data": "kd4",
+                                 "verify": True},  # fmt: skip
     "spmd AR term on m_i (one AR pass)": {"train": {"spmd_preset": "spmd", "ar_loss_target": "chosen"},
-                                           "data": "kd4"},  # fmt: skip
+                                          "data": "kd4", "verify": True},  # fmt: skip
     "spmd + glancing 0.5→0.1": {"train": {"spmd_preset": "spmd", "glance_ratio": 0.5, "glance_ratio_end": 0.1},
                                 "data": "kd4"},  # fmt: skip
 }
@@ -162,9 +165,10 @@ def run_one(num_modes: int, seed: int, args: argparse.Namespace, plan: list[tupl
         train_s = pipeline.train(model, data, steps=budget, warmup_steps=budget // 10, **spec["train"], **hyper)
         results[f"{name} @{budget}"] = {**score(model, {"mode": "nar"}), "train_s": train_s, "budget": budget,
                                         "method": name}  # fmt: skip
-        if name == DEFAULT_NAR:
-            results[f"{VERIFY_ROW} @{budget}"] = {**score(model, {"mode": "nar_verify"}), "train_s": train_s,
-                                                  "budget": budget, "method": VERIFY_ROW}  # fmt: skip
+        if name == DEFAULT_NAR or spec.get("verify"):
+            verify = VERIFY_ROW if name == DEFAULT_NAR else f"{name} + nar_verify"
+            results[f"{verify} @{budget}"] = {**score(model, {"mode": "nar_verify"}), "train_s": train_s,
+                                              "budget": budget, "method": verify}  # fmt: skip
         print(f"  [M={num_modes} seed={seed}] {name} @{budget}: BLEU {results[f'{name} @{budget}']['bleu']:.1f}, "
               f"consistency {results[f'{name} @{budget}']['mode_consistency']:.1f}% ({train_s:.0f}s)", flush=True)  # fmt: skip
     for name, row in rows.items():
