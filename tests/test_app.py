@@ -42,7 +42,7 @@ from bang_nar.app import (
 from bang_nar.multimodality import build_word_tokenizer, make_multimodality_task
 from bang_nar.pipeline import build_model, ids_to_text
 from bang_nar.postprocess import decode_nar
-from tests.test_hub_cards import FakeHub, _model_folder
+from tests.test_hub_cards import FakeHub, _model_folder, mocked_hub
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -488,16 +488,8 @@ class SpaceFakeHub(FakeHub):
 
 @pytest.fixture
 def space_hub():
-    import huggingface_hub
-    from huggingface_hub.utils import _http
-
-    hub = SpaceFakeHub()
-    previous = _http._GLOBAL_CLIENT_FACTORY
-    huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub)))
-    try:
+    with mocked_hub(SpaceFakeHub()) as hub:
         yield hub
-    finally:
-        huggingface_hub.set_client_factory(previous)
 
 
 def test_push_space_uploads_model_then_a_gradio_space(tmp_path, space_hub, capsys):

@@ -8,9 +8,11 @@ the public `huggingface_hub.set_client_factory` by an `httpx2.MockTransport` tha
 from __future__ import annotations
 
 import base64
+import contextlib
 import inspect
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -227,16 +229,21 @@ class FakeHub:
         return httpx2.Response(404, json={"error": f"not mocked: {request.method} {path}"})
 
 
-@pytest.fixture
-def fake_hub():
-    """Route huggingface_hub's shared HTTP client to `FakeHub`; restore the previous factory afterwards."""
-    hub = FakeHub()
+@contextlib.contextmanager
+def mocked_hub(hub: FakeHub) -> Iterator[FakeHub]:
+    """Route huggingface_hub's shared HTTP client to `hub`; restore the previous factory afterwards."""
     previous = _http._GLOBAL_CLIENT_FACTORY  # no public getter; set_client_factory is the public setter
     huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub)))
     try:
         yield hub
     finally:
         huggingface_hub.set_client_factory(previous)
+
+
+@pytest.fixture
+def fake_hub():
+    with mocked_hub(FakeHub()) as hub:
+        yield hub
 
 
 MODEL_FILES = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
@@ -329,13 +336,8 @@ class FailingHub(FakeHub):
 
 @pytest.fixture
 def failing_hub(request):
-    hub = FailingHub(*request.param)
-    previous = _http._GLOBAL_CLIENT_FACTORY
-    huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub)))
-    try:
+    with mocked_hub(FailingHub(*request.param)) as hub:
         yield hub
-    finally:
-        huggingface_hub.set_client_factory(previous)
 
 
 @pytest.mark.parametrize(
