@@ -9,7 +9,7 @@ build_app("bang-nar-demo/nar_spmd").launch()
 ```
 
 Per mode the page shows the output, its milliseconds, the speed-up over AR beam search and, for NAR modes, the
-words that differ from the AR output; `nar_verify` also shows how many AR passes it needed. A second tab decodes an
+words that differ from AR greedy's output; `nar_verify` also shows how many AR passes it needed. A second tab decodes an
 uploaded .txt of sources (one per line) into a table and a CSV file.
 """
 
@@ -41,8 +41,7 @@ MODES: dict[str, str] = {
 }
 NAR_MODES = ("nar", "nar_candidates", "nar_ngram")
 DEFAULT_MODES = ["nar", "nar_verify", "ar_greedy", "ar_beam"]
-# The AR output NAR words are compared with: the first of these that was decoded.
-# NAR outputs are marked against AR greedy first: nar_verify turns NAR into exactly that output, so the marks are the
+# The AR output NAR words are compared with: the first of these that was decoded. AR greedy comes first: nar_verify turns NAR into exactly that output, so the marks are the
 # words verification would change (on a multi-modal task AR beam may pick another valid mode, marking every word).
 REFERENCE_MODES = ("ar_greedy", "nar_verify", "ar_beam")
 DIFF_LABEL = "differs from AR"
