@@ -1,5 +1,6 @@
 """Serve a local web page that decodes a source with every decoding mode of one model, side by side: outputs, ms per
-mode, speed-up vs AR beam, NAR words that differ from AR greedy, nar_verify's AR passes; a tab decodes a .txt file to a CSV.
+mode, speed-up vs AR beam, NAR words that differ from AR greedy, nar_verify's AR passes; a tab decodes a .txt file
+to a CSV.
 
 Needs the `app` extra (Gradio): pip install "bang-nar[app]". Without --model it serves the SPMD model that
 `bang-nar demo` saved in ./bang-nar-demo. The model loads once; requests queue (--concurrency at a time). Flags
