@@ -57,35 +57,6 @@ def pretrain(model, chunks, collator, *, steps, batch_size, lr, seed, num_stream
     return trainer.state.log_history, seconds
 
 
-def finetune_semi_nar(model, tokenizer, train_set, *, block_size, steps, batch_size, learning_rate, seed, device):
-    """Fine-tune with the n-stream objective on pairs (`BangPreTrainer`, n = block_size, target_idx = t mod k);
-    same steps, batch, lr, warm-up and schedule as `pipeline.train`. Returns wall seconds."""
-    from transformers import DataCollatorForSeq2Seq, PrinterCallback, TrainingArguments
-
-    from bang_nar.modeling_bang import BangForConditionalGeneration
-    from bang_nar.pretraining import BangForPreTraining, BangPreTrainer
-
-    model.__class__ = BangForPreTraining  # same weights; forward runs the n-stream objective
-    with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=batch_size, max_steps=steps, learning_rate=learning_rate,
-            warmup_steps=steps // 10, lr_scheduler_type="linear", weight_decay=0.0, report_to=[],
-            save_strategy="no", logging_strategy="no", disable_tqdm=True, use_cpu=device == "cpu", seed=seed,
-            remove_unused_columns=False, dataloader_num_workers=0,
-        )  # fmt: skip
-        collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
-        trainer = BangPreTrainer(model=model, args=args, train_dataset=train_set.select_columns(["input_ids", "labels"]),
-                                 data_collator=collator, num_streams=block_size, block_size=block_size)
-        trainer.remove_callback(PrinterCallback)
-        started = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - started
-    model.__class__ = BangForConditionalGeneration  # decode as a plain BANG model
-    model.eval()
-    return seconds
-
-
 def stream_windows(history: list[dict[str, Any]], num_streams: int, window: int) -> list[dict[str, Any]]:
     """Per stream: mean logged loss over the first and the last `window` logging steps."""
     logs = [h for h in history if "loss_stream_0" in h]
@@ -176,18 +147,15 @@ def part_controlled(args, seed: int) -> dict[str, Any]:
                                           "semi_nar k=4": {"mode": "semi_nar", "block_size": 4}}),
             "nar": ({"spmd_preset": "bang_nar"}, {"nar": {"mode": "nar"}}),
             # Semi-NAR fine-tuning (§5 item 5): the n-stream objective on pairs, n = k = 4, target_idx = t mod 4.
-            "semi_nar k=4": (None, {"semi_nar k=4": {"mode": "semi_nar", "block_size": 4},
-                                    "semi_nar k=2": {"mode": "semi_nar", "block_size": 2},
-                                    "nar": {"mode": "nar"}}),
+            "semi_nar k=4": ({"train_mode": "semi_nar", "semi_nar_block_size": 4},
+                             {"semi_nar k=4": {"mode": "semi_nar", "block_size": 4},
+                              "semi_nar k=2": {"mode": "semi_nar", "block_size": 2}, "nar": {"mode": "nar"}}),
         }
         for recipe in args.recipes.split(","):
             train_fields, decodes = recipes[recipe]
             model = pipeline.fresh_copy(start)
-            if train_fields is None:
-                train_s = finetune_semi_nar(model, tokenizer, train_set, block_size=4, steps=args.steps, **hyper)
-            else:
-                train_s = pipeline.train(model, train_set, steps=args.steps, warmup_steps=args.steps // 10,
-                                         **train_fields, **hyper)
+            train_s = pipeline.train(model, train_set, steps=args.steps, warmup_steps=args.steps // 10,
+                                     **train_fields, **hyper)
             for decode_name, options in decodes.items():
                 out = pipeline.decode(model, tokenizer, eval_set, options, max_new_tokens=14, batch_size=256,
                                       device="cpu")

@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     losses = [entry["loss"] for entry in history if "loss" in entry]
     mean_loss = next((entry["train_loss"] for entry in reversed(history) if "train_loss" in entry), None)
     summary = f"logged loss {losses[0]:.3f} → {losses[-1]:.3f}" if len(losses) > 1 else f"mean loss {mean_loss:.3f}"
-    recipe = "AR" if training_args.train_mode == "ar" else f"{training_args.train_mode}, preset {training_args.spmd_preset}"
+    recipe = {"ar": "AR", "semi_nar": f"semi_nar, k = {training_args.semi_nar_block_size}"}.get(
+        training_args.train_mode, f"{training_args.train_mode}, preset {training_args.spmd_preset}")
     resumed = f" (resumed from {checkpoint})" if checkpoint is not None else ""
     print(f"Trained {trainer.state.global_step} steps{resumed} ({recipe}); {summary}. Saved to {training_args.output_dir}.",
           file=sys.stderr)
