@@ -3,14 +3,17 @@
 Part A (`raw`): a tiny BANG pretrains with `BangPreTrainer` on shared raw text (Gigaword sample articles, word-level
 vocabulary); the per-stream losses of the first and last logging windows are compared.
 
-Part B (`controlled`): the controlled multi-modality task (`bang_nar.multimodality`). One tiny model pretrains on
-*unpaired* text in the task's language (the sources and, shuffled separately, the targets of a disjoint task draw:
-no source is paired with its translation). Then the pretrained model and the same architecture from scratch (same
+Part B (`controlled`): the controlled lexical task (`bang_nar.multimodality`). One tiny model pretrains on text of
+a disjoint task draw: `--pretrain-text unpaired` (the sources and, shuffled separately, the targets: no source next
+to its translation; its words are i.i.d., so span masking there can teach word frequencies and little else) or
+`paired` (each `source target` pair as one document, as in translation-language-model pretraining). Then the pretrained model and the same architecture from scratch (same
 init seed) are fine-tuned with equal budgets (same steps, batch, learning rate): AR (decoded greedy and semi-NAR
 k = 2, 4) and NAR (`bang_nar` preset). Multi-reference BLEU-4 on held-out sources.
 
     python benchmarks/pretraining.py --data-dir ../shared/data        # both parts, ~8-10 min on 1 CPU thread
     python benchmarks/pretraining.py --parts controlled --seeds 0,1
+    python benchmarks/pretraining.py --parts controlled --pretrain-text paired --num-train 1000 \
+        --pretrain-sentences 4000 --pretrain-steps 2000 --steps 150 --out pretraining_controlled   # README numbers
 
 Outputs: Markdown tables and one JSON line; `results/pretraining.json`.
 """
@@ -110,6 +113,15 @@ def unpaired_corpus(num_modes: int, size: int, seed: int) -> list[str]:
     return documents
 
 
+def paired_corpus(num_modes: int, size: int, seed: int) -> list[str]:
+    """Each pair of a disjoint task draw as one document, `source target`: text in which translations appear (as in
+    translation-language-model pretraining), without the fine-tuning pairs or any eval source."""
+    from bang_nar.multimodality import make_multimodality_task
+
+    other = make_multimodality_task(num_modes, size, 0, seed)
+    return [f"{source} {target}" for source, target in zip(other.train["source"], other.train["target"])]
+
+
 def part_controlled(args, seed: int) -> dict[str, Any]:
     import datasets
 
@@ -124,8 +136,10 @@ def part_controlled(args, seed: int) -> dict[str, Any]:
     train_set, _ = tokenize_pairs(task.train, tokenizer, 16, 16)
     eval_set, _ = tokenize_pairs(task.eval, tokenizer, 16, 16)
     # Disjoint draw: a different seed, and no eval source appears in it.
-    documents = [d for d in unpaired_corpus(args.num_modes, args.pretrain_sentences, 10_000 + seed)
-                 if d not in set(task.eval["source"])]
+    corpus = {"unpaired": unpaired_corpus, "paired": paired_corpus}[args.pretrain_text]
+    eval_sources = set(task.eval["source"])
+    documents = [d for d in corpus(args.num_modes, args.pretrain_sentences, 10_000 + seed)
+                 if d not in eval_sources and not any(d.startswith(s + " ") for s in eval_sources)]
     chunks = pack_documents(datasets.Dataset.from_dict({"text": documents}), tokenizer, 32)
     collator = SpanMaskingCollator(tokenizer, span_block_size=8, mask_ratio=0.5,
                                    generator=torch.Generator().manual_seed(seed))
@@ -189,6 +203,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-eval", type=int, default=200)
     parser.add_argument("--pretrain-sentences", type=int, default=4000)
     parser.add_argument("--pretrain-steps", type=int, default=300)
+    parser.add_argument("--pretrain-text", choices=["unpaired", "paired"], default="unpaired",
+                        help="Part B pretraining text: 'unpaired' (sources and targets each shuffled on their own) or "
+                        "'paired' (each 'source target' pair of a disjoint draw as one document).")
     parser.add_argument("--steps", type=int, default=150, help="Fine-tuning steps of every row (equal budget).")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--out", default="pretraining", help="Result file name under results/ (without .json).")
@@ -212,7 +229,7 @@ def main(argv=None) -> None:
             run = part_controlled(args, seed)
             payload["controlled"][seed] = run
             print(f"\n## Part B, seed {seed}: M = {args.num_modes}, {args.num_train} train pairs; pretraining "
-                  f"{args.pretrain_steps} steps on {run['chunks']} unpaired chunks ({run['pretrain_s']:.0f} s); "
+                  f"{args.pretrain_steps} steps on {run['chunks']} {args.pretrain_text} chunks ({run['pretrain_s']:.0f} s); "
                   f"every fine-tune {args.steps} steps x batch {args.batch_size}, lr {args.lr}\n")
             print(markdown_table(list(run["results"].values()), [
                 ("start", "start"), ("fine_tune", "fine-tune"), ("decode", "decode"), ("bleu", "BLEU-4"),

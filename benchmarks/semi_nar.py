@@ -11,7 +11,8 @@ Protocol, per M (one seed):
 3. Scores on the held-out sources: multi-reference BLEU-4, mode consistency (% of outputs equal to one valid
    target), ms per sample at batch 32 (all sources) and batch 1 (the first `--batch1-samples`), and decoder passes
    per sequence (measured at batch 1: AR = tokens emitted incl. [SEP]; semi-NAR = steps; NAR = 1; nar_verify =
-   1 NAR + its AR passes).
+   1 NAR + its AR passes). Times: the minimum over `--timing-rounds` rounds that decode every row in turn, after
+   all training, so that a change of machine load does not favour one row.
 
     python benchmarks/semi_nar.py --modes 1,4 --cache-dir ../.mm-cache     # ~40-60 min on 1 busy CPU thread
     python benchmarks/semi_nar.py --quick                                   # smoke run, a few minutes
@@ -75,48 +76,61 @@ def run_task(num_modes: int, args: argparse.Namespace) -> dict[str, Any]:
     refs = task.eval["references"]
     hyper = {"batch_size": args.batch_size, "learning_rate": args.lr, "seed": seed, "device": args.device}
 
-    def score(model: Any, options: dict[str, Any], timed: bool = True) -> dict[str, Any]:
-        out = pipeline.decode(model, tokenizer, eval_set, options, max_new_tokens=MAX_TARGET_TOKENS,
-                              batch_size=args.eval_batch, device=args.device)  # fmt: skip
-        scores = multi_reference_scores(out["texts"], refs)
-        row = {"bleu": scores["bleu"], "mode_consistency": scores["mode_consistency"],
-               "ms_per_sample_b32": out["ms_per_sample"], "example": out["texts"][0]}  # fmt: skip
-        if timed:
-            row.update(batch1_passes(model, eval_set, options, args.batch1_samples, model.config))
-        return row
+    def decode(model: Any, options: dict[str, Any]) -> dict[str, Any]:
+        return pipeline.decode(model, tokenizer, eval_set, options, max_new_tokens=MAX_TARGET_TOKENS,
+                               batch_size=args.eval_batch, device=args.device)  # fmt: skip
 
-    teacher, curve, teacher_s, cache = train_teacher(num_modes, seed, args, tokenizer, train_set,
-                                                     lambda model: score(model, {"mode": "ar"}, timed=False))  # fmt: skip
+    def greedy_score(model: Any) -> dict[str, Any]:
+        return multi_reference_scores(decode(model, {"mode": "ar"})["texts"], refs)
+
+    teacher, curve, teacher_s, cache = train_teacher(num_modes, seed, args, tokenizer, train_set, greedy_score)
     print(f"[M={num_modes}] teacher: {curve} ({teacher_s:.0f} s)", flush=True)
-    rows: list[dict[str, Any]] = []
-
-    def add(system: str, k: Any, training: str, train_s: float | None, model: Any, options: dict[str, Any]) -> None:
-        row = {"M": num_modes, "system": system, "k": k, "training": training, "train_s": train_s,
-               **score(model, options)}  # fmt: skip
-        rows.append(row)
-        print(f"[M={num_modes}] {system}: BLEU {row['bleu']:.1f}, consistency {row['mode_consistency']:.1f}%, "
-              f"{row['passes']:.2f} passes, {row['ms_per_sample_b1']:.1f} ms (b1), "
-              f"{row['ms_per_sample_b32']:.2f} ms (b32)", flush=True)  # fmt: skip
-
-    add("AR greedy (teacher)", 1, "AR", teacher_s, teacher, {"mode": "ar", "num_beams": 1})
-    add("teacher, semi_nar k=1", 1, "AR", teacher_s, teacher, {"mode": "semi_nar", "block_size": 1})
+    # (system, tokens per pass, training, train seconds, model, decode options); every model trains first, then all
+    # rows are scored and timed together, so a change of machine load does not favour one row.
+    plan: list[tuple[str, Any, str, float, Any, dict[str, Any]]] = [
+        ("AR greedy (teacher)", 1, "AR", teacher_s, teacher, {"mode": "ar", "num_beams": 1}),
+        ("teacher, semi_nar k=1", 1, "AR", teacher_s, teacher, {"mode": "semi_nar", "block_size": 1}),
+    ]
     for k in BLOCK_SIZES:  # the AR teacher asked for k tokens per pass without semi-NAR training
-        add(f"teacher, semi_nar k={k}", k, "AR", teacher_s, teacher, {"mode": "semi_nar", "block_size": k})
+        plan.append((f"teacher, semi_nar k={k}", k, "AR", teacher_s, teacher, {"mode": "semi_nar", "block_size": k}))
     for k in BLOCK_SIZES:
         model = pipeline.fresh_copy(teacher)
         train_s = pipeline.train(model, train_set, steps=args.steps, warmup_steps=args.steps // 10,
                                  train_mode="semi_nar", semi_nar_block_size=k, **hyper)  # fmt: skip
         assert model.generation_config.block_size == k
-        add(f"semi_nar fine-tuned, k={k}", k, f"AR + semi_nar k={k}", train_s, model, {"mode": "semi_nar"} | {"block_size": k})
+        print(f"[M={num_modes}] semi_nar k={k}: {args.steps} steps in {train_s:.0f} s", flush=True)
+        plan.append((f"semi_nar fine-tuned, k={k}", k, f"AR + semi_nar k={k}", train_s, model, {"mode": "semi_nar"}
+                     | {"block_size": k}))  # fmt: skip
         if k == BLOCK_SIZES[-1]:  # the largest k model's stream 0 is still an AR predictor
-            add(f"semi_nar fine-tuned k={k}, decoded AR greedy", 1, f"AR + semi_nar k={k}", train_s, model,
-                {"mode": "ar", "num_beams": 1})  # fmt: skip
+            plan.append((f"semi_nar fine-tuned k={k}, decoded AR greedy", 1, f"AR + semi_nar k={k}", train_s, model,
+                         {"mode": "ar", "num_beams": 1}))  # fmt: skip
     distilled, distil_s = distil_k_best(teacher, train_set, {4}, cache)
     model = pipeline.fresh_copy(teacher)
     train_s = pipeline.train(model, distilled[4], steps=args.steps, warmup_steps=args.steps // 10, spmd_preset="spmd",
                              **hyper)  # fmt: skip
-    add("NAR (spmd default, 4-best)", "all", "AR + NAR spmd", train_s, model, {"mode": "nar"})
-    add("spmd + nar_verify", "—", "AR + NAR spmd", train_s, model, {"mode": "nar_verify"})
+    print(f"[M={num_modes}] NAR spmd: {args.steps} steps in {train_s:.0f} s", flush=True)
+    plan.append(("NAR (spmd default, 4-best)", "all", "AR + NAR spmd", train_s, model, {"mode": "nar"}))
+    plan.append(("spmd + nar_verify", "—", "AR + NAR spmd", train_s, model, {"mode": "nar_verify"}))
+
+    rows = []
+    for system, k, training, train_s, model, options in plan:
+        out = decode(model, options)
+        scores = multi_reference_scores(out["texts"], refs)
+        rows.append({"M": num_modes, "system": system, "k": k, "training": training, "train_s": train_s,
+                     "bleu": scores["bleu"], "mode_consistency": scores["mode_consistency"],
+                     "example": out["texts"][0], "ms_per_sample_b32": [], "ms_per_sample_b1": []})  # fmt: skip
+    for _ in range(args.timing_rounds):  # interleaved rounds; the minimum is the least disturbed measurement
+        for row, (_, _, _, _, model, options) in zip(rows, plan):
+            row["ms_per_sample_b32"].append(decode(model, options)["ms_per_sample"])
+            timed = batch1_passes(model, eval_set, options, args.batch1_samples, model.config)
+            row["ms_per_sample_b1"].append(timed["ms_per_sample_b1"])
+            row["passes"] = timed["passes"]
+    for row in rows:
+        for key in ("ms_per_sample_b32", "ms_per_sample_b1"):
+            row[key + "_rounds"], row[key] = row[key], min(row[key])
+        print(f"[M={num_modes}] {row['system']}: BLEU {row['bleu']:.1f}, consistency {row['mode_consistency']:.1f}%, "
+              f"{row['passes']:.2f} passes, {row['ms_per_sample_b1']:.1f} ms (b1), "
+              f"{row['ms_per_sample_b32']:.2f} ms (b32)", flush=True)  # fmt: skip
     return {"M": num_modes, "seed": seed, "rows": rows, "teacher_curve": curve, "teacher_s": teacher_s,
             "distil_s": distil_s, "seconds": time.perf_counter() - started}  # fmt: skip
 
@@ -134,7 +148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-batch", type=int, default=32)
-    parser.add_argument("--batch1-samples", type=int, default=50)
+    parser.add_argument("--batch1-samples", type=int, default=100)
+    parser.add_argument("--timing-rounds", type=int, default=3, help="Interleaved timing rounds (minimum reported).")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache-dir", type=Path, default=None,
@@ -143,7 +158,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.modes, args.steps, args.num_train, args.num_eval = "1", 30, 500, 50
-        args.ar_max_steps, args.ar_eval_every, args.batch1_samples = 60, 30, 10
+        args.ar_max_steps, args.ar_eval_every, args.batch1_samples, args.timing_rounds = 60, 30, 10, 2
         args.out = args.out + "_quick"
     return args
 
