@@ -1,5 +1,7 @@
 """Block-wise semi-NAR decoding (shared/docs/bang_pretraining.md §5 reconstruction) on tiny models."""
 
+import math
+
 import pytest
 import torch
 
@@ -123,3 +125,26 @@ def test_semi_nar_training_lowers_the_loss_and_stores_k_for_generate(tmp_path):
     assert torch.equal(default.sequences, explicit.sequences) and default.num_steps == explicit.num_steps
     # 7 new tokens at 3 per step: 3 passes, unless every row ended earlier (then fewer)
     assert default.num_steps <= 3 and default.num_steps >= -(-int(default.sequences[:, 1:].ne(0).sum(1).max()) // 3)
+
+
+def test_semi_nar_evaluation_generates_semi_nar_and_scores_the_n_stream_loss(tmp_path):
+    from bang_nar.trainer import SPMDDataCollator
+    from tests.spmd_toy import spmd_trainer, toy_dataset
+
+    torch.set_num_threads(1)
+    data = toy_dataset(num=8, seed=1).remove_columns("kd_labels")
+    options = dict(dataset=toy_dataset().remove_columns("kd_labels"), train_mode="semi_nar", semi_nar_block_size=2,
+                   per_device_eval_batch_size=4)
+    generating = spmd_trainer(tmp_path, predict_with_generate=True, **options)
+    model = generating.model.eval()
+    prediction = generating.predict(data)
+    batch = SPMDDataCollator(pad_token_id=0)([data[i] for i in range(4)])
+    expected = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], mode="semi_nar")
+    assert torch.equal(torch.as_tensor(prediction.predictions[:4, : expected.size(1)]), expected)  # k from the config
+    plain = spmd_trainer(tmp_path, **options).evaluate(eval_dataset=data)["eval_loss"]
+    assert prediction.metrics["test_loss"] == pytest.approx(plain, rel=1e-5)
+    with torch.no_grad():
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                     mode="semi_nar", block_size=2).loss
+    assert math.isfinite(plain) and float(loss) == pytest.approx(
+        float(generating.prediction_step(model, dict(batch), False)[0]), rel=1e-5)

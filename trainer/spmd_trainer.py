@@ -537,6 +537,16 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         inputs = {k: v for k, v in inputs.items() if k != self.args.kd_column}
         if self.args.predict_with_generate and not prediction_loss_only:
             inputs["mode"] = self.args.eval_mode  # reaches both `generate` and the loss forward
+            if self.args.eval_mode == "semi_nar":
+                # Seq2SeqTrainer's label smoother scores one logit row per label; the n-stream loss is the model's.
+                labels = inputs.pop("labels", None)
+                _, generated, _ = super().prediction_step(model, inputs, False, ignore_keys=ignore_keys, **gen_kwargs)
+                if labels is None:
+                    return None, generated, None
+                inputs = self._prepare_inputs({**inputs, "labels": labels})
+                with torch.no_grad():
+                    loss = self._evaluation_loss(model, inputs, False, None).detach()
+                return loss, generated, inputs["labels"]
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
 
     def _save_rng_state(self, output_dir: str) -> None:
