@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                                "tasks": []}  # fmt: skip
     for num_modes in [int(m) for m in args.modes.split(",")]:
         payload["tasks"].append(run_task(num_modes, args))
-        write_json(RESULTS_DIR / f"{args.out}.json", payload)  # kept after each task
+        write_json(RESULTS_DIR / f"{args.out}.json", payload | {"machine": info})  # kept after each task
         table = markdown_table(payload["tasks"][-1]["rows"], [
             ("M", "M"), ("system", "system"), ("k", "tokens/pass"), ("bleu", "BLEU-4"),
             ("mode_consistency", "mode consistency %"), ("passes", "passes/seq"), ("ms_per_sample_b1", "ms/sample b1"),

@@ -189,6 +189,10 @@ def test_train_semi_nar_then_generate_uses_its_block_size(workdir, ar_run, capsy
                  "--output", str(workdir / "semi_out.txt"), "--max-new-tokens", "6"]) == 0  # fmt: skip
     assert len((workdir / "semi_out.txt").read_text().splitlines()) == 2
     assert "2 outputs (semi_nar)" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(workdir / "semi"), "--data", str(workdir / "eval.jsonl"), "--modes",
+                 "semi_nar", "ar", "--num-beams", "1", "--output-dir", str(workdir / "semi_eval")]) == 0  # fmt: skip
+    results = json.loads((workdir / "semi_eval" / "results.json").read_text())
+    assert list(results) == ["semi_nar", "ar (beam 1)"] and results["semi_nar"]["num_samples"] == 8
 
 
 def test_generate_refuses_an_empty_line(workdir, ar_run, capsys):
