@@ -5,15 +5,16 @@ vocabulary); the per-stream losses of the first and last logging windows are com
 
 Part B (`controlled`): the controlled lexical task (`bang_nar.multimodality`). One tiny model pretrains on text of
 a disjoint task draw: `--pretrain-text unpaired` (the sources and, shuffled separately, the targets: no source next
-to its translation; its words are i.i.d., so span masking there can teach word frequencies and little else) or
-`paired` (each `source target` pair as one document, as in translation-language-model pretraining). Then the pretrained model and the same architecture from scratch (same
+to its translation; its words are i.i.d., so span masking there can teach word frequencies and little else),
+`paired` (each `source target` pair as one document, as in translation-language-model pretraining) or
+`interleaved` (each source word followed by its translation: the lexicon as bigrams). Then the pretrained model and the same architecture from scratch (same
 init seed) are fine-tuned with equal budgets (same steps, batch, learning rate): AR (decoded greedy and semi-NAR
 k = 2, 4) and NAR (`bang_nar` preset). Multi-reference BLEU-4 on held-out sources.
 
     python benchmarks/pretraining.py --data-dir ../shared/data        # both parts, ~8-10 min on 1 CPU thread
     python benchmarks/pretraining.py --parts controlled --seeds 0,1
-    python benchmarks/pretraining.py --parts controlled --pretrain-text paired --num-train 1000 \
-        --pretrain-sentences 4000 --pretrain-steps 2000 --steps 150 --out pretraining_controlled   # README numbers
+    python benchmarks/pretraining.py --parts controlled --pretrain-text interleaved --num-train 1000 \
+        --pretrain-sentences 4000 --pretrain-steps 1000 --steps 300 --out pretraining_interleaved  # README numbers
 
 Outputs: Markdown tables and one JSON line; `results/pretraining.json`.
 """
@@ -113,13 +114,17 @@ def unpaired_corpus(num_modes: int, size: int, seed: int) -> list[str]:
     return documents
 
 
-def paired_corpus(num_modes: int, size: int, seed: int) -> list[str]:
-    """Each pair of a disjoint task draw as one document, `source target`: text in which translations appear (as in
-    translation-language-model pretraining), without the fine-tuning pairs or any eval source."""
+def paired_corpus(num_modes: int, size: int, seed: int, interleaved: bool = False) -> list[str]:
+    """Each pair of a disjoint task draw as one document: `source target` (text in which translations appear, as in
+    translation-language-model pretraining) or, `interleaved`, each source word followed by its translation. No
+    fine-tuning pair and no eval source is among them."""
     from bang_nar.multimodality import make_multimodality_task
 
     other = make_multimodality_task(num_modes, size, 0, seed)
-    return [f"{source} {target}" for source, target in zip(other.train["source"], other.train["target"])]
+    pairs = zip(other.train["source"], other.train["target"])
+    if interleaved:
+        return [" ".join(f"{s} {t}" for s, t in zip(source.split(), target.split())) for source, target in pairs]
+    return [f"{source} {target}" for source, target in pairs]
 
 
 def part_controlled(args, seed: int) -> dict[str, Any]:
@@ -136,10 +141,13 @@ def part_controlled(args, seed: int) -> dict[str, Any]:
     train_set, _ = tokenize_pairs(task.train, tokenizer, 16, 16)
     eval_set, _ = tokenize_pairs(task.eval, tokenizer, 16, 16)
     # Disjoint draw: a different seed, and no eval source appears in it.
-    corpus = {"unpaired": unpaired_corpus, "paired": paired_corpus}[args.pretrain_text]
-    eval_sources = set(task.eval["source"])
-    documents = [d for d in corpus(args.num_modes, args.pretrain_sentences, 10_000 + seed)
-                 if d not in eval_sources and not any(d.startswith(s + " ") for s in eval_sources)]
+    draw = (args.num_modes, args.pretrain_sentences, 10_000 + seed)
+    documents = {"unpaired": lambda: unpaired_corpus(*draw), "paired": lambda: paired_corpus(*draw),
+                 "interleaved": lambda: paired_corpus(*draw, interleaved=True)}[args.pretrain_text]()
+    # The source words of each document (a pair's target has as many words as its source).
+    source_of = {"unpaired": lambda w: w, "paired": lambda w: w[: len(w) // 2], "interleaved": lambda w: w[::2]}
+    eval_sources = {tuple(s.split()) for s in task.eval["source"]}
+    documents = [d for d in documents if tuple(source_of[args.pretrain_text](d.split())) not in eval_sources]
     chunks = pack_documents(datasets.Dataset.from_dict({"text": documents}), tokenizer, 32)
     collator = SpanMaskingCollator(tokenizer, span_block_size=8, mask_ratio=0.5,
                                    generator=torch.Generator().manual_seed(seed))
@@ -203,9 +211,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-eval", type=int, default=200)
     parser.add_argument("--pretrain-sentences", type=int, default=4000)
     parser.add_argument("--pretrain-steps", type=int, default=300)
-    parser.add_argument("--pretrain-text", choices=["unpaired", "paired"], default="unpaired",
-                        help="Part B pretraining text: 'unpaired' (sources and targets each shuffled on their own) or "
-                        "'paired' (each 'source target' pair of a disjoint draw as one document).")
+    parser.add_argument("--pretrain-text", choices=["unpaired", "paired", "interleaved"], default="unpaired",
+                        help="Part B pretraining text: 'unpaired' (sources and targets each shuffled on their own), "
+                        "'paired' (each 'source target' pair of a disjoint draw as one document) or 'interleaved' "
+                        "(each source word followed by its translation).")
     parser.add_argument("--steps", type=int, default=150, help="Fine-tuning steps of every row (equal budget).")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--out", default="pretraining", help="Result file name under results/ (without .json).")

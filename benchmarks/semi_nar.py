@@ -5,8 +5,8 @@ Protocol, per M (one seed):
 1. The AR teacher of `multimodality.py` (`train_teacher`: same task, dims, batch, lr, steps and `--cache-dir` keys),
    trained from scratch until its greedy exact match reaches 100% (or `--ar-max-steps`).
 2. From copies of the teacher, each with `--steps` optimizer steps (equal budget, linear schedule, warm-up 10%):
-   semi-NAR fine-tuning (`train_mode="semi_nar"`, n = k streams, target_idx = t mod k) for k = 2, 4, 8, and NAR with
-   the package default recipe (`spmd`, the teacher's 4-best lists). The teacher itself is k = 1 (AR greedy), and is
+   semi-NAR fine-tuning (`train_mode="semi_nar"`, n = k streams, target_idx = t mod k) for k = 2, 4, 8 on gold
+   (`--semi-nar-targets kd1`: on the teacher's 1-best, i.e. sequence KD), and NAR with the package default recipe (`spmd`, the teacher's 4-best lists). The teacher itself is k = 1 (AR greedy), and is
    also decoded semi-NAR at k = 2, 4, 8 without semi-NAR fine-tuning.
 3. Scores on the held-out sources: multi-reference BLEU-4, mode consistency (% of outputs equal to one valid
    target), ms per sample at batch 32 (all sources) and batch 1 (the first `--batch1-samples`), and decoder passes
@@ -91,26 +91,32 @@ def run_task(num_modes: int, args: argparse.Namespace) -> dict[str, Any]:
         ("AR greedy (teacher)", 1, "AR", teacher_s, teacher, {"mode": "ar", "num_beams": 1}),
         ("teacher, semi_nar k=1", 1, "AR", teacher_s, teacher, {"mode": "semi_nar", "block_size": 1}),
     ]
-    for k in BLOCK_SIZES:  # the AR teacher asked for k tokens per pass without semi-NAR training
+    block_sizes = [int(k) for k in args.block_sizes.split(",")]
+    for k in block_sizes:  # the AR teacher asked for k tokens per pass without semi-NAR training
         plan.append((f"teacher, semi_nar k={k}", k, "AR", teacher_s, teacher, {"mode": "semi_nar", "block_size": k}))
-    for k in BLOCK_SIZES:
-        model = pipeline.fresh_copy(teacher)
-        train_s = pipeline.train(model, train_set, steps=args.steps, warmup_steps=args.steps // 10,
-                                 train_mode="semi_nar", semi_nar_block_size=k, **hyper)  # fmt: skip
-        assert model.generation_config.block_size == k
-        print(f"[M={num_modes}] semi_nar k={k}: {args.steps} steps in {train_s:.0f} s", flush=True)
-        plan.append((f"semi_nar fine-tuned, k={k}", k, f"AR + semi_nar k={k}", train_s, model, {"mode": "semi_nar"}
-                     | {"block_size": k}))  # fmt: skip
-        if k == BLOCK_SIZES[-1]:  # the largest k model's stream 0 is still an AR predictor
-            plan.append((f"semi_nar fine-tuned k={k}, decoded AR greedy", 1, f"AR + semi_nar k={k}", train_s, model,
-                         {"mode": "ar", "num_beams": 1}))  # fmt: skip
     distilled, distil_s = distil_k_best(teacher, train_set, {4}, cache)
-    model = pipeline.fresh_copy(teacher)
-    train_s = pipeline.train(model, distilled[4], steps=args.steps, warmup_steps=args.steps // 10, spmd_preset="spmd",
-                             **hyper)  # fmt: skip
-    print(f"[M={num_modes}] NAR spmd: {args.steps} steps in {train_s:.0f} s", flush=True)
-    plan.append(("NAR (spmd default, 4-best)", "all", "AR + NAR spmd", train_s, model, {"mode": "nar"}))
-    plan.append(("spmd + nar_verify", "—", "AR + NAR spmd", train_s, model, {"mode": "nar_verify"}))
+    # Semi-NAR targets: gold, or the teacher's 1-best (sequence KD: one mode per source, as NAR gets from its k-best).
+    targets = {"gold": train_set, "kd1": distilled[4].map(lambda row: {"labels": row["kd_labels"][0]})}
+    for source in args.semi_nar_targets.split(","):
+        suffix = "" if source == "gold" else " on the teacher's 1-best"
+        for k in block_sizes:
+            model = pipeline.fresh_copy(teacher)
+            train_s = pipeline.train(model, targets[source], steps=args.steps, warmup_steps=args.steps // 10,
+                                     train_mode="semi_nar", semi_nar_block_size=k, **hyper)  # fmt: skip
+            assert model.generation_config.block_size == k
+            print(f"[M={num_modes}] semi_nar k={k}{suffix}: {args.steps} steps in {train_s:.0f} s", flush=True)
+            plan.append((f"semi_nar fine-tuned{suffix}, k={k}", k, f"AR + semi_nar k={k}", train_s, model,
+                         {"mode": "semi_nar", "block_size": k}))  # fmt: skip
+            if k == max(block_sizes) and source == "gold":  # the largest k model's stream 0 still predicts AR
+                plan.append((f"semi_nar fine-tuned k={k}, decoded AR greedy", 1, f"AR + semi_nar k={k}", train_s,
+                             model, {"mode": "ar", "num_beams": 1}))  # fmt: skip
+    if not args.skip_nar:
+        model = pipeline.fresh_copy(teacher)
+        train_s = pipeline.train(model, distilled[4], steps=args.steps, warmup_steps=args.steps // 10,
+                                 spmd_preset="spmd", **hyper)  # fmt: skip
+        print(f"[M={num_modes}] NAR spmd: {args.steps} steps in {train_s:.0f} s", flush=True)
+        plan.append(("NAR (spmd default, 4-best)", "all", "AR + NAR spmd", train_s, model, {"mode": "nar"}))
+        plan.append(("spmd + nar_verify", "—", "AR + NAR spmd", train_s, model, {"mode": "nar_verify"}))
 
     rows = []
     for system, k, training, train_s, model, options in plan:
@@ -141,6 +147,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", default="1,4", help="M values, run one after the other.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=600, help="Fine-tuning steps of every semi-NAR and NAR model.")
+    parser.add_argument("--block-sizes", default=",".join(map(str, BLOCK_SIZES)), help="Semi-NAR k values.")
+    parser.add_argument("--semi-nar-targets", default="gold",
+                        help="Semi-NAR fine-tuning targets: gold and/or kd1 (the teacher's 1-best), comma-separated.")
+    parser.add_argument("--skip-nar", action="store_true", help="No NAR / nar_verify rows.")
     parser.add_argument("--num-train", type=int, default=4000)
     parser.add_argument("--num-eval", type=int, default=200)
     parser.add_argument("--ar-max-steps", type=int, default=1800, help="Teacher budget (as multimodality.py).")
@@ -171,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# semi-NAR curve ({info['date_utc']}, {args.threads} thread(s), load {info['loadavg_start']})", flush=True)
     started = time.perf_counter()
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "cache_dir"}
-    payload: dict[str, Any] = {"benchmark": "semi_nar", "settings": settings | {"block_sizes": BLOCK_SIZES},
+    payload: dict[str, Any] = {"benchmark": "semi_nar", "settings": settings,
                                "tasks": []}  # fmt: skip
     for num_modes in [int(m) for m in args.modes.split(",")]:
         payload["tasks"].append(run_task(num_modes, args))
