@@ -96,13 +96,14 @@ def run_task(num_modes: int, args: argparse.Namespace) -> dict[str, Any]:
         plan.append((f"teacher, semi_nar k={k}", k, "AR", teacher_s, teacher, {"mode": "semi_nar", "block_size": k}))
     distilled, distil_s = distil_k_best(teacher, train_set, {4}, cache)
     # Semi-NAR targets: gold, or the teacher's 1-best (sequence KD: one mode per source, as NAR gets from its k-best).
-    targets = {"gold": train_set, "kd1": distilled[4].map(lambda row: {"labels": row["kd_labels"][0]})}
+    targets = {"gold": (train_set, "gold"), "kd1": (distilled[4], "ar_kd")}
     for source in args.semi_nar_targets.split(","):
         suffix = "" if source == "gold" else " on the teacher's 1-best"
+        data, semi_nar_targets = targets[source]
         for k in block_sizes:
             model = pipeline.fresh_copy(teacher)
-            train_s = pipeline.train(model, targets[source], steps=args.steps, warmup_steps=args.steps // 10,
-                                     train_mode="semi_nar", semi_nar_block_size=k, **hyper)  # fmt: skip
+            train_s = pipeline.train(model, data, steps=args.steps, warmup_steps=args.steps // 10, train_mode="semi_nar",
+                                     semi_nar_block_size=k, semi_nar_targets=semi_nar_targets, **hyper)  # fmt: skip
             assert model.generation_config.block_size == k
             print(f"[M={num_modes}] semi_nar k={k}{suffix}: {args.steps} steps in {train_s:.0f} s", flush=True)
             plan.append((f"semi_nar fine-tuned{suffix}, k={k}", k, f"AR + semi_nar k={k}", train_s, model,

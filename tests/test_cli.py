@@ -312,6 +312,12 @@ def test_train_with_a_preset_that_needs_distilled_targets_names_the_cli_flags(wo
     line = one_line_error(capsys.readouterr().err, "train")
     assert "distilled targets" in line and "`bang-nar distill --model AR_MODEL" in line
     assert "--spmd_preset bang_nar" in line and "spmd_preset='" not in line  # CLI flags, not Python syntax
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(workdir / "train.jsonl"), "--output_dir", str(workdir / "unused"),
+              "--train_mode", "semi_nar", "--semi_nar_targets", "ar_kd", "--use_cpu", "--report_to", "none"])  # fmt: skip
+    assert exit_info.value.code == 2
+    line = one_line_error(capsys.readouterr().err, "train")
+    assert "--semi_nar_targets ar_kd trains on distilled targets" in line and "bang-nar distill" in line
 
 
 def _example_commands(text: str) -> list[list[str]]:

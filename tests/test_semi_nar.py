@@ -148,3 +148,24 @@ def test_semi_nar_evaluation_generates_semi_nar_and_scores_the_n_stream_loss(tmp
                      mode="semi_nar", block_size=2).loss
     assert math.isfinite(plain) and float(loss) == pytest.approx(
         float(generating.prediction_step(model, dict(batch), False)[0]), rel=1e-5)
+
+
+def test_semi_nar_on_the_distilled_best_target(tmp_path):
+    from bang_nar.trainer import SPMDDataCollator
+    from tests.spmd_toy import spmd_trainer, toy_dataset
+
+    torch.set_num_threads(1)
+    dataset = toy_dataset(num=4, k=2)
+    batch = SPMDDataCollator(pad_token_id=0)(list(dataset))
+    model = tiny_model(seed=3).eval()  # no dropout: two forwards agree
+    trainer = spmd_trainer(tmp_path, model=model, dataset=dataset, train_mode="semi_nar", semi_nar_block_size=2,
+                           semi_nar_targets="ar_kd")
+    loss = trainer._semi_nar_batch_loss(model, batch, False)
+    best = batch["kd_labels"][:, 0]
+    assert not torch.equal(best, batch["labels"][:, : best.size(1)])  # the toy's distilled targets differ from gold
+    expected = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=best,
+                     mode="semi_nar", block_size=2).loss
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ValueError, match="kd_labels"):
+        spmd_trainer(tmp_path, dataset=dataset.remove_columns("kd_labels"), train_mode="semi_nar",
+                     semi_nar_targets="ar_kd")

@@ -110,6 +110,11 @@ def test_semi_nar_mode_block_size_defaults_and_checks():
             make(train_mode="semi_nar", semi_nar_block_size=bad)
     with pytest.raises(ValueError, match="semi_nar_block_size applies to train_mode='semi_nar' only"):
         make(train_mode="nar", semi_nar_block_size=2)
+    assert make(train_mode="semi_nar", semi_nar_targets="ar_kd").uses_distilled_targets
+    with pytest.raises(ValueError, match="semi_nar_targets applies to train_mode='semi_nar' only"):
+        make(train_mode="ar", semi_nar_targets="ar_kd")
+    with pytest.raises(ValueError, match="semi_nar_targets must be 'gold' or 'ar_kd'"):
+        make(train_mode="semi_nar", semi_nar_targets="beam")
     (parsed,) = HfArgumentParser(SPMDTrainingArguments).parse_args_into_dataclasses(
         ["--output_dir", "unused", "--report_to", "none", "--train_mode", "semi_nar", "--semi_nar_block_size", "2"]
     )

@@ -43,7 +43,8 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
       `teacher_dropout` (the self-teacher in training or eval mode), `pace_mode` (Eq. 6), `pace_signal` (Eq. 5),
       `pace_q0` (q0), `pace_warmup_ratio`, `pace_lambda0` (λ0, default calibrated on the first batch),
       `pace_growth` (μ).
-    - `semi_nar_block_size`: k of `train_mode="semi_nar"` (n = k streams, `target_idx = t mod k`).
+    - `semi_nar_block_size`, `semi_nar_targets`: k of `train_mode="semi_nar"` (n = k streams, `target_idx = t mod
+      k`) and its targets (gold, or the distilled 1-best).
     - `spmd_debug`: host-side checks each step (device syncs; off by default).
     - `label_smoothing_factor` (ε of Eq. 1): the standard Trainer field, default raised to 0.1 (spmd.md Eq. 1 and
       BANG's `--label-smoothing 0.1`). The trainer passes it to every loss explicitly, so the model config's
@@ -76,6 +77,14 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
             "help": "k of train_mode='semi_nar': tokens per decoding step (and [MASK] streams in training); saved as "
             "the model's generation_config.block_size, the default of generate(mode='semi_nar'). Default 4; "
             "only with train_mode='semi_nar'."
+        },
+    )
+    semi_nar_targets: Literal["gold", "ar_kd"] = field(
+        default="gold",
+        metadata={
+            "help": "Targets of train_mode='semi_nar': 'gold' (labels) or 'ar_kd' (the first, i.e. best, of the "
+            "distilled AR-stream targets in kd_column: sequence KD, one mode per source; data from `bang-nar "
+            "distill`). Only with train_mode='semi_nar'."
         },
     )
     nar_ratio: float = field(
@@ -215,6 +224,13 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
             k = self.semi_nar_block_size
             if isinstance(k, bool) or not isinstance(k, int) or k < 1:
                 raise ValueError(f"semi_nar_block_size must be a positive int (tokens per semi-NAR step), got {k!r}.")
+            if self.semi_nar_targets not in ("gold", "ar_kd"):
+                raise ValueError(f"semi_nar_targets must be 'gold' or 'ar_kd', got {self.semi_nar_targets!r}.")
+        elif self.semi_nar_targets != "gold":
+            raise ValueError(
+                f"semi_nar_targets applies to train_mode='semi_nar' only (got {self.semi_nar_targets!r} with "
+                f"train_mode={self.train_mode!r}); drop it or set train_mode='semi_nar'."
+            )
         elif self.semi_nar_block_size is not None:
             raise ValueError(
                 f"semi_nar_block_size applies to train_mode='semi_nar' only (got it with train_mode="
@@ -270,7 +286,10 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
 
     @property
     def uses_distilled_targets(self) -> bool:
-        """True when some batch needs the kd_column (an NAR batch with 'ar_kd' among the candidates)."""
+        """True when some batch needs the kd_column (an NAR batch with 'ar_kd' among the candidates, or semi-NAR
+        training on the distilled 1-best)."""
+        if self.train_mode == "semi_nar":
+            return self.semi_nar_targets == "ar_kd"
         return self.has_nar_batches and "ar_kd" in self.target_sources
 
     @property

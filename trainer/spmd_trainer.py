@@ -291,12 +291,21 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
     def _semi_nar_batch_loss(
         self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        """Semi-NAR fine-tuning: the n-stream objective on gold with n = k = `semi_nar_block_size` streams and
+        """Semi-NAR fine-tuning: the n-stream objective on gold (or, with `semi_nar_targets="ar_kd"`, the best
+        distilled target) with n = k = `semi_nar_block_size` streams and
         `target_idx = t mod k`, through the prepared `model`'s forward (`mode="semi_nar"`). The loss is the mean over
         this micro-batch's supervised (stream, position) pairs, divided by the accumulation steps."""
+        labels = inputs["labels"]
+        if self.args.semi_nar_targets == "ar_kd":  # sequence KD: the best distilled target, one mode per source
+            if self.args.kd_column not in inputs:
+                raise ValueError(
+                    f"semi_nar_targets='ar_kd' needs the distilled targets '{self.args.kd_column}' in every batch; "
+                    "distil the data first (bang-nar distill) or use semi_nar_targets='gold'."
+                )
+            labels = inputs[self.args.kd_column][:, 0]
         outputs = model(
-            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=inputs["labels"],
-            mode="semi_nar", block_size=self.args.semi_nar_block_size, smoothing_eps=self.args.label_smoothing_factor,
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels, mode="semi_nar",
+            block_size=self.args.semi_nar_block_size, smoothing_eps=self.args.label_smoothing_factor,
         )  # fmt: skip
         self._record("train", {"semi_nar_loss": outputs.loss, "nar_batch": 0.0})
         loss = outputs.loss / self._micro_batches()
@@ -689,7 +698,8 @@ def _card_recipe(args: SPMDTrainingArguments) -> str:
         k = args.semi_nar_block_size
         return (
             f"- Semi-NAR fine-tuning (a reconstruction, bang_pretraining.md §5): label-smoothed (ε="
-            f"{args.label_smoothing_factor}) cross-entropy of the cross-stream n-stream decoder on gold targets, "
+            f"{args.label_smoothing_factor}) cross-entropy of the cross-stream n-stream decoder on "
+            f"{'gold targets' if args.semi_nar_targets == 'gold' else f'the best distilled target (`{args.kd_column}`)'}, "
             f"n = k = {k} [MASK] streams, target_idx = t mod {k}; decode with `generate(mode=\"semi_nar\")` "
             f"(block_size {k} is stored in the generation config).\n"
             "- The SPMD options below are recorded but unused: they apply to NAR batches only."

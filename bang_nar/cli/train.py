@@ -63,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = _resolve_checkpoint(training_args.resume_from_checkpoint)
     data = _load_training_data(data_args, training_args)
     if training_args.uses_distilled_targets and training_args.kd_column not in data.column_names:
+        if training_args.train_mode == "semi_nar":
+            raise CLIError(
+                f"--semi_nar_targets ar_kd trains on distilled targets, and {data_args.data} has none (no "
+                f"'{training_args.kd_column}' column). Run `bang-nar distill --model AR_MODEL --data {data_args.data} "
+                "--output_dir DISTILLED` and train with --data DISTILLED, or drop --semi_nar_targets (gold)."
+            )
         if any(_given(argv, name) for name in _RECIPE_FLAGS):
             raise CLIError(
                 f"--train_mode {training_args.train_mode} with --spmd_preset {training_args.spmd_preset} trains on "
