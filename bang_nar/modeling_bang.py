@@ -819,13 +819,14 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
         cache: Cache | None = None,
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        mode: Mode = "ar",
+        mode: Literal["ar", "nar", "semi_nar"] = "ar",
         smoothing_eps: float | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         decoder_glance_ids: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        block_size: int | None = None,
     ) -> BangSeq2SeqLMOutput | tuple:
         r"""
         Args:
@@ -835,7 +836,7 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
             decoder_attention_mask (`[B, T]`): NAR only: 1 for real slots. Without labels or this mask, NAR takes
                 the pad pattern of `decoder_input_ids`, and without those too as many slots as the padded source
                 (the original NAR generator's rule).
-            mode (`"ar"` or `"nar"`): which decoder stream produces the logits.
+            mode (`"ar"` or `"nar"`): which decoder stream produces the logits (`"semi_nar"`: see below).
             smoothing_eps: ε of the label-smoothed loss; defaults to `config.label_smoothing`. (Not named
                 `label_*`: Trainer treats every forward argument containing "label" as a label column.)
             num_items_in_batch: divide the summed loss by this (Trainer convention) instead of the local count.
@@ -846,8 +847,24 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
                 stream; AR main stream: `main_stream_hidden_state`, `decoder_main_stream_hidden_states`).
             return_dict: False returns a tuple. Unknown keyword arguments raise TypeError.
 
-        `logits[:, t]` predicts `labels[:, t]` in both modes.
+            block_size: `mode="semi_nar"` only (training): k, the tokens per semi-NAR step; default the generation
+                config's `block_size`.
+
+        `logits[:, t]` predicts `labels[:, t]` in both modes. `mode="semi_nar"` is the semi-NAR fine-tuning objective
+        (k [MASK] streams, `target_idx = t mod k`; a reconstruction in the bang-nar package,
+        `bang_nar.pretraining.semi_nar_forward`) and returns its `BangPreTrainingOutput`.
         """
+        if mode == "semi_nar":
+            try:  # lazy, and inside `try` so trust_remote_code's import check does not require bang_nar
+                from bang_nar.pretraining import semi_nar_forward
+            except ImportError as error:
+                raise ImportError("forward(mode='semi_nar') needs the bang-nar package installed.") from error
+            return semi_nar_forward(
+                self, input_ids=input_ids, attention_mask=attention_mask, labels=labels,
+                encoder_outputs=encoder_outputs, block_size=block_size, smoothing_eps=smoothing_eps,
+            )  # fmt: skip
+        if block_size is not None:
+            raise ValueError(f"block_size applies to mode='semi_nar' only, got it with mode={mode!r}.")
         if mode not in FORWARD_MODES:
             raise ValueError(
                 f"forward() runs one stream: mode must be one of {FORWARD_MODES}, got {mode!r} "

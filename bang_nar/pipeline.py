@@ -115,8 +115,9 @@ def train_model(
         processing_class=tokenizer,
     )
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    # A model fine-tuned for NAR decodes NAR by default (generate() without mode, `bang-nar generate`).
-    trainer.model.config.generation_mode = "nar" if args.train_mode == "nar" else "ar"
+    # A model fine-tuned for NAR (semi-NAR) decodes NAR (semi-NAR) by default (generate() without mode,
+    # `bang-nar generate`); a semi-NAR model's k is in its generation config (`block_size`).
+    trainer.model.config.generation_mode = args.train_mode if args.train_mode in ("nar", "semi_nar") else "ar"
     trainer.save_model(args.output_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(args.output_dir)

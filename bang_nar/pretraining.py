@@ -221,6 +221,47 @@ def pretraining_forward(
     return output
 
 
+def resolve_block_size(model: BangForConditionalGeneration, block_size: int | None) -> int:
+    """k for semi-NAR training and decoding: `block_size`, else the generation config's `block_size` (saved by
+    `train_mode="semi_nar"`), else 4."""
+    if block_size is None:
+        block_size = getattr(model.generation_config, "block_size", None) or 4
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int (tokens per semi-NAR step), got {block_size!r}.")
+    return block_size
+
+
+def store_block_size(model: BangForConditionalGeneration, block_size: int) -> None:
+    """Make `block_size` the default k of `generate(mode="semi_nar")`, saved with the model's generation config."""
+    model.generation_config.block_size = resolve_block_size(model, block_size)
+    # A generation config derived from the model config is rebuilt from it on load, dropping extra fields.
+    model.generation_config._from_model_config = False
+
+
+def semi_nar_forward(
+    model: BangForConditionalGeneration,
+    input_ids: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    encoder_outputs: BaseModelOutput | tuple | None = None,
+    block_size: int | None = None,
+    smoothing_eps: float | None = None,
+    return_logits: bool = False,
+) -> BangPreTrainingOutput:
+    """Semi-NAR fine-tuning (bang_pretraining.md §5 item 5): the n-stream objective on (source, target) pairs with
+    n = k = `block_size` streams and `target_idx = t mod k`, so slot `P_s@t` learns to predict `target[t]` from the
+    targets before its block, as `generate(mode="semi_nar", block_size=k)` asks it to. Every stream has weight 1; the
+    loss is the mean over all supervised (stream, position) pairs. This is `forward(mode="semi_nar")` and the loss
+    of `SPMDTrainingArguments(train_mode="semi_nar")`. `block_size` defaults as in `resolve_block_size`."""
+    block_size = resolve_block_size(model, block_size)
+    if labels is None:
+        raise ValueError("Semi-NAR training needs labels (the target of each source).")
+    return pretraining_forward(
+        model, input_ids=input_ids, attention_mask=attention_mask, labels=labels, encoder_outputs=encoder_outputs,
+        num_streams=block_size, block_size=block_size, smoothing_eps=smoothing_eps, return_logits=return_logits,
+    )  # fmt: skip
+
+
 class BangForPreTraining(BangForConditionalGeneration):
     """`BangForConditionalGeneration` whose `forward` runs the n-stream pretraining objective by default.
 
@@ -256,6 +297,8 @@ class BangForPreTraining(BangForConditionalGeneration):
         predictions of all streams, which the Trainer's label count does not know.
         """
         if mode != "pretrain":
+            if block_size is not None:
+                kwargs["block_size"] = block_size
             return super().forward(
                 input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
                 labels=labels, encoder_outputs=encoder_outputs, mode=mode, smoothing_eps=smoothing_eps,
@@ -288,8 +331,8 @@ class BangPreTrainer(Trainer):
     prediction since the last log, summed over processes) next to the total `loss`.
 
     `num_streams` / `stream_weights` / `block_size` are passed to every pretraining forward (None: the defaults).
-    Semi-NAR fine-tuning (bang_pretraining.md §5 item 5) is this trainer on tokenized pairs (`input_ids`, `labels`,
-    e.g. with `DataCollatorForSeq2Seq`) with `num_streams=block_size=k`: `target_idx = t mod k`.
+    Semi-NAR fine-tuning (n = k streams, `target_idx = t mod k`) is `SPMDTrainingArguments(train_mode="semi_nar")`
+    (`bang-nar train --train_mode semi_nar`), through `semi_nar_forward`.
     """
 
     def __init__(
@@ -337,5 +380,8 @@ __all__ = [
     "cross_stream_decoder",
     "cross_stream_pattern",
     "pretraining_forward",
+    "resolve_block_size",
+    "semi_nar_forward",
+    "store_block_size",
     "stream_supervision",
 ]

@@ -21,6 +21,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import ModelOutput
 
 from .modeling_bang import BangForConditionalGeneration, _bias_from_visibility, _key_padding_bias, relative_position_bucket
+from .pretraining import resolve_block_size
 
 
 @dataclass
@@ -70,7 +71,7 @@ def generate_semi_nar(
     inputs: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
     encoder_outputs: BaseModelOutput | None = None,
-    block_size: int = 4,
+    block_size: int | None = None,
     max_new_tokens: int | None = None,
     return_dict_in_generate: bool = False,
     input_ids: torch.Tensor | None = None,
@@ -79,15 +80,15 @@ def generate_semi_nar(
 ) -> torch.Tensor | BangSemiNARGenerateOutput:
     """Greedy block-wise semi-NAR decoding with `block_size` = k tokens per decoder pass.
 
-    `max_new_tokens` defaults to the padded source length (the NAR rule). Rows stop at their first `[SEP]`; the
+    `block_size` defaults to the generation config's `block_size` (a model fine-tuned with `train_mode="semi_nar"`
+    stores its k there), else 4. `max_new_tokens` defaults to the padded source length (the NAR rule). Rows stop at their first `[SEP]`; the
     loop stops when all rows have. Beam search over blocks is not implemented (`num_beams` > 1 is refused).
     """
     config = model.config
     input_ids = inputs if inputs is not None else input_ids
     if num_beams is not None and num_beams > 1:
         raise ValueError("mode='semi_nar' decodes greedily block by block; drop num_beams (or use mode='ar').")
-    if not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int (tokens per step), got {block_size!r}.")
+    block_size = resolve_block_size(model, block_size)
     if encoder_outputs is None:
         if input_ids is None:
             raise ValueError("generate(mode='semi_nar') needs input_ids (the source) or encoder_outputs.")

@@ -92,6 +92,56 @@ def _dataset_for(kind: str, train_set: Any, oracle_set: Any, distilled: dict[int
     return distilled[int(kind[2:])]
 
 
+def train_teacher(
+    num_modes: int, seed: int, args: argparse.Namespace, tokenizer: Any, train_set: Any, greedy_score: Any
+) -> tuple[Any, list[tuple[int, float]], float, Path | None]:
+    """The task's AR teacher: a tiny BANG from scratch in AR mode for `args.ar_max_steps` (linear decay, warm-up
+    100), its greedy exact match (`greedy_score(model)["mode_consistency"]`) checked every `args.ar_eval_every`
+    steps; stops early only at 100%. Kept in `args.cache_dir` (when set) and reused by later calls on the same task.
+    Returns `(teacher, curve [(step, %)], seconds, cache folder or None)`."""
+    hyper = {"batch_size": args.batch_size, "learning_rate": args.lr, "seed": seed, "device": args.device}
+    key = f"M{num_modes}_seed{seed}_n{args.num_train}_ar{args.ar_max_steps}e{args.ar_eval_every}"
+    cache = args.cache_dir / key if args.cache_dir else None
+    if cache is not None and (cache / "teacher" / "config.json").is_file():
+        teacher = pipeline.BangForConditionalGeneration.from_pretrained(cache / "teacher")
+        saved = json.loads((cache / "teacher.json").read_text(encoding="utf-8"))
+        return teacher.eval(), [tuple(h) for h in saved["history"]], saved["seconds"], cache
+    torch.manual_seed(seed)
+    teacher = pipeline.BangForConditionalGeneration(pipeline.bang_config(tokenizer, DIMS, max_positions=32))
+    # Linear decay over the whole budget: a constant 1e-3 made teachers collapse after a few hundred steps.
+    # The curve (greedy exact match every --ar-eval-every steps) shows where it plateaus; training stops
+    # early only at 100%.
+    stop = pipeline.PlateauStop(
+        lambda: greedy_score(teacher)["mode_consistency"],
+        every=args.ar_eval_every, patience=args.ar_max_steps, ceiling=100.0,
+    )  # fmt: skip
+    teacher_s = pipeline.train(teacher, train_set, steps=args.ar_max_steps, warmup_steps=100, train_mode="ar",
+                               callbacks=[stop], **hyper)  # fmt: skip
+    history = stop.history
+    if cache is not None:
+        teacher.save_pretrained(cache / "teacher")
+        (cache / "teacher.json").write_text(json.dumps({"history": history, "seconds": teacher_s}), encoding="utf-8")
+    return teacher.eval(), history, teacher_s, cache
+
+
+def distil_k_best(
+    teacher: Any, train_set: Any, kinds: Any, cache: Path | None
+) -> tuple[dict[int, Any], dict[int, float]]:
+    """The teacher's k-best lists (`kd_labels`) for each k of `kinds` (beam max(4, k)), reused from `cache` when
+    there; returns `({k: dataset}, {k: seconds})`."""
+    distilled, distil_s = {}, {}
+    for k in sorted(kinds):
+        if cache is not None and (cache / f"kd{k}").is_dir():
+            distilled[k], distil_s[k] = datasets.load_from_disk(str(cache / f"kd{k}")), 0.0
+            continue
+        distilled[k], distil_s[k] = pipeline.distil(
+            teacher, train_set, max_new_tokens=MAX_TARGET_TOKENS, num_beams=max(4, k), num_return_sequences=k
+        )
+        if cache is not None:
+            distilled[k].save_to_disk(str(cache / f"kd{k}"))
+    return distilled, distil_s
+
+
 def run_one(num_modes: int, seed: int, args: argparse.Namespace, plan: list[tuple[str, int]]) -> dict[str, Any]:
     """Teacher to plateau, distillation, then every (NAR row, budget) of `plan` on one (M, seed) task."""
     started = time.perf_counter()
@@ -117,44 +167,17 @@ def run_one(num_modes: int, seed: int, args: argparse.Namespace, plan: list[tupl
                 "ms_per_sample": out["ms_per_sample"], "example": out["texts"][0], "passes": out.get("passes")}  # fmt: skip
 
     # 1. teacher, until greedy exact match plateaus (kept in --cache-dir, so further calls on the same task reuse it)
-    key = f"M{num_modes}_seed{seed}_n{args.num_train}_ar{args.ar_max_steps}e{args.ar_eval_every}"
-    cache = args.cache_dir / key if args.cache_dir else None
-    if cache is not None and (cache / "teacher" / "config.json").is_file():
-        teacher = pipeline.BangForConditionalGeneration.from_pretrained(cache / "teacher")
-        saved = json.loads((cache / "teacher.json").read_text(encoding="utf-8"))
-        history, teacher_s = [tuple(h) for h in saved["history"]], saved["seconds"]
-    else:
-        torch.manual_seed(seed)
-        teacher = pipeline.BangForConditionalGeneration(pipeline.bang_config(tokenizer, DIMS, max_positions=32))
-        # Linear decay over the whole budget: a constant 1e-3 made teachers collapse after a few hundred steps.
-        # The curve (greedy exact match every --ar-eval-every steps) shows where it plateaus; training stops
-        # early only at 100%.
-        stop = pipeline.PlateauStop(
-            lambda: score(teacher, AR_ROWS["AR greedy (teacher)"])["mode_consistency"],
-            every=args.ar_eval_every, patience=args.ar_max_steps, ceiling=100.0,
-        )  # fmt: skip
-        teacher_s = pipeline.train(teacher, train_set, steps=args.ar_max_steps, warmup_steps=100, train_mode="ar",
-                                   callbacks=[stop], **hyper)  # fmt: skip
-        history = stop.history
-        if cache is not None:
-            teacher.save_pretrained(cache / "teacher")
-            (cache / "teacher.json").write_text(json.dumps({"history": history, "seconds": teacher_s}), encoding="utf-8")
+    teacher, history, teacher_s, cache = train_teacher(
+        num_modes, seed, args, tokenizer, train_set, lambda model: score(model, AR_ROWS["AR greedy (teacher)"])
+    )
     teacher.eval()
     rows: dict[str, dict[str, Any]] = {}
     for name, options in AR_ROWS.items():
         rows[name] = {**score(teacher, options), "train_s": teacher_s, "budget": history[-1][0]}
 
     # 2. distillation: 4-best always, 8-best when a row asks for it
-    distilled, distil_s = {}, {}
-    for k in sorted({int(NAR_METHODS[m]["data"][2:]) for m, _ in plan if NAR_METHODS[m]["data"].startswith("kd")}):
-        if cache is not None and (cache / f"kd{k}").is_dir():
-            distilled[k], distil_s[k] = datasets.load_from_disk(str(cache / f"kd{k}")), 0.0
-            continue
-        distilled[k], distil_s[k] = pipeline.distil(
-            teacher, train_set, max_new_tokens=MAX_TARGET_TOKENS, num_beams=max(4, k), num_return_sequences=k
-        )
-        if cache is not None:
-            distilled[k].save_to_disk(str(cache / f"kd{k}"))
+    kinds = {int(NAR_METHODS[m]["data"][2:]) for m, _ in plan if NAR_METHODS[m]["data"].startswith("kd")}
+    distilled, distil_s = distil_k_best(teacher, train_set, kinds, cache)
 
     # 3. NAR rows
     results: dict[str, dict[str, Any]] = {}

@@ -3,14 +3,18 @@
 Part A (`raw`): a tiny BANG pretrains with `BangPreTrainer` on shared raw text (Gigaword sample articles, word-level
 vocabulary); the per-stream losses of the first and last logging windows are compared.
 
-Part B (`controlled`): the controlled multi-modality task (`bang_nar.multimodality`). One tiny model pretrains on
-*unpaired* text in the task's language (the sources and, shuffled separately, the targets of a disjoint task draw:
-no source is paired with its translation). Then the pretrained model and the same architecture from scratch (same
+Part B (`controlled`): the controlled lexical task (`bang_nar.multimodality`). One tiny model pretrains on text of
+a disjoint task draw: `--pretrain-text unpaired` (the sources and, shuffled separately, the targets: no source next
+to its translation; its words are i.i.d., so span masking there can teach word frequencies and little else),
+`paired` (each `source target` pair as one document, as in translation-language-model pretraining) or
+`interleaved` (each source word followed by its translation: the lexicon as bigrams). Then the pretrained model and the same architecture from scratch (same
 init seed) are fine-tuned with equal budgets (same steps, batch, learning rate): AR (decoded greedy and semi-NAR
 k = 2, 4) and NAR (`bang_nar` preset). Multi-reference BLEU-4 on held-out sources.
 
     python benchmarks/pretraining.py --data-dir ../shared/data        # both parts, ~8-10 min on 1 CPU thread
     python benchmarks/pretraining.py --parts controlled --seeds 0,1
+    python benchmarks/pretraining.py --parts controlled --pretrain-text interleaved --num-train 1000 \
+        --pretrain-sentences 4000 --pretrain-steps 1000 --steps 300 --out pretraining_interleaved  # README numbers
 
 Outputs: Markdown tables and one JSON line; `results/pretraining.json`.
 """
@@ -55,35 +59,6 @@ def pretrain(model, chunks, collator, *, steps, batch_size, lr, seed, num_stream
         seconds = time.perf_counter() - started
     model.eval()
     return trainer.state.log_history, seconds
-
-
-def finetune_semi_nar(model, tokenizer, train_set, *, block_size, steps, batch_size, learning_rate, seed, device):
-    """Fine-tune with the n-stream objective on pairs (`BangPreTrainer`, n = block_size, target_idx = t mod k);
-    same steps, batch, lr, warm-up and schedule as `pipeline.train`. Returns wall seconds."""
-    from transformers import DataCollatorForSeq2Seq, PrinterCallback, TrainingArguments
-
-    from bang_nar.modeling_bang import BangForConditionalGeneration
-    from bang_nar.pretraining import BangForPreTraining, BangPreTrainer
-
-    model.__class__ = BangForPreTraining  # same weights; forward runs the n-stream objective
-    with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=batch_size, max_steps=steps, learning_rate=learning_rate,
-            warmup_steps=steps // 10, lr_scheduler_type="linear", weight_decay=0.0, report_to=[],
-            save_strategy="no", logging_strategy="no", disable_tqdm=True, use_cpu=device == "cpu", seed=seed,
-            remove_unused_columns=False, dataloader_num_workers=0,
-        )  # fmt: skip
-        collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
-        trainer = BangPreTrainer(model=model, args=args, train_dataset=train_set.select_columns(["input_ids", "labels"]),
-                                 data_collator=collator, num_streams=block_size, block_size=block_size)
-        trainer.remove_callback(PrinterCallback)
-        started = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - started
-    model.__class__ = BangForConditionalGeneration  # decode as a plain BANG model
-    model.eval()
-    return seconds
 
 
 def stream_windows(history: list[dict[str, Any]], num_streams: int, window: int) -> list[dict[str, Any]]:
@@ -139,6 +114,19 @@ def unpaired_corpus(num_modes: int, size: int, seed: int) -> list[str]:
     return documents
 
 
+def paired_corpus(num_modes: int, size: int, seed: int, interleaved: bool = False) -> list[str]:
+    """Each pair of a disjoint task draw as one document: `source target` (text in which translations appear, as in
+    translation-language-model pretraining) or, `interleaved`, each source word followed by its translation. No
+    fine-tuning pair and no eval source is among them."""
+    from bang_nar.multimodality import make_multimodality_task
+
+    other = make_multimodality_task(num_modes, size, 0, seed)
+    pairs = zip(other.train["source"], other.train["target"])
+    if interleaved:
+        return [" ".join(f"{s} {t}" for s, t in zip(source.split(), target.split())) for source, target in pairs]
+    return [f"{source} {target}" for source, target in pairs]
+
+
 def part_controlled(args, seed: int) -> dict[str, Any]:
     import datasets
 
@@ -153,8 +141,13 @@ def part_controlled(args, seed: int) -> dict[str, Any]:
     train_set, _ = tokenize_pairs(task.train, tokenizer, 16, 16)
     eval_set, _ = tokenize_pairs(task.eval, tokenizer, 16, 16)
     # Disjoint draw: a different seed, and no eval source appears in it.
-    documents = [d for d in unpaired_corpus(args.num_modes, args.pretrain_sentences, 10_000 + seed)
-                 if d not in set(task.eval["source"])]
+    draw = (args.num_modes, args.pretrain_sentences, 10_000 + seed)
+    documents = {"unpaired": lambda: unpaired_corpus(*draw), "paired": lambda: paired_corpus(*draw),
+                 "interleaved": lambda: paired_corpus(*draw, interleaved=True)}[args.pretrain_text]()
+    # The source words of each document (a pair's target has as many words as its source).
+    source_of = {"unpaired": lambda w: w, "paired": lambda w: w[: len(w) // 2], "interleaved": lambda w: w[::2]}
+    eval_sources = {tuple(s.split()) for s in task.eval["source"]}
+    documents = [d for d in documents if tuple(source_of[args.pretrain_text](d.split())) not in eval_sources]
     chunks = pack_documents(datasets.Dataset.from_dict({"text": documents}), tokenizer, 32)
     collator = SpanMaskingCollator(tokenizer, span_block_size=8, mask_ratio=0.5,
                                    generator=torch.Generator().manual_seed(seed))
@@ -176,18 +169,15 @@ def part_controlled(args, seed: int) -> dict[str, Any]:
                                           "semi_nar k=4": {"mode": "semi_nar", "block_size": 4}}),
             "nar": ({"spmd_preset": "bang_nar"}, {"nar": {"mode": "nar"}}),
             # Semi-NAR fine-tuning (§5 item 5): the n-stream objective on pairs, n = k = 4, target_idx = t mod 4.
-            "semi_nar k=4": (None, {"semi_nar k=4": {"mode": "semi_nar", "block_size": 4},
-                                    "semi_nar k=2": {"mode": "semi_nar", "block_size": 2},
-                                    "nar": {"mode": "nar"}}),
+            "semi_nar k=4": ({"train_mode": "semi_nar", "semi_nar_block_size": 4},
+                             {"semi_nar k=4": {"mode": "semi_nar", "block_size": 4},
+                              "semi_nar k=2": {"mode": "semi_nar", "block_size": 2}, "nar": {"mode": "nar"}}),
         }
         for recipe in args.recipes.split(","):
             train_fields, decodes = recipes[recipe]
             model = pipeline.fresh_copy(start)
-            if train_fields is None:
-                train_s = finetune_semi_nar(model, tokenizer, train_set, block_size=4, steps=args.steps, **hyper)
-            else:
-                train_s = pipeline.train(model, train_set, steps=args.steps, warmup_steps=args.steps // 10,
-                                         **train_fields, **hyper)
+            train_s = pipeline.train(model, train_set, steps=args.steps, warmup_steps=args.steps // 10,
+                                     **train_fields, **hyper)
             for decode_name, options in decodes.items():
                 out = pipeline.decode(model, tokenizer, eval_set, options, max_new_tokens=14, batch_size=256,
                                       device="cpu")
@@ -221,6 +211,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-eval", type=int, default=200)
     parser.add_argument("--pretrain-sentences", type=int, default=4000)
     parser.add_argument("--pretrain-steps", type=int, default=300)
+    parser.add_argument("--pretrain-text", choices=["unpaired", "paired", "interleaved"], default="unpaired",
+                        help="Part B pretraining text: 'unpaired' (sources and targets each shuffled on their own), "
+                        "'paired' (each 'source target' pair of a disjoint draw as one document) or 'interleaved' "
+                        "(each source word followed by its translation).")
     parser.add_argument("--steps", type=int, default=150, help="Fine-tuning steps of every row (equal budget).")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--out", default="pretraining", help="Result file name under results/ (without .json).")
@@ -244,7 +238,7 @@ def main(argv=None) -> None:
             run = part_controlled(args, seed)
             payload["controlled"][seed] = run
             print(f"\n## Part B, seed {seed}: M = {args.num_modes}, {args.num_train} train pairs; pretraining "
-                  f"{args.pretrain_steps} steps on {run['chunks']} unpaired chunks ({run['pretrain_s']:.0f} s); "
+                  f"{args.pretrain_steps} steps on {run['chunks']} {args.pretrain_text} chunks ({run['pretrain_s']:.0f} s); "
                   f"every fine-tune {args.steps} steps x batch {args.batch_size}, lr {args.lr}\n")
             print(markdown_table(list(run["results"].values()), [
                 ("start", "start"), ("fine_tune", "fine-tune"), ("decode", "decode"), ("bleu", "BLEU-4"),

@@ -75,11 +75,11 @@ def spmd_run(workdir, distill_run) -> subprocess.CompletedProcess:
 
 HELP_MENTIONS = {
     "convert": ["--load-sep", "bang-nar convert"],
-    "train": ["--train_mode", "--spmd_preset", "--kd_alpha", "--pace_mode", "--learning_rate", "--word_vocab_size",
+    "train": ["--train_mode", "--semi_nar_block_size", "--spmd_preset", "--kd_alpha", "--pace_mode", "--learning_rate", "--word_vocab_size",
               "Without --train_mode", "trains the AR teacher", "--resume_from_checkpoint"],
     "distill": ["--num_beams", "--length_penalty", "--source_column"],
     "evaluate": ["--modes", "--update-card", "nar_verify", "--max-source-length"],
-    "generate": ["--input", "--output", "--mode"],
+    "generate": ["--input", "--output", "--mode", "--block-size"],
     "push": ["--repo-id", "--private", "--space"],
     "demo": ["--quick", "--data", "du-qg-sample", "smoke run"],
     "pretrain": ["--num_streams", "--mask_ratio", "--streaming", "reconstruction"],
@@ -176,6 +176,24 @@ def test_generate_file_to_file(workdir, ar_run, capsys):
     assert main(args) == 0
     assert len((workdir / "outputs.txt").read_text().splitlines()) == 3
     assert "3 outputs (ar)" in capsys.readouterr().err
+
+
+def test_train_semi_nar_then_generate_uses_its_block_size(workdir, ar_run, capsys):
+    run = bang_nar("train", "--model_name_or_path", "ar", "--data", "train.jsonl", "--output_dir", "semi",
+                   "--train_mode", "semi_nar", "--semi-nar-block-size", "3", *TINY_TRAIN, cwd=workdir)  # fmt: skip
+    assert "Trained 3 steps (semi_nar, k = 3)" in run.stderr
+    assert json.loads((workdir / "semi" / "generation_config.json").read_text())["block_size"] == 3
+    assert json.loads((workdir / "semi" / "config.json").read_text())["generation_mode"] == "semi_nar"
+    assert "n = k = 3 [MASK] streams" in (workdir / "semi" / "README.md").read_text()
+    (workdir / "semi_sources.txt").write_text("apple river stone\ntiger eagle rabbit turtle\n")
+    assert main(["generate", "--model", str(workdir / "semi"), "--input", str(workdir / "semi_sources.txt"),
+                 "--output", str(workdir / "semi_out.txt"), "--max-new-tokens", "6"]) == 0  # fmt: skip
+    assert len((workdir / "semi_out.txt").read_text().splitlines()) == 2
+    assert "2 outputs (semi_nar)" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(workdir / "semi"), "--data", str(workdir / "eval.jsonl"), "--modes",
+                 "semi_nar", "ar", "--num-beams", "1", "--output-dir", str(workdir / "semi_eval")]) == 0  # fmt: skip
+    results = json.loads((workdir / "semi_eval" / "results.json").read_text())
+    assert list(results) == ["semi_nar", "ar (beam 1)"] and results["semi_nar"]["num_samples"] == 8
 
 
 def test_generate_refuses_an_empty_line(workdir, ar_run, capsys):
@@ -295,6 +313,12 @@ def test_train_with_a_preset_that_needs_distilled_targets_names_the_cli_flags(wo
     line = one_line_error(capsys.readouterr().err, "train")
     assert "distilled targets" in line and "`bang-nar distill --model AR_MODEL" in line
     assert "--spmd_preset bang_nar" in line and "spmd_preset='" not in line  # CLI flags, not Python syntax
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(workdir / "train.jsonl"), "--output_dir", str(workdir / "unused"),
+              "--train_mode", "semi_nar", "--semi_nar_targets", "ar_kd", "--use_cpu", "--report_to", "none"])  # fmt: skip
+    assert exit_info.value.code == 2
+    line = one_line_error(capsys.readouterr().err, "train")
+    assert "--semi_nar_targets ar_kd trains on distilled targets" in line and "bang-nar distill" in line
 
 
 def _example_commands(text: str) -> list[list[str]]:

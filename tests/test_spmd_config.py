@@ -96,3 +96,26 @@ def test_hf_argument_parser_reads_every_field():
     )  # fmt: skip
     assert (args.target_sources, args.mix_strategy, args.pace_mode, args.pace_lambda0) == (["gold", "ar_kd"], "all", "linear", 3.0)
     assert (args.kd_alpha, args.ar_loss_weight, args.train_mode, args.nar_ratio) == (0.2, 0.0, "mixed", 0.7)
+
+
+def test_semi_nar_mode_block_size_defaults_and_checks():
+    args = make(train_mode="semi_nar")
+    assert args.semi_nar_block_size == 4 and args.eval_mode == "semi_nar"
+    # The SPMD fields are not used: no distilled column, no teacher, no glancing passes.
+    assert not (args.uses_distilled_targets or args.needs_teacher or args.uses_glancing or args.has_nar_batches)
+    assert make(train_mode="semi_nar", semi_nar_block_size=8).semi_nar_block_size == 8
+    assert make().semi_nar_block_size is None
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match=r"semi_nar_block_size must be a positive int .* got"):
+            make(train_mode="semi_nar", semi_nar_block_size=bad)
+    with pytest.raises(ValueError, match="semi_nar_block_size applies to train_mode='semi_nar' only"):
+        make(train_mode="nar", semi_nar_block_size=2)
+    assert make(train_mode="semi_nar", semi_nar_targets="ar_kd").uses_distilled_targets
+    with pytest.raises(ValueError, match="semi_nar_targets applies to train_mode='semi_nar' only"):
+        make(train_mode="ar", semi_nar_targets="ar_kd")
+    with pytest.raises(ValueError, match="semi_nar_targets must be 'gold' or 'ar_kd'"):
+        make(train_mode="semi_nar", semi_nar_targets="beam")
+    (parsed,) = HfArgumentParser(SPMDTrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", "unused", "--report_to", "none", "--train_mode", "semi_nar", "--semi_nar_block_size", "2"]
+    )
+    assert (parsed.train_mode, parsed.semi_nar_block_size) == ("semi_nar", 2)

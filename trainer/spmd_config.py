@@ -43,6 +43,8 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
       path, for q_AR), `teacher_dropout` (the self-teacher in training or eval mode), `pace_mode` (Eq. 6),
       `pace_signal` (Eq. 5), `pace_q0` (q0), `pace_warmup_ratio`, `pace_lambda0` (λ0, default calibrated on the first
       batch), `pace_growth` (μ).
+    - `semi_nar_block_size`, `semi_nar_targets`: k of `train_mode="semi_nar"` (n = k streams, `target_idx = t mod
+      k`) and its targets (gold, or the distilled 1-best).
     - `spmd_debug`: host-side checks each step (device syncs; off by default).
     - `label_smoothing_factor` (ε of Eq. 1): the standard Trainer field, default raised to 0.1 (spmd.md Eq. 1 and
       BANG's `--label-smoothing 0.1`). The trainer passes it to every loss explicitly, so the model config's
@@ -58,12 +60,31 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
             "percentile pacing, β=0.5). Fields set explicitly override the preset."
         },
     )
-    train_mode: Literal["nar", "ar", "mixed"] = field(
+    train_mode: Literal["nar", "ar", "mixed", "semi_nar"] = field(
         default="nar",
         metadata={
             "help": "Decoder mode per batch: 'nar' (the SPMD loss of Eq. 7), 'ar' (label-smoothed AR cross-entropy "
-            "on gold: BANG AR fine-tuning, e.g. to train the teacher) or 'mixed' (each batch is NAR with "
-            "probability nar_ratio, drawn from a seeded generator; bang_spec.md §3.4)."
+            "on gold: BANG AR fine-tuning, e.g. to train the teacher), 'mixed' (each batch is NAR with "
+            "probability nar_ratio, drawn from a seeded generator; bang_spec.md §3.4) or 'semi_nar' (the n-stream "
+            "objective on gold with n = k = semi_nar_block_size streams and target_idx = t mod k, for "
+            "generate(mode='semi_nar'); a reconstruction, bang_nar/pretraining.py). The SPMD fields apply to NAR "
+            "batches only."
+        },
+    )
+    semi_nar_block_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "k of train_mode='semi_nar': tokens per decoding step (and [MASK] streams in training); saved as "
+            "the model's generation_config.block_size, the default of generate(mode='semi_nar'). Default 4; "
+            "only with train_mode='semi_nar'."
+        },
+    )
+    semi_nar_targets: Literal["gold", "ar_kd"] = field(
+        default="gold",
+        metadata={
+            "help": "Targets of train_mode='semi_nar': 'gold' (labels) or 'ar_kd' (the first, i.e. best, of the "
+            "distilled AR-stream targets in kd_column: sequence KD, one mode per source; data from `bang-nar "
+            "distill`). Only with train_mode='semi_nar'."
         },
     )
     nar_ratio: float = field(
@@ -114,8 +135,8 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
         default=True,
         metadata={
             "help": "With teacher='self': run the AR teacher pass in training mode, so q_AR (and the ar_nar_kl "
-            "difficulty) is a dropout sample (True, the default: 99.3 ± 0.3% mode consistency against 98.5 ± 1.5% "
-            "for False on the controlled task, M = 8, 3 seeds), or in eval mode without dropout (False: a "
+            "difficulty) is a dropout sample (True, the default: mode consistency 99.3 ± 0.3 against 98.5 ± 1.5 per "
+            "cent for False on the controlled task, M = 8, 3 seeds), or in eval mode without dropout (False: a "
             "deterministic target, at the same cost). A frozen teacher always runs in eval mode."
         },
     )
@@ -203,8 +224,26 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
                 setattr(self, name, list(value) if isinstance(value, list) else value)
 
     def _check_spmd_fields(self) -> None:
-        if self.train_mode not in ("nar", "ar", "mixed"):
-            raise ValueError(f"train_mode must be 'nar', 'ar' or 'mixed', got {self.train_mode!r}.")
+        if self.train_mode not in ("nar", "ar", "mixed", "semi_nar"):
+            raise ValueError(f"train_mode must be 'nar', 'ar', 'mixed' or 'semi_nar', got {self.train_mode!r}.")
+        if self.train_mode == "semi_nar":
+            if self.semi_nar_block_size is None:
+                self.semi_nar_block_size = 4
+            k = self.semi_nar_block_size
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                raise ValueError(f"semi_nar_block_size must be a positive int (tokens per semi-NAR step), got {k!r}.")
+            if self.semi_nar_targets not in ("gold", "ar_kd"):
+                raise ValueError(f"semi_nar_targets must be 'gold' or 'ar_kd', got {self.semi_nar_targets!r}.")
+        elif self.semi_nar_targets != "gold":
+            raise ValueError(
+                f"semi_nar_targets applies to train_mode='semi_nar' only (got {self.semi_nar_targets!r} with "
+                f"train_mode={self.train_mode!r}); drop it or set train_mode='semi_nar'."
+            )
+        elif self.semi_nar_block_size is not None:
+            raise ValueError(
+                f"semi_nar_block_size applies to train_mode='semi_nar' only (got it with train_mode="
+                f"{self.train_mode!r}); drop it or set train_mode='semi_nar'."
+            )
         _check_range("nar_ratio", self.nar_ratio, 0.0, 1.0)
         sources = list(self.target_sources or [])
         if not sources or any(s not in TARGET_SOURCES for s in sources) or len(set(sources)) != len(sources):
@@ -251,14 +290,22 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
     # ---- derived settings the trainer reads ----
 
     @property
+    def has_nar_batches(self) -> bool:
+        """True when some batch trains NAR mode with the SPMD loss (`train_mode` 'nar' or 'mixed')."""
+        return self.train_mode in ("nar", "mixed")
+
+    @property
     def uses_distilled_targets(self) -> bool:
-        """True when some batch needs the kd_column (an NAR batch with 'ar_kd' among the candidates)."""
-        return self.train_mode != "ar" and "ar_kd" in self.target_sources
+        """True when some batch needs the kd_column (an NAR batch with 'ar_kd' among the candidates, or semi-NAR
+        training on the distilled 1-best)."""
+        if self.train_mode == "semi_nar":
+            return self.semi_nar_targets == "ar_kd"
+        return self.has_nar_batches and "ar_kd" in self.target_sources
 
     @property
     def uses_glancing(self) -> bool:
         """True when NAR batches run the glancing passes (`glance_ratio` or `glance_ratio_end` > 0)."""
-        return self.train_mode != "ar" and max(self.glance_ratio, self.glance_ratio_end) > 0
+        return self.has_nar_batches and max(self.glance_ratio, self.glance_ratio_end) > 0
 
     def glance_ratio_at(self, step: int, max_steps: int) -> float:
         """The glancing ratio at optimizer step `step`: linear from `glance_ratio` to `glance_ratio_end`."""
@@ -268,7 +315,7 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
     @property
     def needs_teacher(self) -> bool:
         """True when q_AR is needed: α > 0 (Eq. 4) or the KL as pace signal (Eq. 5), in NAR batches."""
-        return self.train_mode != "ar" and (self.kd_alpha > 0 or self.pace_signal == "ar_nar_kl")
+        return self.has_nar_batches and (self.kd_alpha > 0 or self.pace_signal == "ar_nar_kl")
 
     @property
     def shares_ar_pass(self) -> bool:
@@ -281,5 +328,6 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
 
     @property
     def eval_mode(self) -> str:
-        """Decoder mode for evaluation loss and `predict_with_generate`: AR for AR training, NAR otherwise."""
-        return "ar" if self.train_mode == "ar" else "nar"
+        """Decoder mode for evaluation loss and `predict_with_generate`: AR for AR training, semi-NAR for semi-NAR
+        training, NAR otherwise."""
+        return self.train_mode if self.train_mode in ("ar", "semi_nar") else "nar"

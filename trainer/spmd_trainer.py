@@ -170,7 +170,8 @@ class SelfPacedState:
 
 
 class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
-    """Seq2SeqTrainer for BANG: `train_mode` 'ar' / 'nar' / 'mixed'; NAR batches use the SPMD loss (Eq. 7).
+    """Seq2SeqTrainer for BANG: `train_mode` 'ar' / 'nar' / 'mixed' / 'semi_nar'; NAR batches use the SPMD loss
+    (Eq. 7), semi-NAR training the n-stream objective with n = k (`bang_nar.pretraining.semi_nar_forward`).
 
     Conventions kept from Trainer: `num_items_in_batch` (the AR term is a token mean over the whole update),
     gradient accumulation (micro-batch SPMD losses are averaged), data parallelism (Σ v_i and the percentile are
@@ -195,6 +196,10 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         if own_collator:  # after Trainer's init, so that a `model_init` model is built and its pad id known
             self.data_collator = SPMDDataCollator(self.model.config.pad_token_id, kd_column=args.kd_column)
         self.model_accepts_loss_kwargs = True  # compute_loss consumes num_items_in_batch itself
+        if args.train_mode == "semi_nar":  # generate(mode="semi_nar") on the trained model decodes with this k
+            from bang_nar.pretraining import store_block_size
+
+            store_block_size(self.model, args.semi_nar_block_size)
         self.pace_state = SelfPacedState.from_args(args)
         self.teacher = self._load_teacher(args)
         # Running (sum, count) per metric, kept on the device and turned into floats in `log` only: no host sync per
@@ -217,6 +222,8 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         `return_outputs=True` returns `(training loss, {"loss", "logits"})` (the NAR or AR logits of the batch)."""
         if not model.training:
             return self._evaluation_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.args.train_mode == "semi_nar":  # n-stream objective, n = k (bang_nar.pretraining.semi_nar_forward)
+            return self._semi_nar_batch_loss(model, inputs, return_outputs)
         if self._draw_mode() == "ar":  # 1. mode (BANG's nar_ratio policy)
             loss, logits = self._ar_batch_loss(model, inputs, num_items_in_batch, return_logits=True)
             return (loss, {"loss": loss.detach(), "logits": logits}) if return_outputs else loss
@@ -290,16 +297,41 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         loss = loss * self._scales(num_items_in_batch)[1]
         return (loss, logits) if return_logits else loss
 
+    def _semi_nar_batch_loss(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """Semi-NAR fine-tuning: the n-stream objective on gold (or, with `semi_nar_targets="ar_kd"`, the best
+        distilled target) with n = k = `semi_nar_block_size` streams and
+        `target_idx = t mod k`, through the prepared `model`'s forward (`mode="semi_nar"`). The loss is the mean over
+        this micro-batch's supervised (stream, position) pairs, divided by the accumulation steps."""
+        labels = inputs["labels"]
+        if self.args.semi_nar_targets == "ar_kd":  # sequence KD: the best distilled target, one mode per source
+            if self.args.kd_column not in inputs:
+                raise ValueError(
+                    f"semi_nar_targets='ar_kd' needs the distilled targets '{self.args.kd_column}' in every batch; "
+                    "distil the data first (bang-nar distill) or use semi_nar_targets='gold'."
+                )
+            labels = inputs[self.args.kd_column][:, 0]
+        outputs = model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels, mode="semi_nar",
+            block_size=self.args.semi_nar_block_size, smoothing_eps=self.args.label_smoothing_factor,
+        )  # fmt: skip
+        self._record("train", {"semi_nar_loss": outputs.loss, "nar_batch": 0.0})
+        loss = outputs.loss / self._micro_batches()
+        return (loss, {"loss": loss.detach()}) if return_outputs else loss
+
     def _evaluation_loss(
         self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool, num_items_in_batch: Any
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         """Gold label-smoothed loss in `args.eval_mode`: what NAR (or AR) inference is trained to minimise."""
+        extra = {"block_size": self.args.semi_nar_block_size} if self.args.eval_mode == "semi_nar" else {}
         outputs = model(
             input_ids=inputs["input_ids"],
             attention_mask=inputs["attention_mask"],
             labels=inputs["labels"],
             mode=self.args.eval_mode,
             smoothing_eps=self.args.label_smoothing_factor,
+            **extra,
         )
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
@@ -532,6 +564,16 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         inputs = {k: v for k, v in inputs.items() if k != self.args.kd_column}
         if self.args.predict_with_generate and not prediction_loss_only:
             inputs["mode"] = self.args.eval_mode  # reaches both `generate` and the loss forward
+            if self.args.eval_mode == "semi_nar":
+                # Seq2SeqTrainer's label smoother scores one logit row per label; the n-stream loss is the model's.
+                labels = inputs.pop("labels", None)
+                _, generated, _ = super().prediction_step(model, inputs, False, ignore_keys=ignore_keys, **gen_kwargs)
+                if labels is None:
+                    return None, generated, None
+                inputs = self._prepare_inputs({**inputs, "labels": labels})
+                with torch.no_grad():
+                    loss = self._evaluation_loss(model, inputs, False, None).detach()
+                return loss, generated, inputs["labels"]
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
 
     def _save_rng_state(self, output_dir: str) -> None:
@@ -608,7 +650,8 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             pipeline_tag="text2text-generation",
             eval_results=results or None,
         )
-        is_nar = self.args.train_mode != "ar"
+        is_nar = self.args.train_mode in ("nar", "mixed")
+        semi_nar = self.args.train_mode == "semi_nar"
         values = {
             "model_name": model_name,
             "base_model": f"`{display_name(base)}`" if base else _card_scratch(model),
@@ -622,9 +665,12 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             "spmd_options": _card_spmd_options(self.args),
             "training_setup": _card_training_setup(self.args, self.state, self.accelerator.num_processes),
             "metrics": metrics_section(results, table_notes(eval_results or {})),
-            "decoding": _card_decoding(model, is_nar),
-            "use_generate_kwargs": 'mode="nar"' if is_nar else 'mode="ar", num_beams=4, max_new_tokens=64',
-            "use_mode": "nar" if is_nar else "ar",
+            "decoding": _card_decoding(model, is_nar, self.args.semi_nar_block_size if semi_nar else None),
+            "use_generate_kwargs": 'mode="nar"' if is_nar else (
+                f'mode="semi_nar", block_size={self.args.semi_nar_block_size}' if semi_nar
+                else 'mode="ar", num_beams=4, max_new_tokens=64'
+            ),
+            "use_mode": "nar" if is_nar else ("semi_nar" if semi_nar else "ar"),
             "bang_nar_version": bang_nar_version,
             "transformers_version": transformers.__version__,
             "torch_version": torch.__version__,
@@ -664,6 +710,16 @@ def _card_recipe(args: SPMDTrainingArguments) -> str:
     if args.train_mode == "ar":
         return (
             f"- AR fine-tuning (BANG, bang_spec.md §3.2): {ar_gold} targets.\n"
+            "- The SPMD options below are recorded but unused: they apply to NAR batches only."
+        )
+    if args.train_mode == "semi_nar":
+        k = args.semi_nar_block_size
+        return (
+            f"- Semi-NAR fine-tuning (a reconstruction, bang_pretraining.md §5): label-smoothed (ε="
+            f"{args.label_smoothing_factor}) cross-entropy of the cross-stream n-stream decoder on "
+            f"{'gold targets' if args.semi_nar_targets == 'gold' else f'the best distilled target (`{args.kd_column}`)'}, "
+            f"n = k = {k} [MASK] streams, target_idx = t mod {k}; decode with `generate(mode=\"semi_nar\")` "
+            f"(block_size {k} is stored in the generation config).\n"
             "- The SPMD options below are recorded but unused: they apply to NAR batches only."
         )
     lines = []
@@ -774,7 +830,7 @@ def _card_training_setup(args: SPMDTrainingArguments, state: Any, num_processes:
     return "\n".join(f"| {key} | {_card_cell(value)} |" for key, value in settings.items() if value is not None)
 
 
-def _card_decoding(model: nn.Module, is_nar: bool) -> str:
+def _card_decoding(model: nn.Module, is_nar: bool, semi_nar_block_size: int | None = None) -> str:
     """The default `generate()` mode and the stored generation options, plus how this recipe is meant to decode."""
     # Only search options: ids, output switches and bookkeeping say nothing about how the model decodes.
     skip = {"transformers_version", "use_cache", "output_attentions", "output_hidden_states", "return_dict_in_generate"}
@@ -793,6 +849,9 @@ def _card_decoding(model: nn.Module, is_nar: bool) -> str:
     if is_nar:
         default = f": pass `mode=\"nar\"` (its config still defaults to `{mode}`)." if mode != "nar" else "."
         lines.append("- This model was trained for NAR decoding" + default)
+    elif semi_nar_block_size is not None:
+        lines.append(f"- This model was trained for semi-NAR decoding, {semi_nar_block_size} tokens per step: "
+                     "`mode=\"semi_nar\"` (its generation config stores `block_size`).")
     else:
         lines.append("- This model was trained in AR mode (e.g. as the teacher of `bang-nar distill`).")
     return "\n".join(lines)

@@ -23,7 +23,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-samples", type=positive_int, default=None)
     parser.add_argument("--max-source-length", type=positive_int, default=None,
                         help="truncate longer sources (counted and reported); without it they are refused")
-    parser.add_argument("--modes", nargs="+", default=["nar", "ar"], choices=["nar", "ar", "nar_verify"])
+    parser.add_argument("--modes", nargs="+", default=["nar", "ar"], choices=["nar", "ar", "nar_verify", "semi_nar"],
+                        help="semi_nar decodes with the model's generation_config.block_size (else 4)")
     parser.add_argument("--num-beams", type=positive_int, default=4, help="AR beam size")
     parser.add_argument("--length-penalty", type=float, default=1.2, help="AR length penalty")
     parser.add_argument("--max-new-tokens", type=positive_int, default=64, help="AR length limit")

@@ -17,7 +17,7 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("generate", help="decode sources (stdin/file → stdout/file)", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="BANG model folder or Hub id")
-    parser.add_argument("--mode", choices=["nar", "ar", "nar_verify"], default=None,
+    parser.add_argument("--mode", choices=["nar", "ar", "nar_verify", "semi_nar"], default=None,
                         help="default: the model's config.generation_mode")
     parser.add_argument("--input", default="-", help="text file, one source per line ('-' = stdin)")
     parser.add_argument("--output", default="-", help="output file ('-' = stdout)")
@@ -28,6 +28,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-repeat-ngram-size", type=int, default=0, help="NAR n-gram blocking")
     parser.add_argument("--suppress-repeats", action="store_true", help="NAR: never repeat the previous token")
     parser.add_argument("--max-source-length", type=positive_int, default=None, help="truncate longer sources (reported)")
+    parser.add_argument("--block-size", type=positive_int, default=None,
+                        help="semi_nar: tokens per step (default: the model's generation_config.block_size, else 4)")
     parser.add_argument("--batch-size", type=positive_int, default=32)
     accept_both_spellings(parser)
     parser.set_defaults(run=run)
@@ -47,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
                       "max_new_tokens": args.max_new_tokens or 64},
                "nar": {"num_candidates": args.num_candidates, "no_repeat_ngram_size": args.no_repeat_ngram_size,
                        "suppress_repeats": args.suppress_repeats, "max_new_tokens": args.max_new_tokens},
-               "nar_verify": {"max_new_tokens": args.max_new_tokens}}[mode]
+               "nar_verify": {"max_new_tokens": args.max_new_tokens},
+               "semi_nar": {"max_new_tokens": args.max_new_tokens, "block_size": args.block_size}}[mode]
     texts, _, elapsed = generate_texts(model, tokenizer, sources, mode, batch_size=args.batch_size,
                                        max_source_length=args.max_source_length, show_progress=True,
                                        **options)

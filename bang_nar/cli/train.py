@@ -63,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = _resolve_checkpoint(training_args.resume_from_checkpoint)
     data = _load_training_data(data_args, training_args)
     if training_args.uses_distilled_targets and training_args.kd_column not in data.column_names:
+        if training_args.train_mode == "semi_nar":
+            raise CLIError(
+                f"--semi_nar_targets ar_kd trains on distilled targets, and {data_args.data} has none (no "
+                f"'{training_args.kd_column}' column). Run `bang-nar distill --model AR_MODEL --data {data_args.data} "
+                "--output_dir DISTILLED` and train with --data DISTILLED, or drop --semi_nar_targets (gold)."
+            )
         if any(_given(argv, name) for name in _RECIPE_FLAGS):
             raise CLIError(
                 f"--train_mode {training_args.train_mode} with --spmd_preset {training_args.spmd_preset} trains on "
@@ -97,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     losses = [entry["loss"] for entry in history if "loss" in entry]
     mean_loss = next((entry["train_loss"] for entry in reversed(history) if "train_loss" in entry), None)
     summary = f"logged loss {losses[0]:.3f} → {losses[-1]:.3f}" if len(losses) > 1 else f"mean loss {mean_loss:.3f}"
-    recipe = "AR" if training_args.train_mode == "ar" else f"{training_args.train_mode}, preset {training_args.spmd_preset}"
+    recipe = {"ar": "AR", "semi_nar": f"semi_nar, k = {training_args.semi_nar_block_size}"}.get(
+        training_args.train_mode, f"{training_args.train_mode}, preset {training_args.spmd_preset}")
     resumed = f" (resumed from {checkpoint})" if checkpoint is not None else ""
     print(f"Trained {trainer.state.global_step} steps{resumed} ({recipe}); {summary}. Saved to {training_args.output_dir}.",
           file=sys.stderr)
