@@ -192,6 +192,8 @@ def run_one(num_modes: int, seed: int, args: argparse.Namespace, plan: list[tupl
             verify = VERIFY_ROW if name == DEFAULT_NAR else f"{name} + nar_verify"
             results[f"{verify} @{budget}"] = {**score(model, {"mode": "nar_verify"}), "train_s": train_s,
                                               "budget": budget, "method": verify}  # fmt: skip
+            print(f"  [M={num_modes} seed={seed}] {verify} @{budget}: "
+                  f"{results[f'{verify} @{budget}']['passes']:.2f} passes per sequence", flush=True)
         print(f"  [M={num_modes} seed={seed}] {name} @{budget}: BLEU {results[f'{name} @{budget}']['bleu']:.1f}, "
               f"consistency {results[f'{name} @{budget}']['mode_consistency']:.1f}% ({train_s:.0f}s)", flush=True)  # fmt: skip
     for name, row in rows.items():

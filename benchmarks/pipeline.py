@@ -198,7 +198,8 @@ def decode(
     device: str,
     length_penalty: float = 1.2,
 ) -> dict[str, Any]:
-    """Decode every `input_ids` row of `dataset`; returns texts, token lists (cut at [SEP]) and wall seconds.
+    """Decode every `input_ids` row of `dataset`; returns texts, token lists (cut at [SEP]) and wall seconds, and for
+    `nar_verify` the mean decoder passes per sequence (`passes`: the NAR draft + its AR passes).
 
     NAR rows use `nar_postprocess=False` and only cut at [SEP] here: BANG's default post-processing also removes
     consecutive repeats, which would hide the repetition this benchmark measures (and break legitimate repeats).
@@ -219,8 +220,12 @@ def decode(
             options["nar_postprocess"] = False
     else:
         options.update(max_new_tokens=max_new_tokens)
+    verify = mode == "nar_verify"
+    if verify:
+        options["return_dict_in_generate"] = True
     sources = dataset["input_ids"]
     tokens: list[list[int]] = []
+    ar_passes: list[int] = []
     started = time.perf_counter()
     for start in range(0, len(sources), batch_size):
         chunk = sources[start : start + batch_size]
@@ -230,11 +235,17 @@ def decode(
             input_ids[i, : len(source)] = torch.as_tensor(source)
         input_ids = input_ids.to(device)
         out = model.generate(input_ids, attention_mask=input_ids.ne(config.pad_token_id).long(), mode=mode, **options)
+        if verify:
+            ar_passes += out.ar_passes.tolist()
+            out = out.sequences
         for row in out.tolist():
             tokens.append(_cut(row, config.eos_token_id, config.bos_token_id, config.pad_token_id))
     seconds = time.perf_counter() - started
     texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
-    return {"texts": texts, "tokens": tokens, "seconds": seconds, "ms_per_sample": 1000 * seconds / len(sources)}
+    result = {"texts": texts, "tokens": tokens, "seconds": seconds, "ms_per_sample": 1000 * seconds / len(sources)}
+    if verify:
+        result["passes"] = 1 + sum(ar_passes) / len(ar_passes)
+    return result
 
 
 def repetition_rate(token_lists: Sequence[Sequence[int]]) -> float | None:
