@@ -125,6 +125,22 @@ def test_every_mode_equals_generate(loaded, logic):
     assert comparison.reference() is comparison.results["ar_greedy"]
 
 
+def test_an_untimed_pass_runs_before_the_timed_modes(loaded, monkeypatch):
+    """The first timed mode must not pay for cold caches (plain NAR showed twice its time when it ran first)."""
+    model, tokenizer = loaded
+    logic = ModeComparison(model, tokenizer)
+    calls, timed = [], []
+    original = type(model).generate
+    monkeypatch.setattr(
+        type(model), "generate", lambda self, *a, **k: calls.append(k["mode"]) or original(self, *a, **k)
+    )
+    original_decode = ModeComparison.decode
+    monkeypatch.setattr(ModeComparison, "decode",
+                        lambda self, mode, *a, **k: timed.append(len(calls)) or original_decode(self, mode, *a, **k))
+    logic.compare(SOURCE, ["nar", "ar_greedy"])
+    assert calls == ["nar", "nar", "ar"] and timed == [1, 2]  # one warm-up pass, then one call per timed mode
+
+
 def test_diff_marks_exactly_the_differing_words():
     assert diff_tokens(["a", "b", "c", "d"], ["a", "x", "c", "d"]) == [
         ("a", None), ("b", DIFF_LABEL), ("c", None), ("d", None)]
