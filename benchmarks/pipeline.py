@@ -26,6 +26,7 @@ import torch
 from transformers import PrinterCallback, TrainerCallback
 
 from bang_nar import BangConfig, BangForConditionalGeneration
+from bang_nar.generation_bang import nar_scan
 
 # Stage-2 methods. `train`: SPMDTrainingArguments fields; `decode`: how the trained model decodes.
 METHODS: dict[str, dict[str, Any]] = {
@@ -173,17 +174,9 @@ def distil(
 
 
 def _cut(ids: list[int], sep: int, cls: int | None, pad: int) -> list[int]:
-    """Output tokens up to the first [SEP] (leading [SEP]s, [CLS] and pads dropped; no repeat removal)."""
-    kept: list[int] = []
-    for token in ids:
-        if token == sep:
-            if kept:
-                break
-            continue
-        if token in (cls, pad):
-            continue
-        kept.append(token)
-    return kept
+    """Output tokens up to the first [SEP] (leading [SEP]s, [CLS] and pads dropped; no repeat removal): the original
+    post-processing scan (`nar_scan`) without its repeat removal, on the row without pads."""
+    return nar_scan([token for token in ids if token != pad], sep, cls, dedup=False)
 
 
 @torch.no_grad()
