@@ -228,22 +228,6 @@ def bang_eager_attention_forward(
     return torch.matmul(dropped, value).transpose(1, 2).contiguous(), probs
 
 
-def eager_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    bias: torch.Tensor | None,
-    dropout: float,
-    training: bool,
-) -> torch.Tensor:
-    """softmax(q·kᵀ + bias)·v with an fp32 softmax; q [B, H, Lq, D] already scaled → [B, H, Lq, D]."""
-    scores = torch.matmul(query, key.transpose(-1, -2))
-    if bias is not None:
-        scores = scores + bias
-    probs = F.dropout(F.softmax(scores.float(), dim=-1).to(query.dtype), p=dropout, training=training)
-    return torch.matmul(probs, value)
-
-
 class BangAttention(nn.Module):
     """Encoder self-attention and decoder cross-attention: fairseq 0.9 `MultiheadAttention` (spec §1.4-1.5).
 

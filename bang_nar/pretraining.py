@@ -297,12 +297,10 @@ class BangForPreTraining(BangForConditionalGeneration):
         predictions of all streams, which the Trainer's label count does not know.
         """
         if mode != "pretrain":
-            if block_size is not None:
-                kwargs["block_size"] = block_size
             return super().forward(
                 input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
                 labels=labels, encoder_outputs=encoder_outputs, mode=mode, smoothing_eps=smoothing_eps,
-                num_items_in_batch=num_items_in_batch, **kwargs,
+                num_items_in_batch=num_items_in_batch, block_size=block_size, **kwargs,
             )
         return pretraining_forward(
             self, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
