@@ -8,7 +8,6 @@ refused, never unpickled in full. Flags take dashes or underscores (--load-sep, 
 """
 
 import argparse
-import re
 
 from ._args import CLIError, accept_both_spellings
 
@@ -42,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
                                         vocab_file=args.vocab_file, max_source_positions=args.max_source_positions,
                                         max_target_positions=args.max_target_positions, max_len_b=args.max_len_b,
                                         **overrides)
-    except ValueError as error:  # the converter's refusals: the user's file, not a bug, so one line
-        raise CLIError(_refusal(args.checkpoint, error)) from None
+    except ValueError as error:  # the converter's refusals name the file; the user's file, not a bug: one line
+        raise CLIError(" ".join(str(error).split())) from None
     config = model.config
     print(
         f"Converted {args.checkpoint} → {args.output_dir}: {model.num_parameters():,} parameters, "
@@ -52,18 +51,3 @@ def run(args: argparse.Namespace) -> int:
     )
     return 0
 
-
-def _refusal(checkpoint: str, error: ValueError) -> str:
-    """One line for a refused checkpoint. torch's unpickler message spans many lines and advises retrying with
-    weights_only=False, which would run whatever code the file holds; name the refused object instead."""
-    text = str(error.__cause__ or error)
-    refused = re.search(r"GLOBAL ([\w.]+)", text)
-    if refused:
-        return (f"{checkpoint}: refused: it holds a Python object outside the allow-list ({refused.group(1)}), and "
-                "bang-nar never unpickles checkpoints in full (that could run code from the file). Only tensors, "
-                "containers and argparse.Namespace are read; re-save the checkpoint with just those.")
-    if "Weights only load failed" in text or error.__cause__ is not None:
-        detail = text.split("WeightsUnpickler error:", 1)[-1].strip() if "WeightsUnpickler error:" in text else text
-        first = detail.strip().splitlines()[0] if detail.strip() else type(error.__cause__).__name__
-        return f"{checkpoint}: not a readable PyTorch checkpoint ({first}). Pass the fairseq .pt file itself."
-    return " ".join(str(error).split())  # the converter's own message, on one line
