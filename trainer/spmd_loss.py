@@ -43,12 +43,6 @@ def _normalise(total: torch.Tensor, count: torch.Tensor, num_items_in_batch: int
     return total / denominator
 
 
-def _full(like: torch.Tensor, value: float) -> torch.Tensor:
-    """A 0-dim tensor on `like`'s device, filled there: `new_tensor(value)` would copy from the host, which is a
-    blocking transfer (a sync) on an accelerator."""
-    return torch.full((), value, dtype=like.dtype, device=like.device)
-
-
 def _smoothed_token_nll(
     logits: torch.Tensor, targets: torch.Tensor, epsilon: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -306,22 +300,23 @@ def self_paced_weights(
         num_keep = min(num, max(1, math.ceil(keep_fraction * num - 1e-9)))
         ordered, order = torch.sort(difficulty, stable=True)
         weights = torch.zeros_like(difficulty).scatter_(0, order[:num_keep], 1.0)
-        # Python-int indexing of the sorted values: indexing by a device tensor would sync with the host.
-        threshold = ordered[num_keep - 1] if num else _full(difficulty, math.inf)
+        # Python-int indexing of the sorted values: indexing by a device tensor would sync with the host. Constants
+        # are made with new_full, which fills on the device (new_tensor would copy from the host: a sync).
+        threshold = ordered[num_keep - 1] if num else difficulty.new_full((), math.inf)
     elif mode in ("hard", "linear"):
         if lam is None or (not isinstance(lam, torch.Tensor) and lam <= 0):
             raise ValueError(f"pace_mode={mode!r} needs λ > 0, got {lam}.")
         weights = (difficulty < lam).float() if mode == "hard" else (1.0 - difficulty / lam).clamp_min(0.0)
-        threshold = lam.to(difficulty) if isinstance(lam, torch.Tensor) else _full(difficulty, lam)
+        threshold = lam.to(difficulty) if isinstance(lam, torch.Tensor) else difficulty.new_full((), lam)
     elif mode == "none":
         weights = torch.ones_like(difficulty)
-        threshold = _full(difficulty, math.inf)
+        threshold = difficulty.new_full((), math.inf)
     else:
         raise ValueError(f"pace_mode must be 'percentile', 'hard', 'linear' or 'none', got {mode!r}.")
     components = {
         "threshold": threshold,
-        "kept_fraction": (weights > 0).float().mean() if num else _full(difficulty, 0.0),
-        "mean_weight": weights.mean() if num else _full(difficulty, 0.0),
+        "kept_fraction": (weights > 0).float().mean() if num else difficulty.new_full((), 0.0),
+        "mean_weight": weights.mean() if num else difficulty.new_full((), 0.0),
     }
     return weights, components
 
@@ -372,7 +367,7 @@ def mixed_distillation_loss(
     if weight_sum is None:
         weight_sum = pace_weights.sum()
     if not isinstance(weight_sum, torch.Tensor):
-        weight_sum = _full(sample_loss, float(weight_sum))
+        weight_sum = sample_loss.new_full((), float(weight_sum))
     denominator = torch.clamp(weight_sum.to(sample_loss.dtype), min=1.0)
     loss = (pace_weights.to(sample_loss.dtype) * sample_loss).sum() / (denominator * num_micro_batches)  # Eq. (7)
     if ar_loss is not None and ar_loss_weight != 0:
