@@ -225,7 +225,7 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         if self.args.train_mode == "semi_nar":  # n-stream objective, n = k (bang_nar.pretraining.semi_nar_forward)
             return self._semi_nar_batch_loss(model, inputs, return_outputs)
         if self._draw_mode() == "ar":  # 1. mode (BANG's nar_ratio policy)
-            loss, logits = self._ar_batch_loss(model, inputs, num_items_in_batch, return_logits=True)
+            loss, logits = self._ar_batch_loss(model, inputs, num_items_in_batch)
             return (loss, {"loss": loss.detach(), "logits": logits}) if return_outputs else loss
         args, eps = self.args, self.args.label_smoothing_factor
         # 2. student: one NAR pass runs the encoder once and scores every candidate (slot t depends only on x and t,
@@ -249,14 +249,15 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             nar_loss = sequence_kd_nll(nar_logits, scored, eps)[1]["per_candidate"]
         # 3. the AR stream keeps training (Eq. 7, second term) on gold, or on m_i (`ar_loss_target`)
         ar_loss, ar, teacher_logits = None, None, None
-        ar_scale = self._scales(num_items_in_batch)[1]
+        # On m_i the AR term is a local token mean: Trainer's num_items_in_batch counts gold tokens.
+        ar_items = num_items_in_batch if args.ar_loss_target == "gold" else None
+        sp_scale, ar_scale = self._scales(ar_items)
         if args.ar_loss_weight > 0 and args.ar_loss_target == "gold":
             ar_logits = self._decode(model, inputs, encoder_outputs, "ar")
-            ar_loss, ar = gold_nll(ar_logits, self._gold_labels(inputs), eps, num_items_in_batch)
-        elif args.ar_loss_weight > 0:  # a local token mean: Trainer's num_items_in_batch counts gold tokens
+            ar_loss, ar = gold_nll(ar_logits, self._gold_labels(inputs), eps, ar_items)
+        elif args.ar_loss_weight > 0:
             ar_logits = self._ar_on_targets(model, inputs, encoder_outputs, targets)  # [B·K', T, V]
-            ar_loss, ar = gold_nll(ar_logits, targets.flatten(0, 1), eps)
-            ar_scale = self._scales(None)[1]
+            ar_loss, ar = gold_nll(ar_logits, targets.flatten(0, 1), eps, ar_items)
             if args.shares_ar_pass:  # the same training-mode pass is the self-teacher's: no second AR pass
                 teacher_logits = ar_logits.detach().view(*targets.shape, -1)
         # 4. AR-stream knowledge under no_grad, then the token KL (Eq. 2)
@@ -275,7 +276,6 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             self.state.global_step, self.state.epoch or 0.0, self.state.max_steps, stats, self.accelerator,
             check_sizes=args.spmd_debug,
         )  # fmt: skip
-        sp_scale = self._scales(num_items_in_batch)[0]
         loss, _ = mixed_distillation_loss(
             nar_loss, pace.weights, args.kd_alpha, kd, choice,
             ar_loss * ar_scale / sp_scale if ar_loss is not None else None, args.ar_loss_weight,
@@ -286,16 +286,17 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         return (loss, {"loss": loss.detach(), "logits": nar_logits}) if return_outputs else loss
 
     def _ar_batch_loss(
-        self, model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: Any, return_logits: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """BANG AR fine-tuning (bang_spec.md §3.2): label-smoothed AR cross-entropy on gold, Trainer-normalised."""
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """BANG AR fine-tuning (bang_spec.md §3.2): label-smoothed AR cross-entropy on gold, Trainer-normalised;
+        returns `(loss, logits)`."""
         logits = self._decode(model, inputs, None, "ar")
         labels = self._gold_labels(inputs)
         loss, parts = gold_nll(logits, labels, self.args.label_smoothing_factor, num_items_in_batch)
         token_mean = parts["sum_per_sequence"].sum() / parts["num_tokens"].sum().clamp_min(1)
         self._record("train", {"ar_loss": token_mean, "nar_batch": 0.0})
         loss = loss * self._scales(num_items_in_batch)[1]
-        return (loss, logits) if return_logits else loss
+        return loss, logits
 
     def _semi_nar_batch_loss(
         self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool
@@ -650,7 +651,7 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             pipeline_tag="text2text-generation",
             eval_results=results or None,
         )
-        is_nar = self.args.train_mode in ("nar", "mixed")
+        is_nar = self.args.has_nar_batches
         semi_nar = self.args.train_mode == "semi_nar"
         values = {
             "model_name": model_name,
