@@ -241,15 +241,6 @@ def decode(
     return result
 
 
-def repetition_rate(token_lists: Sequence[Sequence[int]]) -> float | None:
-    """Share (0-100) of output tokens equal to the token before them (the shipped `repetition` metric's definition);
-    None when every output is empty."""
-    from bang_nar.evaluation import load_metric
-
-    scored = load_metric("repetition").compute(predictions=[list(t) for t in token_lists])
-    return scored["repetition_rate"]
-
-
 def trained_model(
     method: str, cache: dict[str, tuple[Any, float]], start: Any, dataset: datasets.Dataset, steps: int, **hyper: Any
 ) -> tuple[Any, float]:

@@ -21,7 +21,7 @@ import datasets
 import torch
 
 import speed
-from common import _sync
+from common import paired_timings, set_threads
 
 VARIANTS = {
     "bang_nar (plain NAR)": {"spmd_preset": "bang_nar"},
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     from bang_nar.trainer import SPMDSeq2SeqTrainer, SPMDTrainingArguments
 
     generator = torch.Generator().manual_seed(0)
@@ -61,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
                   use_cpu=args.device == "cpu", disable_tqdm=True)  # fmt: skip
     clock = time.process_time if args.device == "cpu" else time.perf_counter
     num_items = batch["labels"].ne(-100).sum()
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+
+    def step(trainer: SPMDSeq2SeqTrainer) -> None:
+        model.zero_grad(set_to_none=True)
+        trainer.compute_loss(model, batch, num_items_in_batch=num_items).backward()
+
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {
             name: SPMDSeq2SeqTrainer(
@@ -71,15 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         }  # fmt: skip
         for trainer in trainers.values():
             trainer.state.max_steps = 10
-        for round_index in range(args.rounds + 1):
-            for name, trainer in trainers.items():
-                _sync(args.device)
-                started = clock()
-                trainer.compute_loss(model, batch, num_items_in_batch=num_items).backward()
-                _sync(args.device)
-                if round_index:
-                    times[name].append(clock() - started)
-                model.zero_grad(set_to_none=True)
+        fns = {name: (lambda trainer=trainer: step(trainer)) for name, trainer in trainers.items()}
+        times = paired_timings(fns, warmup=1, repeats=args.rounds, device=args.device, clock=clock)
     base = statistics.median(times["bang_nar (plain NAR)"])
     unit = "CPU ms" if args.device == "cpu" else "ms"
     print(f"| variant ({args.size}, batch {args.batch}, source {args.source_length}) | {unit} | x plain NAR |\n|---|---|---|")
