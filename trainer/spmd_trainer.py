@@ -117,7 +117,6 @@ class SelfPacedState:
         Every rank must pass the same b (Trainer's `even_batches` default guarantees it). With `check_sizes` (or when
         the accelerator does not even the batches) the sizes are compared first, since a gather of unequal sizes
         hangs or fails obscurely; the comparison syncs the host, so it is not done otherwise."""
-        self.schedule(step, epoch, max_steps)
         stats = stats.detach().float()
         num_processes = getattr(accelerator, "num_processes", 1)
         if num_processes > 1 and (check_sizes or not getattr(accelerator, "even_batches", True)):
@@ -132,6 +131,7 @@ class SelfPacedState:
             raise RuntimeError("Ranks passed micro-batches of different sizes; keep Trainer's even_batches=True.")
         if self.lambda0 is None and self.mode in ("hard", "linear"):
             self._calibrate_lambda0(gathered[:, 0])
+        self.schedule(step, epoch, max_steps)  # after the calibration, which sets the λ0 that λ(s) grows from
         weights, components = self_paced_weights(gathered[:, 0], self.mode, self.keep_fraction, self.lam)
         self.threshold = components["threshold"]
         start = getattr(accelerator, "process_index", 0) * stats.size(0)
@@ -142,7 +142,6 @@ class SelfPacedState:
         """λ0 = the q0 quantile of the first global micro-batch's d_i, so `hard`/`linear` start by keeping about a
         fraction q0 whatever the scale of the difficulty (a device tensor: no sync; identical on every rank)."""
         self.lambda0 = torch.quantile(difficulty.float(), self.q0).clamp_min(1e-6)
-        self.lam = self.lambda0 * self.growth**self.epoch
 
     def draw_uniform(self, num_local: int, accelerator: Any, device: torch.device | str | None = None) -> torch.Tensor:
         """`[num_local]` U[0, 1) draws for this rank: every rank draws the global batch and keeps its slice, so N
