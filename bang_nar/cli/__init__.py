@@ -26,6 +26,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | None:
+    """The subcommand's namespace (flags of `passthrough` subcommands left in `args.args` for HfArgumentParser;
+    other unknown flags are an argparse error), or None when no COMMAND is named."""
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        return None
+    if getattr(args, "passthrough", False):
+        args.args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse a whole command line without running it (argparse errors exit 2, `--help` exits 0).
 
@@ -33,15 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     dataclasses are in `args.parsed`.
     """
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command is None:
+    args = _parse(parser, argv)
+    if args is None:
         parser.print_help(sys.stderr)
         parser.exit(2, "bang-nar: error: name a COMMAND.\n")
     if getattr(args, "passthrough", False):
-        args.args = extra
-        args.parsed = args.parse(extra)
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.parsed = args.parse(args.args)
     return args
 
 
@@ -49,14 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     from ._args import CLIError
 
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command is None:
+    args = _parse(parser, argv)
+    if args is None:
         parser.print_help()
         return 2
-    if getattr(args, "passthrough", False):
-        args.args = extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.run(args) or 0)
     except CLIError as error:
