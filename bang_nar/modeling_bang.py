@@ -328,7 +328,7 @@ class BangNgramSelfAttention(BangAttention):
         query_start: int = 0,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """`attention_bias` / `relative_buckets` are [Lq, Lk] over all rows of `hidden_states` (queries) and
-        all keys; rows before `query_start` are dropped here."""
+        all keys (`relative_buckets` may be [B, Lq, Lk]); rows before `query_start` are dropped here."""
         batch_size = hidden_states.size(0)
         query_states = hidden_states[:, query_start:] if query_start else hidden_states
         num_queries = query_states.size(1)
@@ -345,8 +345,10 @@ class BangNgramSelfAttention(BangAttention):
 
         relative = self.relative_linear(query_states).view(batch_size, num_queries, self.num_buckets, self.num_heads)
         relative = relative.permute(0, 3, 1, 2)  # [B, Lq, buckets, H] -> [B, H, Lq, buckets]
-        buckets = relative_buckets[query_start:] if query_start else relative_buckets
-        index = buckets.expand(batch_size, self.num_heads, *buckets.shape)  # [B, H, Lq, Lk]
+        buckets = relative_buckets[..., query_start:, :] if query_start else relative_buckets
+        if buckets.dim() == 3:  # per-sample buckets [B, Lq, Lk] (pretraining on document positions)
+            buckets = buckets[:, None]
+        index = buckets.expand(batch_size, self.num_heads, *buckets.shape[-2:])  # [B, H, Lq, Lk]
         bias = torch.gather(relative, dim=-1, index=index)
         bias = bias + (attention_bias[query_start:] if query_start else attention_bias)
 

@@ -3,18 +3,21 @@
 BANG's pretraining code was never released. This module implements the reconstruction of
 `shared/docs/bang_pretraining.md` (tags there: [V] verified, [I] inferred):
 
-- decoder rows `[main (T), P_0 (T), ..., P_{n-1} (T)]`. Main row j is `E[prev_j] + P[j+1]`; every [MASK] slot is
-  the same `e_ng + P[t+2]` whatever its stream (§2.2 [V]);
+- decoder rows `[main (T), P_0 (T), ..., P_{n-1} (T)]`. Main row j is `E[prev_j] + P[p_j]`, where p_j is the
+  document position of prev_j (MASS `positions`, the released hooks' "real positions", §2.1 [V]); every [MASK] slot
+  is the same `e_ng + P[p_t + 1]` whatever its stream (§2.2 [V]). Without `positions`, p_j = j + 1 (fine-tuning);
 - the visibility rule of §3.1 [I]: slot `P_s@t` (predicts `target[t]`) sees main rows `j <= max(t-s, 0)` and the
   slots `P_{s'}@(t-s+s')`, `s' <= s`, of its own anti-diagonal group; main rows are causal among themselves;
-- buckets: `bucket(t-j+1)` for main keys, `bucket(t-r)` for slot keys (§3.1 [I]);
+- buckets from the same positions, as `cal_pretrain_relative_positions` computes them (§2.1 [V code]):
+  `bucket(p_t-p_j+1)` for main keys, `bucket(p_t-p_r)` for slot keys (§3.1 [I]);
 - the loss of §2.3 [V code]: stream s is supervised at t iff `target_idx[t] >= s`; label-smoothed NLL summed over
   all supervised (stream, position) pairs with equal weight and divided by their number. Per-stream weights are an
   option (default all 1, i.e. the released criterion).
 
 Choices where the sources are silent (open questions of §6), each a parameter:
-- positions are the fine-tuning ones, 1..T over the concatenated target, not real document positions (§6 item 8):
-  the shared attention layers take batch-independent buckets;
+- whether pretraining really fed document positions (§6 item 8): `SpanMaskingCollator(document_positions=True)`
+  (default) emits them, as the hooks expect; `False` pretrains on the fine-tuning positions 1..T of the concatenated
+  spans instead;
 - `num_streams` n defaults to `config.num_streams` (9, inferred from "9gram", §2.5).
 
 Every weight is the fine-tuning model's: `BangForPreTraining` is a `BangForConditionalGeneration` whose forward
@@ -45,33 +48,38 @@ from .modeling_bang import (
 
 
 def cross_stream_pattern(
-    num_rows: int, num_streams: int, device: torch.device | str | None = None
+    num_rows: int,
+    num_streams: int,
+    device: torch.device | str | None = None,
+    positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Visibility and distances of the cross-stream visible n-stream decoder (§3.1, §3.3).
 
     Rows and columns are `[main (T), P_0 (T), ..., P_{n-1} (T)]` with T = `num_rows`, n = `num_streams`.
     Returns `(visible [(1+n)T, (1+n)T] bool, distance [(1+n)T, (1+n)T] long)`, where `distance` = query position
-    minus key position as `relative_position_bucket` takes it: `t-j` main→main, `t-j+1` slot→main (main keys are
-    looked up at pos-1, `cal_pretrain_relative_positions`), `t-r` slot→slot. Invisible entries hold 0.
+    minus key position as `relative_position_bucket` takes it: `p_t-p_j` main→main, `p_t-p_j+1` slot→main (main keys
+    are looked up at pos-1, `cal_pretrain_relative_positions`), `p_t-p_r` slot→slot. Invisible entries hold 0.
+    `p` is the row index (fine-tuning positions) or, with `positions` [B, T] (each row's document position, §2.1),
+    those positions; `distance` is then `[B, (1+n)T, (1+n)T]`. Visibility depends on row indices only.
     """
     t = torch.arange(num_rows, device=device)
     size = (1 + num_streams) * num_rows
     visible = torch.zeros(size, size, dtype=torch.bool, device=device)
-    distance = torch.zeros(size, size, dtype=torch.long, device=device)
-    query_minus_key = t[:, None] - t[None, :]  # [T, T]
-    visible[:num_rows, :num_rows] = query_minus_key >= 0
-    distance[:num_rows, :num_rows] = query_minus_key
+    query_minus_key = t[:, None] - t[None, :] if positions is None else positions[:, :, None] - positions[:, None, :]
+    distance = query_minus_key.new_zeros(*query_minus_key.shape[:-2], size, size)
+    visible[:num_rows, :num_rows] = query_minus_key.new_ones(num_rows, num_rows, dtype=torch.bool).tril()
+    distance[..., :num_rows, :num_rows] = query_minus_key
     for s in range(num_streams):
         rows = slice((1 + s) * num_rows, (2 + s) * num_rows)
         group = t - s  # the last golden main row each query of stream s may see (clamped below at 0)
         visible[rows, :num_rows] = t[None, :] <= group.clamp(min=0)[:, None]
-        distance[rows, :num_rows] = query_minus_key + 1
+        distance[..., rows, :num_rows] = query_minus_key + 1
         for earlier in range(s + 1):  # the group's slots of streams 0..s
             cols = slice((1 + earlier) * num_rows, (2 + earlier) * num_rows)
             key_row = group + earlier
             visible[rows, cols] = (t[None, :] == key_row[:, None]) & (key_row[:, None] >= 0)
-            distance[rows, cols] = query_minus_key
-    return visible, distance
+            distance[..., rows, cols] = query_minus_key
+    return visible, distance.masked_fill(~visible, 0)
 
 
 def stream_supervision(labels: torch.Tensor, target_idx: torch.Tensor, num_streams: int) -> torch.Tensor:
@@ -110,27 +118,40 @@ def cross_stream_decoder(
     decoder_input_ids: torch.Tensor,
     num_streams: int,
     visible: torch.Tensor | None = None,
+    positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run the shared decoder layers on `[main, P_0..P_{n-1}]` rows → last hidden states [B, (1+n)T, D].
 
-    `visible` overrides the §3.1 pattern (tests restrict a group to reproduce NAR mode).
+    `positions` [B, T]: each main row's document position (MASS `positions`: the 1-based index of the prev token,
+    §2.1); its slots sit at `positions + 1`, and buckets come from these positions. None: the fine-tuning
+    positions 1..T. `visible` overrides the §3.1 pattern (tests restrict a group to reproduce NAR mode).
     """
     decoder = model.get_decoder()
     config = model.config
     batch_size, num_rows = decoder_input_ids.shape
-    if num_rows + 1 > config.max_position_embeddings:
-        raise ValueError(
-            f"The pretraining target has {num_rows} rows but the decoder has positions for "
-            f"{config.max_position_embeddings - 1} (the [MASK] slots look up pos+1); use shorter or fewer spans."
-        )
     device = decoder_input_ids.device
-    positions = torch.arange(1, num_rows + 1, device=device)  # fine-tuning positions (module docstring)
+    if positions is None:
+        positions = torch.arange(1, num_rows + 1, device=device).expand(batch_size, -1)
+        row_positions = None  # batch-independent buckets
+    else:
+        positions = row_positions = positions.to(device)
+    # The highest [MASK] slot position (pos+1) must have an embedding. Document positions index the source, so its
+    # length bounds them without reading the tensor (no host sync).
+    if row_positions is None:
+        highest, what = num_rows + 1, f"target has {num_rows} rows"
+    else:
+        highest, what = encoder_hidden_states.size(1), f"source has {encoder_hidden_states.size(1)} tokens"
+    if highest > config.max_position_embeddings:
+        raise ValueError(
+            f"The pretraining {what}, so its [MASK] slots need decoder position {highest}, but the model has "
+            f"max_position_embeddings={config.max_position_embeddings}; use shorter chunks or fewer spans."
+        )
     main = decoder.embed_tokens(decoder_input_ids) + decoder.embed_positions(positions)
     slots = decoder.ngram_input_embed.weight[0] + decoder.embed_positions(positions + 1)  # same in every stream
-    hidden = torch.cat([main, slots.repeat(num_streams, 1).expand(batch_size, -1, -1)], dim=1)
+    hidden = torch.cat([main, slots.repeat(1, num_streams, 1)], dim=1)
     hidden = F.dropout(decoder.emb_layer_norm(hidden), config.dropout, model.training)
 
-    pattern_visible, distance = cross_stream_pattern(num_rows, num_streams, device)
+    pattern_visible, distance = cross_stream_pattern(num_rows, num_streams, device, row_positions)
     visible = pattern_visible if visible is None else visible
     bias = _bias_from_visibility(visible, hidden.dtype)
     buckets = relative_position_bucket(distance, config.num_buckets, config.relative_max_distance)
@@ -154,6 +175,7 @@ def pretraining_forward(
     smoothing_eps: float | None = None,
     block_size: int | None = None,
     return_logits: bool = False,
+    positions: torch.Tensor | None = None,
 ) -> BangPreTrainingOutput:
     """The n-stream pretraining forward (§3) and loss (§2.3) of `model`, sharing all its weights.
 
@@ -168,6 +190,8 @@ def pretraining_forward(
         stream_weights: one weight per stream (default 1 each: the released criterion).
         smoothing_eps: ε of the label-smoothed loss, default `config.label_smoothing`.
         return_logits: also return every slot's logits [B, n, T, V] (tests, analysis).
+        positions (`[B, T]`): each target's prev-token position in the document (`SpanMaskingCollator` output,
+            §2.1 hooks); None: the fine-tuning positions 1..T (semi-NAR fine-tuning).
     """
     config = model.config
     num_streams = num_streams or config.num_streams
@@ -187,7 +211,7 @@ def pretraining_forward(
         attention_mask = input_ids.ne(config.pad_token_id).long()
 
     hidden = cross_stream_decoder(
-        model, encoder_outputs.last_hidden_state, attention_mask, decoder_input_ids, num_streams
+        model, encoder_outputs.last_hidden_state, attention_mask, decoder_input_ids, num_streams, positions=positions
     )
     batch_size, num_rows = decoder_input_ids.shape
     slots = hidden[:, num_rows:].view(batch_size, num_streams, num_rows, -1)  # [B, n, T, D]
@@ -288,6 +312,7 @@ class BangForPreTraining(BangForConditionalGeneration):
         smoothing_eps: float | None = None,
         block_size: int | None = None,
         return_logits: bool = False,
+        positions: torch.Tensor | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ):
@@ -306,7 +331,7 @@ class BangForPreTraining(BangForConditionalGeneration):
             self, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
             labels=labels, target_idx=target_idx, encoder_outputs=encoder_outputs, num_streams=num_streams,
             stream_weights=stream_weights, smoothing_eps=smoothing_eps, block_size=block_size,
-            return_logits=return_logits,
+            return_logits=return_logits, positions=positions,
         )
 
     def prepare_inputs_for_generation(self, *args, **kwargs):

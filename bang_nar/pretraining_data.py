@@ -9,8 +9,9 @@ BANG is inferred]. This module reproduces it with `datasets` and a collator, add
    into chunks of `max_length` tokens (`--sample-break-mode none`); a shorter tail stays a shorter chunk.
 3. `SpanMaskingCollator`: per chunk and per `span_block_size`-token block from index 1, one span of
    `int(len(block) · mask_ratio)` tokens at a uniform start. The spans of a chunk are concatenated into one target;
-   the decoder input is the token before each target; `target_idx` is the index inside its span. In the source,
-   span tokens become `[MASK]` / stay / become a random token with probabilities 0.8 / 0.1 / 0.1.
+   the decoder input is the token before each target; `target_idx` is the index inside its span; `positions` is
+   each target's index in the chunk, which is its prev token's 1-based position (MASS `positions`, §2.1). In the
+   source, span tokens become `[MASK]` / stay / become a random token with probabilities 0.8 / 0.1 / 0.1.
 
 Every ratio is a field. Defaults are MASS's (64-token blocks, 15%: 9-token spans for full blocks, hence the
 inferred n = 9 streams).
@@ -110,8 +111,9 @@ class SpanMaskingCollator:
     """MASS-style span masking with `target_idx` (module docstring). Call it on features with `input_ids`.
 
     Returns `input_ids` / `attention_mask` (masked source, right-padded), `decoder_input_ids` (the token before
-    each target, padded with pad), `labels` (span tokens, -100 padding) and `target_idx` (index inside the span,
-    -1 padding), all `[B, ·]` long tensors.
+    each target, padded with pad), `labels` (span tokens, -100 padding), `target_idx` (index inside the span,
+    -1 padding) and, with `document_positions`, `positions` (each target's index in the chunk, 0 padding), all
+    `[B, ·]` long tensors.
 
     Fields:
         tokenizer: gives `pad_token_id`, `mask_token_id`, the special ids and the vocabulary size.
@@ -122,6 +124,9 @@ class SpanMaskingCollator:
         first_maskable: blocks start at this index (MASS 1: every span has a token before it).
         generator: a seeded `torch.Generator` for reproducible masks (default: torch's global RNG, which the
             Trainer seeds).
+        document_positions: emit `positions`, so the decoder places each target at its place in the document,
+            as the released hooks expect (§2.1, §6 item 8). False: the fine-tuning positions 1..T of the
+            concatenated spans.
     """
 
     tokenizer: Any
@@ -132,6 +137,7 @@ class SpanMaskingCollator:
     random_prob: float = 0.1
     first_maskable: int = 1
     generator: torch.Generator | None = None
+    document_positions: bool = True
     _random_ids: torch.Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -170,7 +176,7 @@ class SpanMaskingCollator:
         return torch.where(choice == 0, masked, torch.where(choice == 1, tokens, random))
 
     def __call__(self, features: Iterable[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        sources, prevs, targets, indices = [], [], [], []
+        sources, prevs, targets, indices, position_rows = [], [], [], [], []
         for feature in features:
             tokens = torch.as_tensor(feature["input_ids"], dtype=torch.long)
             spans = self.span_positions(len(tokens))
@@ -179,18 +185,21 @@ class SpanMaskingCollator:
             if len(positions):
                 source[positions] = self._replace(tokens[positions])
             sources.append(source)
+            position_rows.append(positions)
             prevs.append(tokens[positions - 1] if len(positions) else positions)
             targets.append(tokens[positions] if len(positions) else positions)
             indices.append(torch.tensor([i for span in spans for i in range(len(span))], dtype=torch.long))
         pad = self.tokenizer.pad_token_id
-        input_ids = _pad(sources, pad)
-        return {
-            "input_ids": input_ids,
+        batch = {
+            "input_ids": _pad(sources, pad),
             "attention_mask": _pad([torch.ones_like(s) for s in sources], 0),
             "decoder_input_ids": _pad(prevs, pad),
             "labels": _pad(targets, -100),
             "target_idx": _pad(indices, -1),
         }
+        if self.document_positions:
+            batch["positions"] = _pad(position_rows, 0)
+        return batch
 
 
 def _pad(rows: list[torch.Tensor], value: int) -> torch.Tensor:

@@ -36,7 +36,10 @@ def test_pretrain_resume_and_continue(tmp_path, capsys):
     for mode, options in {"ar": {}, "nar": {}, "semi_nar": {"block_size": 2}}.items():
         assert model.generate(source, mode=mode, max_new_tokens=4, **options).size(0) == 1
     card = (out / "README.md").read_text()
-    assert "reconstruction" in card and "3 [MASK] streams" in card
-    # Continue pretraining from the saved model with per-stream weights.
-    assert main(_args(corpus, tmp_path / "more", 1, "--model_name_or_path", str(out), "--stream_weights", "1,0.5,0.5")) == 0
+    assert "reconstruction" in card and "3 [MASK] streams" in card and "position in the document" in card
+    # Continue pretraining from the saved model with per-stream weights, on the fine-tuning positions 1..T.
+    more = tmp_path / "more"
+    assert main(_args(corpus, more, 1, "--model_name_or_path", str(out), "--stream_weights", "1,0.5,0.5",
+                      "--no_document_positions")) == 0
     assert "last per-stream losses" in capsys.readouterr().err
+    assert "fine-tuning positions 1..T" in (more / "README.md").read_text()

@@ -169,3 +169,30 @@ def test_block_targets_for_semi_nar_fine_tuning(model):
     assert out.stream_counts.tolist() == [7, 3]  # stream 1 only at odd rows 1, 3, 5
     whole = pretraining_forward(model, input_ids, mask, labels=labels, num_streams=2)
     assert whole.stream_counts.tolist() == [7, 6]  # one span: every row but the first
+
+
+def test_document_positions_set_embeddings_and_buckets_per_sample(model):
+    """Document positions (§2.1 hooks): buckets follow them per sample; 1..T reproduces the default positions."""
+    input_ids, mask, labels = random_batch(batch_size=2, target_length=5)
+    labels = labels.masked_fill(labels.eq(-100), 5)
+    prev = model.prepare_decoder_input_ids_from_labels(labels)
+    spans = torch.tensor([[1, 2, 3, 6, 7], [1, 2, 3, 4, 5]])  # sample 0: two spans; sample 1: contiguous
+    visible, distance = cross_stream_pattern(5, 2, positions=spans)
+    assert distance.shape == (2, 15, 15) and torch.equal(visible, cross_stream_pattern(5, 2)[0])
+    # P0@3 (document position 6) -> main row 1 (position 2): 6 - 2 + 1; P1@4 -> P0@3: 7 - 6.
+    assert distance[0, 5 + 3, 1] == 5 and distance[0, 10 + 4, 5 + 3] == 1 and distance[0, 1, 3] == 0  # invisible
+    assert torch.equal(distance[1], cross_stream_pattern(5, 2)[1])
+    with torch.no_grad():
+        default = pretraining_forward(model, input_ids, mask, prev, labels, num_streams=2, return_logits=True)
+        explicit = pretraining_forward(model, input_ids, mask, prev, labels, num_streams=2, return_logits=True,
+                                       positions=torch.arange(1, 6).expand(2, -1))
+        moved = pretraining_forward(model, input_ids, mask, prev, labels, num_streams=2, return_logits=True,
+                                    positions=spans)
+    assert torch.allclose(explicit.logits, default.logits, atol=ATOL)  # the per-sample bucket path
+    assert torch.allclose(moved.logits[1], default.logits[1], atol=ATOL)  # sample 1 is at 1..T: no leak across samples
+    assert not torch.allclose(moved.logits[0], default.logits[0], atol=1e-3)
+    # Document positions index the source: a source longer than the decoder's positions is refused up front.
+    wide = tiny_model(max_source_positions=model.config.max_position_embeddings + 8)
+    long_source = torch.randint(5, 100, (1, model.config.max_position_embeddings + 1))
+    with pytest.raises(ValueError, match="source has 65 tokens.*max_position_embeddings=64"):
+        pretraining_forward(wide, long_source, labels=labels[:1], positions=spans[:1])

@@ -42,6 +42,10 @@ def test_collator_on_a_hand_checked_sentence(tokenizer, tmp_path):
     assert _words(tokenizer, batch["labels"][1]) == "document here [SEP]"
     assert batch["labels"][1, 3:].eq(-100).all() and batch["target_idx"][1].tolist() == [0, 1, 2, -1, -1]
     assert batch["decoder_input_ids"][1].tolist()[3:] == [tokenizer.pad_token_id] * 2
+    # Document positions (MASS `positions`): each target's index in the chunk = its prev token's 1-based position.
+    assert batch["positions"].tolist() == [[2, 3, 4, 8, 9], [2, 3, 4, 0, 0]]
+    plain = FixedSpans(tokenizer, mask_prob=1.0, keep_prob=0.0, random_prob=0.0, document_positions=False)([chunks[0]])
+    assert "positions" not in plain and set(plain) == set(batch) - {"positions"}
 
 
 def test_replacement_probabilities(tokenizer):

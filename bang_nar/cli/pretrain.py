@@ -36,6 +36,9 @@ class PretrainArguments:
     mask_prob: float = field(default=0.8, metadata={"help": "Share of span tokens replaced by [MASK] in the source."})
     keep_prob: float = field(default=0.1, metadata={"help": "Share of span tokens kept in the source."})
     random_prob: float = field(default=0.1, metadata={"help": "Share of span tokens replaced by a random token."})
+    document_positions: bool = field(default=True, metadata={
+        "help": "Give each masked token its position in the document, as the released hooks expect; "
+                "--no_document_positions uses the fine-tuning positions 1..T of the concatenated spans."})
 
 
 def add_parser(subparsers) -> None:
@@ -120,7 +123,8 @@ def pretrain(data_args: PretrainArguments, model_args, training_args):
     chunks = pack_documents(text, tokenizer, data_args.max_source_length, text_column=data_args.text_column)
     collator = SpanMaskingCollator(tokenizer, span_block_size=data_args.span_block_size,
                                    mask_ratio=data_args.mask_ratio, mask_prob=data_args.mask_prob,
-                                   keep_prob=data_args.keep_prob, random_prob=data_args.random_prob)
+                                   keep_prob=data_args.keep_prob, random_prob=data_args.random_prob,
+                                   document_positions=data_args.document_positions)
     resume = training_args.resume_from_checkpoint
     if resume == "last":
         resume = get_last_checkpoint(training_args.output_dir)
@@ -164,6 +168,9 @@ def _write_card(trainer, data_args: PretrainArguments, init: str, weights) -> No
         span_block_size=data_args.span_block_size,
         mask_ratio=data_args.mask_ratio,
         replace_probs=f"{data_args.mask_prob:g}/{data_args.keep_prob:g}/{data_args.random_prob:g}",
+        positions="each masked token at its position in the document, as the released code's unused hooks expect "
+                  "(relative buckets from the same positions)" if data_args.document_positions else
+                  "fine-tuning positions 1..T over the concatenated spans (`--no_document_positions`)",
         dataset=display_name(data_args.data),
         init=display_name(init) if Path(init).exists() else init,
         steps=trainer.state.global_step,
