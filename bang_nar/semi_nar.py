@@ -127,10 +127,13 @@ def generate_semi_nar(
         visible, distance = semi_nar_step_pattern(num_new, num_past, k, device)
         bias = _bias_from_visibility(visible, dtype)
         buckets = relative_position_bucket(distance, config.num_buckets, config.relative_max_distance)
-        for layer in decoder.layers:
+        last = len(decoder.layers) - 1
+        for index, layer in enumerate(decoder.layers):
             # num_main + cache: the main rows' keys/values join the KV cache; the slots' do not (AR-mode layout).
-            hidden = layer(hidden, bias, buckets, states, encoder_bias, num_new, cache)
-        tokens = model.lm_head(hidden[:, num_new:]).argmax(-1)  # [B, k]
+            # The last layer computes the slots only: nothing reads the main rows' outputs (as in AR mode).
+            hidden = layer(hidden, bias, buckets, states, encoder_bias, num_new, cache,
+                           query_start=num_new if index == last else 0)
+        tokens = model.lm_head(hidden).argmax(-1)  # [B, k]
         # After a row's first [SEP] (in an earlier block or earlier in this one) it only gets pads.
         is_eos = tokens.eq(config.eos_token_id).long()
         after_eos = finished[:, None] | ((is_eos.cumsum(1) - is_eos) > 0)
