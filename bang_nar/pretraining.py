@@ -286,6 +286,31 @@ def semi_nar_forward(
     )  # fmt: skip
 
 
+@torch.no_grad()
+def encoder_gap(model: torch.nn.Module, batch: dict[str, torch.Tensor], **forward_kwargs) -> torch.Tensor:
+    """How much the decoder reads the source: the pretraining loss of `batch` with each sample's source swapped for
+    the next sample's (decoder inputs and targets unchanged), minus the loss with its own source; dropout off.
+
+    `model` is a `BangForPreTraining` (or its DDP/FSDP wrapper); `batch` is a `SpanMaskingCollator` output with at
+    least 2 samples (else nan); `forward_kwargs` go to both forwards (`num_streams`, ...). Near 0 means the decoder
+    models the spans as a language model and ignores the encoder. Tiny CPU runs show exactly that: the encoder's
+    last layer collapses to a constant within ~50 steps (README, "Pretraining"), so watch this grow in a real run.
+    """
+    if batch["input_ids"].size(0) < 2:
+        return torch.full((), float("nan"), device=batch["input_ids"].device)
+    was_training = model.training
+    model.eval()
+    try:
+        own = model(**batch, **forward_kwargs).loss
+        swapped = dict(batch, input_ids=batch["input_ids"].roll(1, 0))
+        if "attention_mask" in batch:
+            swapped["attention_mask"] = batch["attention_mask"].roll(1, 0)
+        other = model(**swapped, **forward_kwargs).loss
+    finally:
+        model.train(was_training)
+    return other - own
+
+
 class BangForPreTraining(BangForConditionalGeneration):
     """`BangForConditionalGeneration` whose `forward` runs the n-stream pretraining objective by default.
 
@@ -351,7 +376,8 @@ class BangForPreTraining(BangForConditionalGeneration):
 
 class BangPreTrainer(Trainer):
     """`Trainer` for `BangForPreTraining` that logs each stream's loss (`loss_stream_s`, mean per supervised
-    prediction since the last log, summed over processes) next to the total `loss`.
+    prediction since the last log, summed over processes) next to the total `loss`, and `encoder_gap` (see
+    `encoder_gap`; on the logged step's first micro-batch, averaged over processes; `log_encoder_gap=False` skips it).
 
     `num_streams` / `stream_weights` / `block_size` are passed to every pretraining forward (None: the defaults).
     Semi-NAR fine-tuning (n = k streams, `target_idx = t mod k`) is `SPMDTrainingArguments(train_mode="semi_nar")`
@@ -364,18 +390,32 @@ class BangPreTrainer(Trainer):
         num_streams: int | None = None,
         stream_weights: list[float] | None = None,
         block_size: int | None = None,
+        log_encoder_gap: bool = True,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.num_streams = num_streams
         self.stream_weights = stream_weights
         self.block_size = block_size
+        self.log_encoder_gap = log_encoder_gap
         self._stream_sums: torch.Tensor | None = None
         self._stream_counts: torch.Tensor | None = None
+        self._encoder_gap: tuple[int, torch.Tensor] | None = None  # (optimizer step, gap) of the next log
+
+    def _encoder_gap_due(self) -> bool:
+        """True on the first micro-batch of an optimizer step that ends in a (step-based) log."""
+        if not self.log_encoder_gap or self.args.logging_strategy != "steps" or not self.state.logging_steps:
+            return False
+        step = self.state.global_step + 1
+        return step % self.state.logging_steps == 0 and (self._encoder_gap is None or self._encoder_gap[0] != step)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs, num_streams=self.num_streams, stream_weights=self.stream_weights,
-                        block_size=self.block_size)
+        forward_kwargs = {"num_streams": self.num_streams, "stream_weights": self.stream_weights,
+                          "block_size": self.block_size}
+        outputs = model(**inputs, **forward_kwargs)
+        if model.training and self._encoder_gap_due():
+            # Two extra forwards per log (no grad): does the decoder read the encoder yet? (`encoder_gap`)
+            self._encoder_gap = (self.state.global_step + 1, encoder_gap(model, inputs, **forward_kwargs))
         if model.training:
             sums = (outputs.stream_losses.nan_to_num(0.0) * outputs.stream_counts).detach()
             counts = outputs.stream_counts.detach().to(sums.dtype)
@@ -393,6 +433,9 @@ class BangPreTrainer(Trainer):
                 if count:
                     logs[f"loss_stream_{s}"] = round(total / count, 4)
             self._stream_sums = self._stream_counts = None
+            if self._encoder_gap is not None and self._encoder_gap[0] == self.state.global_step:
+                gap = self.accelerator.reduce(self._encoder_gap[1].float(), reduction="mean")
+                logs["encoder_gap"] = round(gap.item(), 4)
         super().log(logs, *args, **kwargs)
 
 
@@ -402,6 +445,7 @@ __all__ = [
     "BangPreTrainingOutput",
     "cross_stream_decoder",
     "cross_stream_pattern",
+    "encoder_gap",
     "pretraining_forward",
     "resolve_block_size",
     "semi_nar_forward",

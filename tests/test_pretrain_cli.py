@@ -27,7 +27,7 @@ def test_pretrain_resume_and_continue(tmp_path, capsys):
     assert main(_args(corpus, out, 2)) == 0
     assert main(_args(corpus, out, 4, "--resume_from_checkpoint", "last")) == 0
     state = (out / "checkpoint-4" / "trainer_state.json").read_text()
-    assert '"global_step": 4' in state and "loss_stream_2" in state
+    assert '"global_step": 4' in state and "loss_stream_2" in state and '"encoder_gap"' in state
     # The checkpoint is a plain BANG model (no pretraining class in config or files) and decodes every mode.
     model = BangForConditionalGeneration.from_pretrained(out)
     assert model.config.architectures == ["BangForConditionalGeneration"] and model.config.num_streams == 3

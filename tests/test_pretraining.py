@@ -8,6 +8,7 @@ from bang_nar.pretraining import (
     BangForPreTraining,
     cross_stream_decoder,
     cross_stream_pattern,
+    encoder_gap,
     pretraining_forward,
     stream_supervision,
 )
@@ -196,3 +197,20 @@ def test_document_positions_set_embeddings_and_buckets_per_sample(model):
     long_source = torch.randint(5, 100, (1, model.config.max_position_embeddings + 1))
     with pytest.raises(ValueError, match="source has 65 tokens.*max_position_embeddings=64"):
         pretraining_forward(wide, long_source, labels=labels[:1], positions=spans[:1])
+
+
+def test_encoder_gap_measures_whether_the_decoder_reads_the_source(model):
+    pretrainer = BangForPreTraining(model.config)
+    pretrainer.load_state_dict(model.state_dict())
+    input_ids, mask, labels = random_batch()
+    batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    pretrainer.train()
+    gap = encoder_gap(pretrainer, batch, num_streams=3)
+    assert pretrainer.training and abs(gap.item()) > 1e-3  # mode restored; this decoder reads the source
+    # A decoder cut off from the encoder (cross-attention outputs zero) gives the same loss for any source.
+    with torch.no_grad():
+        for layer in pretrainer.get_decoder().layers:
+            layer.encoder_attn.out_proj.weight.zero_()
+            layer.encoder_attn.out_proj.bias.zero_()
+    assert encoder_gap(pretrainer, batch, num_streams=3).item() == 0.0
+    assert encoder_gap(pretrainer, {k: v[:1] for k, v in batch.items()}).isnan()  # one sample: nothing to swap
