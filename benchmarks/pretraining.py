@@ -3,20 +3,25 @@
 Part A (`raw`): a tiny BANG pretrains with `BangPreTrainer` on shared raw text (Gigaword sample articles, word-level
 vocabulary); the per-stream losses of the first and last logging windows are compared.
 
-Part B (`controlled`): the controlled lexical task (`bang_nar.multimodality`). One tiny model pretrains on text of
-a disjoint task draw: `--pretrain-text unpaired` (the sources and, shuffled separately, the targets: no source next
-to its translation; its words are i.i.d., so span masking there can teach word frequencies and little else),
-`paired` (each `source target` pair as one document, as in translation-language-model pretraining) or
-`interleaved` (each source word followed by its translation: the lexicon as bigrams). Then the pretrained model and the same architecture from scratch (same
-init seed) are fine-tuned with equal budgets (same steps, batch, learning rate): AR (decoded greedy and semi-NAR
-k = 2, 4) and NAR (`bang_nar` preset). Multi-reference BLEU-4 on held-out sources.
+Part B (`controlled`): the controlled lexical task (`bang_nar.multimodality`). A tiny model pretrains once per
+`--positions` choice (document positions, the hooks' reading, and/or 1..T) on text of a disjoint task draw:
+`--pretrain-text unpaired` (the sources and, shuffled separately, the targets), `paired` (each `source target` pair
+as one document, as in translation-language-model pretraining) or `interleaved` (each source word followed by its
+translation). Then every start (scratch with the seed's init; each pretrained model) is fine-tuned with every seed
+and equal budgets (same steps, batch, learning rate): AR (decoded greedy and semi-NAR k = 4) and NAR (`bang_nar`
+preset). Exact match against the valid targets and multi-reference BLEU-4 on held-out sources, mean ± sd over seeds.
 
-    python benchmarks/pretraining.py --data-dir ../shared/data        # both parts, ~8-10 min on 1 CPU thread
-    python benchmarks/pretraining.py --parts controlled --seeds 0,1
+Part C (`qg`): Du 2017 QG. The tiny model pretrains on the raw paragraphs of the training articles (the SQuAD 1.1
+dev paragraphs; the test articles are disjoint), then it and the same architecture from scratch are fine-tuned AR
+and NAR on the 10,570 training pairs with equal budgets; BLEU-4 and ROUGE-L on the first 300 test pairs.
+
     python benchmarks/pretraining.py --parts controlled --pretrain-text interleaved --num-train 1000 \
-        --pretrain-sentences 4000 --pretrain-steps 1000 --steps 300 --out pretraining_interleaved  # README numbers
+        --pretrain-steps 1500 --pretrain-lr 2e-3 --steps 300 --seeds 0,1,2,3,4 --out pretraining_controlled
+    python benchmarks/pretraining.py --parts qg --qg-pretrain-steps 2000 --pretrain-lr 2e-3 --qg-steps 600 \
+        --seeds 0 --cache-dir .pretrain-cache --out pretraining_qg_s0    # then --seeds 1,2 in parallel (same cache)
+    python benchmarks/pretraining.py --parts raw                        # part A
 
-Outputs: Markdown tables and one JSON line; `results/pretraining.json`.
+Outputs: Markdown tables and one JSON line; `results/<--out>.json`.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from typing import Any
 import torch
 
 import pipeline
-from common import RESULTS_DIR, finish_machine_info, machine_info, markdown_table, print_json_line, set_threads, write_json
+from common import (RESULTS_DIR, finish_machine_info, machine_info, markdown_table, mean_sd, print_json_line,
+                    set_threads, write_json)
 
 DIMS = {"d_model": 128, "layers": 2, "heads": 4, "ffn": 256}
 
@@ -70,6 +76,22 @@ def stream_windows(history: list[dict[str, Any]], num_streams: int, window: int)
         first, last = sum(values[:window]) / window, sum(values[-window:]) / window
         rows.append({"stream": s, "first": first, "last": last, "drop": first - last})
     return rows
+
+
+@torch.no_grad()
+def encoder_use(model, chunks, collator, num_streams: int, size: int = 64) -> dict[str, float]:
+    """Does the decoder read the encoder, on `size` chunks? `gap`: `bang_nar.pretraining.encoder_gap` (pretraining
+    loss with another chunk's source minus with its own; 0 = ignored). `spread`: std of the encoder's output
+    across the chunks (mean over positions and features); about 0.6 at init, near 0 once the encoder has collapsed
+    to a constant."""
+    from bang_nar.pretraining import BangForPreTraining, encoder_gap
+
+    probe = BangForPreTraining(model.config)
+    probe.load_state_dict(model.state_dict())
+    batch = collator([chunks[i] for i in range(min(size, len(chunks)))])
+    gap = encoder_gap(probe, batch, num_streams=num_streams).item()
+    states = probe.eval().get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    return {"gap": gap, "spread": states.last_hidden_state.std(0).mean().item()}
 
 
 def part_raw(args) -> dict[str, Any]:
@@ -127,7 +149,8 @@ def paired_corpus(num_modes: int, size: int, seed: int, interleaved: bool = Fals
     return [f"{source} {target}" for source, target in pairs]
 
 
-def part_controlled(args, seed: int) -> dict[str, Any]:
+def part_controlled(args) -> dict[str, Any]:
+    """Pretrain once per position choice, then fine-tune each start with every seed (scratch: that seed's init)."""
     import datasets
 
     from bang_nar.data import tokenize_pairs
@@ -136,12 +159,12 @@ def part_controlled(args, seed: int) -> dict[str, Any]:
     from bang_nar.pretraining import BangForPreTraining
     from bang_nar.pretraining_data import SpanMaskingCollator, pack_documents
 
-    task = make_multimodality_task(args.num_modes, args.num_train, args.num_eval, seed)
+    task = make_multimodality_task(args.num_modes, args.num_train, args.num_eval, args.task_seed)
     tokenizer = build_word_tokenizer(task)
     train_set, _ = tokenize_pairs(task.train, tokenizer, 16, 16)
     eval_set, _ = tokenize_pairs(task.eval, tokenizer, 16, 16)
     # Disjoint draw: a different seed, and no eval source appears in it.
-    draw = (args.num_modes, args.pretrain_sentences, 10_000 + seed)
+    draw = (args.num_modes, args.pretrain_sentences, 10_000 + args.task_seed)
     documents = {"unpaired": lambda: unpaired_corpus(*draw), "paired": lambda: paired_corpus(*draw),
                  "interleaved": lambda: paired_corpus(*draw, interleaved=True)}[args.pretrain_text]()
     # The source words of each document (a pair's target has as many words as its source).
@@ -149,46 +172,163 @@ def part_controlled(args, seed: int) -> dict[str, Any]:
     eval_sources = {tuple(s.split()) for s in task.eval["source"]}
     documents = [d for d in documents if tuple(source_of[args.pretrain_text](d.split())) not in eval_sources]
     chunks = pack_documents(datasets.Dataset.from_dict({"text": documents}), tokenizer, 32)
-    collator = SpanMaskingCollator(tokenizer, span_block_size=8, mask_ratio=0.5,
-                                   generator=torch.Generator().manual_seed(seed))
     config = pipeline.bang_config(tokenizer, DIMS, max_positions=32)
     config.num_streams = 4
-    torch.manual_seed(seed)
-    scratch = BangForConditionalGeneration(config)
+
+    def init(seed: int) -> BangForConditionalGeneration:
+        torch.manual_seed(seed)
+        return BangForConditionalGeneration(config)
+
+    starts: dict[str, Any] = {}
+    pretraining: dict[str, Any] = {}
+    for positions in args.positions.split(","):
+        model = BangForPreTraining(config)
+        model.load_state_dict(init(args.pretrain_seed).state_dict())  # scratch seed `pretrain_seed` + pretraining
+
+        def collator(seed: int) -> SpanMaskingCollator:
+            return SpanMaskingCollator(tokenizer, span_block_size=8, mask_ratio=0.5, document_positions=positions ==
+                                       "document", generator=torch.Generator().manual_seed(seed))
+
+        at_init = encoder_use(model, chunks, collator(1), 4)
+        history, seconds = pretrain(model, chunks, collator(args.pretrain_seed), steps=args.pretrain_steps,
+                                    batch_size=args.batch_size, lr=args.pretrain_lr, seed=args.pretrain_seed,
+                                    num_streams=4, logging_steps=10)  # fmt: skip
+        pretraining[positions] = {"seconds": seconds, "streams": stream_windows(history, 4, window=3),
+                                  "encoder_use": encoder_use(model, chunks, collator(1), 4),
+                                  "encoder_use_at_init": at_init}  # fmt: skip
+        model.__class__ = BangForConditionalGeneration  # fine-tune as a plain BANG model
+        starts[f"pretrained ({positions} positions)"] = model
+
+    recipes = {
+        "ar": ({"train_mode": "ar"}, {"ar greedy": {"mode": "ar", "num_beams": 1},
+                                      "semi_nar k=4": {"mode": "semi_nar", "block_size": 4}}),
+        "nar": ({"spmd_preset": "bang_nar"}, {"nar": {"mode": "nar"}}),
+        # Semi-NAR fine-tuning (§5 item 5): the n-stream objective on pairs, n = k = 4, target_idx = t mod 4.
+        "semi_nar k=4": ({"train_mode": "semi_nar", "semi_nar_block_size": 4},
+                         {"semi_nar k=4": {"mode": "semi_nar", "block_size": 4}}),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for seed in [int(s) for s in args.seeds.split(",") if s]:
+        hyper = {"batch_size": args.batch_size, "learning_rate": args.lr, "seed": seed, "device": "cpu"}
+        for start_name, start in [("scratch", None), *starts.items()]:
+            for recipe in args.recipes.split(","):
+                train_fields, decodes = recipes[recipe]
+                model = init(seed).train() if start is None else pipeline.fresh_copy(start)
+                train_s = pipeline.train(model, train_set, steps=args.steps, warmup_steps=args.steps // 10,
+                                         **train_fields, **hyper)
+                for decode_name, options in decodes.items():
+                    out = pipeline.decode(model, tokenizer, eval_set, options, max_new_tokens=14, batch_size=256,
+                                          device="cpu")
+                    scores = multi_reference_scores(out["texts"], task.eval["references"])
+                    runs.setdefault(f"{start_name} | {recipe} | {decode_name}", []).append({
+                        "start": start_name, "fine_tune": recipe, "decode": decode_name, "seed": seed,
+                        "bleu": scores["bleu"], "exact": scores["mode_consistency"], "train_s": train_s,
+                    })  # fmt: skip
+    rows = []
+    for key, seed_runs in runs.items():
+        exact, exact_sd = mean_sd([r["exact"] for r in seed_runs])
+        bleu, bleu_sd = mean_sd([r["bleu"] for r in seed_runs])
+        rows.append({**{k: seed_runs[0][k] for k in ("start", "fine_tune", "decode")}, "seeds": len(seed_runs),
+                     "exact": exact, "exact_sd": exact_sd, "exact_fmt": f"{exact:.1f} ± {exact_sd:.1f}",
+                     "bleu": bleu, "bleu_fmt": f"{bleu:.1f} ± {bleu_sd:.1f}",
+                     "solved": f"{sum(r['exact'] >= 90 for r in seed_runs)}/{len(seed_runs)}"})  # fmt: skip
+    return {"rows": rows, "runs": runs, "pretraining": pretraining, "chunks": len(chunks)}
+
+
+def squad_paragraphs(data_dir: Path) -> list[str]:
+    """The SQuAD 1.1 dev paragraphs: the articles of the Du QG training pairs (its test articles are disjoint), in
+    the Du files' bracket spelling."""
+    import json
+
+    with open(data_dir / "squad_v1.1" / "dev-v1.1.merged.json", encoding="utf-8") as f:
+        articles = json.load(f)["data"]
+    paragraphs = dict.fromkeys(p["context"] for a in articles for p in a["paragraphs"])  # unique, in order
+    return [p.replace("(", " -lrb- ").replace(")", " -rrb- ") for p in paragraphs]
+
+
+def part_qg(args) -> dict[str, Any]:
+    """Du QG: pretrain on the training articles' raw paragraphs, then fine-tune AR and NAR from it and from scratch
+    with equal budgets; BLEU-4 / ROUGE-L on the first `--qg-eval` test pairs."""
+    import datasets
+
+    from bang_nar.data import tokenize_pairs
+    from bang_nar.evaluation import compute_generation_metrics
+    from bang_nar.modeling_bang import BangForConditionalGeneration
+    from bang_nar.pretraining import BangForPreTraining
+    from bang_nar.pretraining_data import SpanMaskingCollator, pack_documents
+    from quality import DATASETS, SIZES, read_pairs, train_wordpiece
+
+    data_dir = Path(args.data_dir)
+    train_src, train_tgt, eval_src, eval_tgt, max_src, max_tgt = DATASETS["du2017_qg"]
+    train_pairs = read_pairs(data_dir, train_src, train_tgt, args.qg_train)
+    eval_pairs = read_pairs(data_dir, eval_src, eval_tgt, args.qg_eval)
+    paragraphs = squad_paragraphs(data_dir)
+    tokenizer = train_wordpiece(paragraphs + list(train_pairs["source"]) + list(train_pairs["target"]), 8000)
+    train_set, _ = tokenize_pairs(train_pairs, tokenizer, max_src, max_tgt)
+    eval_set, _ = tokenize_pairs(eval_pairs, tokenizer, max_src, max_tgt)
+    config = pipeline.bang_config(tokenizer, SIZES["tiny"], max_positions=128)
+    config.num_streams = args.qg_streams
+
+    def init(seed: int) -> BangForConditionalGeneration:
+        torch.manual_seed(seed)
+        return BangForConditionalGeneration(config)
+
+    chunks = pack_documents(datasets.Dataset.from_dict({"text": paragraphs}), tokenizer, args.qg_chunk)
+    cache = Path(args.cache_dir) / f"qg_pretrained_{args.qg_pretrain_steps}_{args.qg_chunk}_{args.qg_streams}.pt" \
+        if args.cache_dir else None
     pretrained = BangForPreTraining(config)
-    pretrained.load_state_dict(scratch.state_dict())  # same init: the only difference is pretraining
-    history, pretrain_s = pretrain(pretrained, chunks, collator, steps=args.pretrain_steps, batch_size=args.batch_size,
-                                   lr=args.pretrain_lr, seed=seed, num_streams=4, logging_steps=10)
-    pretrained.__class__ = BangForConditionalGeneration  # fine-tune as a plain BANG model
-    hyper = {"batch_size": args.batch_size, "learning_rate": args.lr, "seed": seed, "device": "cpu"}
-    results: dict[str, dict[str, Any]] = {}
-    for start_name, start in (("scratch", scratch), ("pretrained", pretrained)):
-        recipes = {
-            "ar": ({"train_mode": "ar"}, {"ar greedy": {"mode": "ar", "num_beams": 1},
-                                          "semi_nar k=2": {"mode": "semi_nar", "block_size": 2},
-                                          "semi_nar k=4": {"mode": "semi_nar", "block_size": 4}}),
-            "nar": ({"spmd_preset": "bang_nar"}, {"nar": {"mode": "nar"}}),
-            # Semi-NAR fine-tuning (§5 item 5): the n-stream objective on pairs, n = k = 4, target_idx = t mod 4.
-            "semi_nar k=4": ({"train_mode": "semi_nar", "semi_nar_block_size": 4},
-                             {"semi_nar k=4": {"mode": "semi_nar", "block_size": 4},
-                              "semi_nar k=2": {"mode": "semi_nar", "block_size": 2}, "nar": {"mode": "nar"}}),
-        }
-        for recipe in args.recipes.split(","):
-            train_fields, decodes = recipes[recipe]
-            model = pipeline.fresh_copy(start)
-            train_s = pipeline.train(model, train_set, steps=args.steps, warmup_steps=args.steps // 10,
-                                     **train_fields, **hyper)
-            for decode_name, options in decodes.items():
-                out = pipeline.decode(model, tokenizer, eval_set, options, max_new_tokens=14, batch_size=256,
+    pretrained.load_state_dict(init(args.pretrain_seed).state_dict())
+    info: dict[str, Any] = {"chunks": len(chunks), "paragraphs": len(paragraphs)}
+    if cache is not None and cache.exists():
+        pretrained.load_state_dict(torch.load(cache, weights_only=True))
+        info["cached"] = True
+    else:
+        collator = SpanMaskingCollator(tokenizer, span_block_size=4 * args.qg_streams, mask_ratio=0.25, generator=torch.Generator().manual_seed(args.pretrain_seed))
+        history, info["seconds"] = pretrain(pretrained, chunks, collator, steps=args.qg_pretrain_steps,
+                                            batch_size=args.batch_size, lr=args.pretrain_lr, seed=args.pretrain_seed,
+                                            num_streams=args.qg_streams, logging_steps=10)  # fmt: skip
+        info["streams"] = stream_windows(history, args.qg_streams, window=3)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(pretrained.state_dict(), cache)
+    probe = SpanMaskingCollator(tokenizer, span_block_size=4 * args.qg_streams, mask_ratio=0.25,
+                                generator=torch.Generator().manual_seed(1))
+    info["encoder_use"] = encoder_use(pretrained, chunks, probe, args.qg_streams)
+    info["encoder_use_at_init"] = encoder_use(init(args.pretrain_seed), chunks, probe, args.qg_streams)
+    pretrained.__class__ = BangForConditionalGeneration
+
+    recipes = {"ar": ({"train_mode": "ar"}, {"mode": "ar", "num_beams": 1}),
+               "nar": ({"spmd_preset": "bang_nar"}, {"mode": "nar"})}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for seed in [int(s) for s in args.seeds.split(",") if s]:
+        hyper = {"batch_size": args.batch_size, "learning_rate": args.lr, "seed": seed, "device": "cpu"}
+        for start_name in ("scratch", "pretrained"):
+            for recipe in args.recipes.split(","):
+                train_fields, decode = recipes[recipe]
+                model = init(seed).train() if start_name == "scratch" else pipeline.fresh_copy(pretrained)
+                train_s = pipeline.train(model, train_set, steps=args.qg_steps, warmup_steps=args.qg_steps // 10,
+                                         **train_fields, **hyper)
+                out = pipeline.decode(model, tokenizer, eval_set, decode, max_new_tokens=max_tgt, batch_size=100,
                                       device="cpu")
-                scores = multi_reference_scores(out["texts"], task.eval["references"])
-                results[f"{start_name} | {recipe} fine-tune | {decode_name}"] = {
-                    "start": start_name, "fine_tune": recipe, "decode": decode_name, "bleu": scores["bleu"],
-                    "mode_consistency": scores["mode_consistency"], "ms_per_sample": out["ms_per_sample"],
-                    "train_s": train_s,
-                }
-    streams = stream_windows(history, 4, window=2)
-    return {"results": results, "pretrain_s": pretrain_s, "pretrain_streams": streams, "chunks": len(chunks)}
+                scores = compute_generation_metrics(out["texts"], list(eval_pairs["target"]),
+                                                    metrics=("corpus_bleu", "rouge"))
+                run = {"start": start_name, "fine_tune": recipe, "seed": seed, "bleu": scores["bleu"],
+                       "rougeL": scores["rougeL"], "train_s": train_s, "example": out["texts"][0]}
+                runs.setdefault(f"{start_name} | {recipe}", []).append(run)
+                print(f"[qg] seed {seed} {start_name} {recipe}: BLEU-4 {run['bleu']:.2f}, ROUGE-L {run['rougeL']:.2f}, "
+                      f"{train_s:.0f} s: {run['example']}", flush=True)
+    rows = []
+    for key, seed_runs in runs.items():
+        row = {"start": seed_runs[0]["start"], "fine_tune": seed_runs[0]["fine_tune"], "seeds": len(seed_runs)}
+        for metric in ("bleu", "rougeL"):
+            mean, sd = mean_sd([r[metric] for r in seed_runs])
+            row[metric], row[metric + "_fmt"] = mean, f"{mean:.2f} ± {sd:.2f}"
+        rows.append(row)
+    return {"rows": rows, "runs": runs, "pretraining": info, "example_reference": eval_pairs["target"][0]}
+
+
+def _encoder_use_line(use: dict[str, float]) -> str:
+    return f"encoder_gap {use['gap']:+.4f}, encoder output spread {use['spread']:.4f}"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -205,7 +345,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--raw-block", type=int, default=32)
     parser.add_argument("--raw-mask-ratio", type=float, default=0.125)
     parser.add_argument("--raw-steps", type=int, default=300)
-    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="Fine-tuning seeds (scratch rows: also the init); '' "
+                        "pretrains (or loads the cache) and probes only.")
+    parser.add_argument("--pretrain-seed", type=int, default=0, help="Init seed of the one pretraining run.")
+    parser.add_argument("--task-seed", type=int, default=0)
+    parser.add_argument("--positions", default="document,target", help="Pretraining runs: 'document' (each masked "
+                        "token at its document position, the hooks' reading) and/or 'target' (1..T).")
     parser.add_argument("--num-modes", type=int, default=1)
     parser.add_argument("--num-train", type=int, default=2000)
     parser.add_argument("--num-eval", type=int, default=200)
@@ -218,6 +363,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=150, help="Fine-tuning steps of every row (equal budget).")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--out", default="pretraining", help="Result file name under results/ (without .json).")
+    parser.add_argument("--qg-train", type=int, default=None, help="Part C: first N Du QG training pairs (all).")
+    parser.add_argument("--qg-eval", type=int, default=300, help="Part C: first N Du QG test pairs.")
+    parser.add_argument("--qg-chunk", type=int, default=64, help="Part C: tokens per pretraining chunk.")
+    parser.add_argument("--qg-streams", type=int, default=4, help="Part C: n streams (span = block / 4 tokens).")
+    parser.add_argument("--qg-pretrain-steps", type=int, default=1500)
+    parser.add_argument("--qg-steps", type=int, default=600, help="Part C: fine-tuning steps of every row.")
+    parser.add_argument("--cache-dir", default=None, help="Keep the part C pretrained weights here (reused by "
+                        "a later call with the same pretraining settings, e.g. other --seeds in parallel).")
     parser.add_argument("--recipes", default="ar,nar", help="Fine-tuning recipes: ar, nar, 'semi_nar k=4'.")
     return parser.parse_args(argv)
 
@@ -233,18 +386,32 @@ def main(argv=None) -> None:
     if "raw" in parts:
         payload["raw"] = part_raw(args)
     if "controlled" in parts:
-        payload["controlled"] = {}
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            run = part_controlled(args, seed)
-            payload["controlled"][seed] = run
-            print(f"\n## Part B, seed {seed}: M = {args.num_modes}, {args.num_train} train pairs; pretraining "
-                  f"{args.pretrain_steps} steps on {run['chunks']} {args.pretrain_text} chunks ({run['pretrain_s']:.0f} s); "
-                  f"every fine-tune {args.steps} steps x batch {args.batch_size}, lr {args.lr}\n")
-            print(markdown_table(list(run["results"].values()), [
-                ("start", "start"), ("fine_tune", "fine-tune"), ("decode", "decode"), ("bleu", "BLEU-4"),
-                ("mode_consistency", "mode consistency %"), ("ms_per_sample", "ms/sample"), ("train_s", "train s")]))
-            print("\nPretraining per-stream loss (first 2 logs -> last 2 logs): " + ", ".join(
-                f"s{r['stream']} {r['first']:.2f}->{r['last']:.2f}" for r in run["pretrain_streams"]))
+        run = payload["controlled"] = part_controlled(args)
+        pretrained = ", ".join(f"{p} positions {r['seconds']:.0f} s" for p, r in run["pretraining"].items())
+        print(f"\n## Part B: M = {args.num_modes}, {args.num_train} train pairs; pretraining {args.pretrain_steps} "
+              f"steps on {run['chunks']} {args.pretrain_text} chunks ({pretrained}); every fine-tune {args.steps} "
+              f"steps x batch {args.batch_size}, lr {args.lr}; seeds {args.seeds}\n")
+        print(markdown_table(run["rows"], [
+            ("start", "start"), ("fine_tune", "fine-tune"), ("decode", "decode"), ("exact_fmt", "exact match %"),
+            ("solved", "seeds >= 90%"), ("bleu_fmt", "BLEU-4")]))
+        for positions, result in run["pretraining"].items():
+            print(f"\nPretraining ({positions} positions), per-stream loss (first 3 logs -> last 3 logs): " + ", ".join(
+                f"s{r['stream']} {r['first']:.2f}->{r['last']:.2f}" for r in result["streams"]))
+            print(f"Encoder use: {_encoder_use_line(result['encoder_use'])} (at init: "
+                  f"{_encoder_use_line(result['encoder_use_at_init'])})")
+    if "qg" in parts:
+        run = payload["qg"] = part_qg(args)
+        pre = run["pretraining"]
+        print(f"\n## Part C: Du QG, pretraining {args.qg_pretrain_steps} steps x {args.batch_size} on {pre['chunks']} "
+              f"chunks of {pre['paragraphs']} SQuAD paragraphs; every fine-tune {args.qg_steps} steps; seeds "
+              f"{args.seeds}\n")
+        print(markdown_table(run["rows"], [("start", "start"), ("fine_tune", "fine-tune"), ("bleu_fmt", "BLEU-4"),
+                                           ("rougeL_fmt", "ROUGE-L")]))
+        if "streams" in pre:
+            print("\nPretraining per-stream loss (first 3 logs -> last 3 logs): " + ", ".join(
+                f"s{r['stream']} {r['first']:.2f}->{r['last']:.2f}" for r in pre["streams"]))
+        print(f"Encoder use: {_encoder_use_line(pre['encoder_use'])} (at init: "
+              f"{_encoder_use_line(pre['encoder_use_at_init'])})")
     payload["seconds"] = time.perf_counter() - started
     payload["machine"] = finish_machine_info(info)
     write_json(RESULTS_DIR / f"{args.out}.json", payload)
