@@ -37,9 +37,10 @@ def test_pretrain_resume_and_continue(tmp_path, capsys):
         assert model.generate(source, mode=mode, max_new_tokens=4, **options).size(0) == 1
     card = (out / "README.md").read_text()
     assert "reconstruction" in card and "3 [MASK] streams" in card and "position in the document" in card
+    assert "'encoder_gap':" in card  # the last log's value, next to the stream losses
     # Continue pretraining from the saved model with per-stream weights, on the fine-tuning positions 1..T.
     more = tmp_path / "more"
     assert main(_args(corpus, more, 1, "--model_name_or_path", str(out), "--stream_weights", "1,0.5,0.5",
                       "--no_document_positions")) == 0
-    assert "last per-stream losses" in capsys.readouterr().err
+    assert "last per-stream losses and encoder gap {'loss_stream_0'" in capsys.readouterr().err
     assert "fine-tuning positions 1..T" in (more / "README.md").read_text()

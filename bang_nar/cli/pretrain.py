@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if not trainer.is_world_process_zero():
         return 0
     last = _last_stream_losses(trainer.state.log_history)
-    print(f"Pretrained {trainer.state.global_step} steps; last per-stream losses {last}. "
+    print(f"Pretrained {trainer.state.global_step} steps; last per-stream losses and encoder gap {last}. "
           f"Saved to {training_args.output_dir}.", file=sys.stderr)
     return 0
 
@@ -144,9 +144,10 @@ def pretrain(data_args: PretrainArguments, model_args, training_args):
 
 
 def _last_stream_losses(history) -> dict[str, float]:
+    """The last logged per-stream losses, with the `encoder_gap` of the same log when there is one."""
     for entry in reversed(history):
-        streams = {k: v for k, v in entry.items() if k.startswith("loss_stream_")}
-        if streams:
+        streams = {k: v for k, v in entry.items() if k.startswith("loss_stream_") or k == "encoder_gap"}
+        if any(k.startswith("loss_stream_") for k in streams):
             return streams
     return {}
 
