@@ -21,6 +21,12 @@ and NAR on the 10,570 training pairs with equal budgets; BLEU-4 and ROUGE-L on t
         --seeds 0 --cache-dir .pretrain-cache --out pretraining_qg_s0    # then --seeds 1,2 in parallel (same cache)
     python benchmarks/pretraining.py --parts raw                        # part A
 
+Part D (`collapse`): why pretraining did not help here. The spread of the encoder's output across 32 fixed sources,
+every 25 steps, while pretraining on SQuAD paragraphs (learning rates 2e-3, 5e-4, 1e-4; and with every span token
+left visible in the source) and, for reference, during AR fine-tuning on QG pairs:
+
+    python benchmarks/pretraining.py --parts collapse --out pretraining_collapse
+
 Outputs: Markdown tables and one JSON line; `results/<--out>.json`.
 """
 
@@ -43,7 +49,8 @@ from common import (RESULTS_DIR, finish_machine_info, machine_info, markdown_tab
 DIMS = {"d_model": 128, "layers": 2, "heads": 4, "ffn": 256}
 
 
-def pretrain(model, chunks, collator, *, steps, batch_size, lr, seed, num_streams, logging_steps) -> tuple[list, float]:
+def pretrain(model, chunks, collator, *, steps, batch_size, lr, seed, num_streams, logging_steps,
+             callbacks=()) -> tuple[list, float]:  # fmt: skip
     """`BangPreTrainer` for `steps`; returns the log history and wall seconds."""
     from transformers import PrinterCallback, TrainingArguments
 
@@ -58,7 +65,7 @@ def pretrain(model, chunks, collator, *, steps, batch_size, lr, seed, num_stream
             remove_unused_columns=False, dataloader_num_workers=0,
         )  # fmt: skip
         trainer = BangPreTrainer(model=model, args=args, train_dataset=chunks, data_collator=collator,
-                                 num_streams=num_streams)
+                                 num_streams=num_streams, callbacks=list(callbacks))
         trainer.remove_callback(PrinterCallback)
         started = time.perf_counter()
         trainer.train()
@@ -327,6 +334,77 @@ def part_qg(args) -> dict[str, Any]:
     return {"rows": rows, "runs": runs, "pretraining": info, "example_reference": eval_pairs["target"][0]}
 
 
+# Part D runs: (training, learning rate, share of span tokens [MASK]ed / kept / randomised in the source).
+COLLAPSE_RUNS = {
+    "pretrain, lr 2e-3": ("pretrain", 2e-3, (0.8, 0.1, 0.1)),
+    "pretrain, lr 5e-4": ("pretrain", 5e-4, (0.8, 0.1, 0.1)),
+    "pretrain, lr 1e-4": ("pretrain", 1e-4, (0.8, 0.1, 0.1)),
+    "pretrain, lr 5e-4, span tokens kept in the source": ("pretrain", 5e-4, (0.0, 1.0, 0.0)),
+    "AR fine-tuning on QG pairs, lr 1e-3 (reference)": ("ar", 1e-3, None),
+}
+
+
+def part_collapse(args) -> dict[str, Any]:
+    """The spread of the encoder's output over 32 fixed QG sources every 25 steps, during pretraining on SQuAD
+    paragraphs (several learning rates; also with every span token left visible, a pure copy task) and, for
+    reference, during AR fine-tuning on QG pairs. All runs start from the same init."""
+    import datasets
+    from transformers import TrainerCallback
+
+    from bang_nar.data import tokenize_pairs
+    from bang_nar.modeling_bang import BangForConditionalGeneration
+    from bang_nar.pretraining import BangForPreTraining
+    from bang_nar.pretraining_data import SpanMaskingCollator, pack_documents
+    from quality import DATASETS, SIZES, read_pairs, train_wordpiece
+
+    data_dir = Path(args.data_dir)
+    train_src, train_tgt, _, _, max_src, max_tgt = DATASETS["du2017_qg"]
+    pairs = read_pairs(data_dir, train_src, train_tgt, 3000)
+    paragraphs = squad_paragraphs(data_dir)[:600]
+    tokenizer = train_wordpiece(paragraphs + list(pairs["source"]) + list(pairs["target"]), 4000)
+    pair_set, _ = tokenize_pairs(pairs, tokenizer, max_src, max_tgt)
+    chunks = pack_documents(datasets.Dataset.from_dict({"text": paragraphs}), tokenizer, 64)
+    probe = tokenizer(list(pairs["source"][:32]), padding=True, truncation=True, max_length=max_src,
+                      return_tensors="pt")
+    config = pipeline.bang_config(tokenizer, SIZES["tiny"], max_positions=128)
+    config.num_streams = 4
+
+    def spread(model) -> float:
+        was_training = model.training
+        with torch.no_grad():
+            states = model.eval().get_encoder()(**probe).last_hidden_state
+        model.train(was_training)
+        return states.std(0).mean().item()
+
+    class Curve(TrainerCallback):
+        def __init__(self, model):
+            self.points = [(0, spread(model))]
+
+        def on_step_end(self, args_, state, control, model=None, **kwargs):
+            if state.global_step % 25 == 0:
+                self.points.append((state.global_step, spread(model)))
+
+    curves = {}
+    for name in args.collapse_runs.split(";"):
+        kind, lr, replace = COLLAPSE_RUNS[name]
+        torch.manual_seed(args.pretrain_seed)
+        model = (BangForPreTraining if kind == "pretrain" else BangForConditionalGeneration)(config)
+        curve = Curve(model)
+        if kind == "pretrain":
+            mask, keep, rand = replace
+            collator = SpanMaskingCollator(tokenizer, span_block_size=16, mask_ratio=0.25, mask_prob=mask,
+                                           keep_prob=keep, random_prob=rand)
+            pretrain(model, chunks, collator, steps=args.collapse_steps, batch_size=args.batch_size, lr=lr,
+                     seed=args.pretrain_seed, num_streams=4, logging_steps=args.collapse_steps, callbacks=[curve])
+        else:
+            pipeline.train(model, pair_set, steps=args.collapse_steps, warmup_steps=args.collapse_steps // 10,
+                           train_mode="ar", batch_size=args.batch_size, learning_rate=lr, seed=args.pretrain_seed,
+                           device="cpu", callbacks=[curve])  # fmt: skip
+        curves[name] = curve.points
+        print(f"[collapse] {name}: " + ", ".join(f"{step}: {value:.3f}" for step, value in curve.points), flush=True)
+    return {"curves": curves, "chunks": len(chunks)}
+
+
 def _encoder_use_line(use: dict[str, float]) -> str:
     return f"encoder_gap {use['gap']:+.4f}, encoder output spread {use['spread']:.4f}"
 
@@ -371,6 +449,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--qg-steps", type=int, default=600, help="Part C: fine-tuning steps of every row.")
     parser.add_argument("--cache-dir", default=None, help="Keep the part C pretrained weights here (reused by "
                         "a later call with the same pretraining settings, e.g. other --seeds in parallel).")
+    parser.add_argument("--collapse-runs", default=";".join(COLLAPSE_RUNS), help="Part D runs, ';'-separated.")
+    parser.add_argument("--collapse-steps", type=int, default=200)
     parser.add_argument("--recipes", default="ar,nar", help="Fine-tuning recipes: ar, nar, 'semi_nar k=4'.")
     return parser.parse_args(argv)
 
@@ -412,6 +492,12 @@ def main(argv=None) -> None:
                 f"s{r['stream']} {r['first']:.2f}->{r['last']:.2f}" for r in pre["streams"]))
         print(f"Encoder use: {_encoder_use_line(pre['encoder_use'])} (at init: "
               f"{_encoder_use_line(pre['encoder_use_at_init'])})")
+    if "collapse" in parts:
+        run = payload["collapse"] = part_collapse(args)
+        steps = [step for step, _ in next(iter(run["curves"].values()))]
+        print("\n## Part D: encoder output spread over 32 QG sources (std across sources), by step\n")
+        rows = [{"run": name, **{str(step): value for step, value in points}} for name, points in run["curves"].items()]
+        print(markdown_table(rows, [("run", "run")] + [(str(step), f"step {step}") for step in steps], digits=3))
     payload["seconds"] = time.perf_counter() - started
     payload["machine"] = finish_machine_info(info)
     write_json(RESULTS_DIR / f"{args.out}.json", payload)
