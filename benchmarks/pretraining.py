@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 import pipeline
-from common import (RESULTS_DIR, finish_machine_info, machine_info, markdown_table, mean_sd, print_json_line,
+from common import (RESULTS_DIR, display_path, finish_machine_info, machine_info, markdown_table, mean_sd, print_json_line,
                     set_threads, write_json)
 
 DIMS = {"d_model": 128, "layers": 2, "heads": 4, "ffn": 256}
@@ -462,6 +462,8 @@ def main(argv=None) -> None:
     info = machine_info("cpu")
     started = time.perf_counter()
     payload: dict[str, Any] = {"settings": vars(args) | {"dims": DIMS}}
+    if args.cache_dir:  # results name no folder of this machine
+        payload["settings"]["cache_dir"] = display_path(args.cache_dir)
     parts = args.parts.split(",")
     if "raw" in parts:
         payload["raw"] = part_raw(args)
