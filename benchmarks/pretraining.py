@@ -18,7 +18,7 @@ and NAR on the 10,570 training pairs with equal budgets; BLEU-4 and ROUGE-L on t
     python benchmarks/pretraining.py --parts controlled --pretrain-text interleaved --num-train 1000 \
         --pretrain-steps 1500 --pretrain-lr 2e-3 --steps 300 --seeds 0,1,2,3,4 --out pretraining_controlled
     python benchmarks/pretraining.py --parts qg --qg-pretrain-steps 2000 --pretrain-lr 2e-3 --qg-steps 600 \
-        --seeds 0 --cache-dir .pretrain-cache --out pretraining_qg_s0    # then --seeds 1,2 in parallel (same cache)
+        --seeds 0 --cache-dir .pretrain-cache --out pretraining_qg_s0    # then --seeds 1 / 2 in parallel (same cache)
     python benchmarks/pretraining.py --parts raw                        # part A
 
 Part D (`collapse`): why pretraining did not help here. The spread of the encoder's output across 32 fixed sources,
@@ -263,6 +263,8 @@ def part_qg(args) -> dict[str, Any]:
     from bang_nar.modeling_bang import BangForConditionalGeneration
     from bang_nar.pretraining import BangForPreTraining
     from bang_nar.pretraining_data import SpanMaskingCollator, pack_documents
+    from transformers import AutoTokenizer
+
     from quality import DATASETS, SIZES, read_pairs, train_wordpiece
 
     data_dir = Path(args.data_dir)
@@ -270,7 +272,14 @@ def part_qg(args) -> dict[str, Any]:
     train_pairs = read_pairs(data_dir, train_src, train_tgt, args.qg_train)
     eval_pairs = read_pairs(data_dir, eval_src, eval_tgt, args.qg_eval)
     paragraphs = squad_paragraphs(data_dir)
-    tokenizer = train_wordpiece(paragraphs + list(train_pairs["source"]) + list(train_pairs["target"]), 8000)
+    key = (f"qg_pretrained_steps{args.qg_pretrain_steps}_chunk{args.qg_chunk}_n{args.qg_streams}"
+           f"_lr{args.pretrain_lr:g}_batch{args.batch_size}_seed{args.pretrain_seed}")
+    cache = Path(args.cache_dir) / key if args.cache_dir else None
+    if cache is not None and cache.exists():
+        # The cached weights' own tokenizer: WordPiece training breaks count ties differently in every process.
+        tokenizer = AutoTokenizer.from_pretrained(cache)
+    else:
+        tokenizer = train_wordpiece(paragraphs + list(train_pairs["source"]) + list(train_pairs["target"]), 8000)
     train_set, _ = tokenize_pairs(train_pairs, tokenizer, max_src, max_tgt)
     eval_set, _ = tokenize_pairs(eval_pairs, tokenizer, max_src, max_tgt)
     config = pipeline.bang_config(tokenizer, SIZES["tiny"], max_positions=128)
@@ -281,23 +290,22 @@ def part_qg(args) -> dict[str, Any]:
         return BangForConditionalGeneration(config)
 
     chunks = pack_documents(datasets.Dataset.from_dict({"text": paragraphs}), tokenizer, args.qg_chunk)
-    cache = Path(args.cache_dir) / f"qg_pretrained_{args.qg_pretrain_steps}_{args.qg_chunk}_{args.qg_streams}.pt" \
-        if args.cache_dir else None
     pretrained = BangForPreTraining(config)
     pretrained.load_state_dict(init(args.pretrain_seed).state_dict())
     info: dict[str, Any] = {"chunks": len(chunks), "paragraphs": len(paragraphs)}
     if cache is not None and cache.exists():
-        pretrained.load_state_dict(torch.load(cache, weights_only=True))
+        pretrained.load_state_dict(BangForConditionalGeneration.from_pretrained(cache).state_dict())
         info["cached"] = True
     else:
-        collator = SpanMaskingCollator(tokenizer, span_block_size=4 * args.qg_streams, mask_ratio=0.25, generator=torch.Generator().manual_seed(args.pretrain_seed))
+        collator = SpanMaskingCollator(tokenizer, span_block_size=4 * args.qg_streams, mask_ratio=0.25,
+                                       generator=torch.Generator().manual_seed(args.pretrain_seed))
         history, info["seconds"] = pretrain(pretrained, chunks, collator, steps=args.qg_pretrain_steps,
                                             batch_size=args.batch_size, lr=args.pretrain_lr, seed=args.pretrain_seed,
                                             num_streams=args.qg_streams, logging_steps=10)  # fmt: skip
         info["streams"] = stream_windows(history, args.qg_streams, window=3)
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(pretrained.state_dict(), cache)
+        if cache is not None:  # a plain BANG folder with its tokenizer
+            pretrained.save_pretrained(cache)
+            tokenizer.save_pretrained(cache)
     probe = SpanMaskingCollator(tokenizer, span_block_size=4 * args.qg_streams, mask_ratio=0.25,
                                 generator=torch.Generator().manual_seed(1))
     info["encoder_use"] = encoder_use(pretrained, chunks, probe, args.qg_streams)
@@ -447,8 +455,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--qg-streams", type=int, default=4, help="Part C: n streams (span = block / 4 tokens).")
     parser.add_argument("--qg-pretrain-steps", type=int, default=1500)
     parser.add_argument("--qg-steps", type=int, default=600, help="Part C: fine-tuning steps of every row.")
-    parser.add_argument("--cache-dir", default=None, help="Keep the part C pretrained weights here (reused by "
-                        "a later call with the same pretraining settings, e.g. other --seeds in parallel).")
+    parser.add_argument("--cache-dir", default=None, help="Keep the part C pretrained model and its tokenizer here "
+                        "(reused by a later call with the same pretraining settings, e.g. other --seeds in parallel).")
     parser.add_argument("--collapse-runs", default=";".join(COLLAPSE_RUNS), help="Part D runs, ';'-separated.")
     parser.add_argument("--collapse-steps", type=int, default=200)
     parser.add_argument("--recipes", default="ar,nar", help="Fine-tuning recipes: ar, nar, 'semi_nar k=4'.")

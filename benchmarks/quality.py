@@ -86,7 +86,10 @@ def read_pairs(data_dir: Path, source: str, target: str, limit: int | None) -> d
 
 
 def train_wordpiece(texts: list[str], vocab_size: int) -> Any:
-    """A WordPiece tokenizer trained on `texts`, with BANG's special tokens and `$A [SEP]` post-processing."""
+    """A WordPiece tokenizer trained on `texts`, with BANG's special tokens and `$A [SEP]` post-processing.
+
+    The ids differ between processes (the trainer breaks count ties in hash order): save the tokenizer with any
+    model that another process will load."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
