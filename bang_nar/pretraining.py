@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import ModelOutput
 
@@ -374,12 +374,31 @@ class BangForPreTraining(BangForConditionalGeneration):
             self.__class__ = BangForPreTraining
 
 
+class _FreezeEncoder(TrainerCallback):
+    """Zero the gradients of the encoder's own parameters (not the shared embeddings) for the first `steps` optimizer
+    steps. From scratch, the reconstructed objective otherwise collapses the encoder to a constant within ~50 steps
+    (README, "Pretraining"); held still at first, it survives and the decoder learns to read it."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if state.global_step >= self.steps:
+            return
+        shared = {id(p) for p in model.get_input_embeddings().parameters()}
+        for param in model.get_encoder().parameters():
+            if id(param) not in shared and param.grad is not None:
+                param.grad.zero_()
+
+
 class BangPreTrainer(Trainer):
     """`Trainer` for `BangForPreTraining` that logs each stream's loss (`loss_stream_s`, mean per supervised
     prediction since the last log, summed over processes) next to the total `loss`, and `encoder_gap` (see
     `encoder_gap`; on the logged step's first micro-batch, averaged over processes; `log_encoder_gap=False` skips it).
 
     `num_streams` / `stream_weights` / `block_size` are passed to every pretraining forward (None: the defaults).
+    `freeze_encoder_steps` = K keeps the encoder's own weights still for the first K optimizer steps (their gradients
+    are zeroed; the shared embeddings train), which keeps a from-scratch encoder from collapsing (README).
     Semi-NAR fine-tuning (n = k streams, `target_idx = t mod k`) is `SPMDTrainingArguments(train_mode="semi_nar")`
     (`bang-nar train --train_mode semi_nar`), through `semi_nar_forward`.
     """
@@ -391,9 +410,14 @@ class BangPreTrainer(Trainer):
         stream_weights: list[float] | None = None,
         block_size: int | None = None,
         log_encoder_gap: bool = True,
+        freeze_encoder_steps: int = 0,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        if freeze_encoder_steps < 0:
+            raise ValueError(f"freeze_encoder_steps must be >= 0, got {freeze_encoder_steps}.")
+        if freeze_encoder_steps:
+            self.add_callback(_FreezeEncoder(freeze_encoder_steps))
         self.num_streams = num_streams
         self.stream_weights = stream_weights
         self.block_size = block_size

@@ -24,7 +24,7 @@ def test_pretrain_resume_and_continue(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(CORPUS) + "\n")
     out = tmp_path / "pre"
-    assert main(_args(corpus, out, 2)) == 0
+    assert main(_args(corpus, out, 2, "--freeze_encoder_steps", "1")) == 0
     assert main(_args(corpus, out, 4, "--resume_from_checkpoint", "last")) == 0
     state = (out / "checkpoint-4" / "trainer_state.json").read_text()
     assert '"global_step": 4' in state and "loss_stream_2" in state and '"encoder_gap"' in state

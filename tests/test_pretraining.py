@@ -214,3 +214,39 @@ def test_encoder_gap_measures_whether_the_decoder_reads_the_source(model):
             layer.encoder_attn.out_proj.bias.zero_()
     assert encoder_gap(pretrainer, batch, num_streams=3).item() == 0.0
     assert encoder_gap(pretrainer, {k: v[:1] for k, v in batch.items()}).isnan()  # one sample: nothing to swap
+
+
+def test_freeze_encoder_steps_holds_the_encoder_then_trains_it(tmp_path):
+    from transformers import TrainingArguments
+
+    from bang_nar.pretraining import BangPreTrainer
+
+    torch.manual_seed(0)
+    model = BangForPreTraining(tiny_model().config)
+    input_ids, mask, labels = random_batch(batch_size=4)
+    rows = [{"input_ids": i, "attention_mask": m, "labels": y} for i, m, y in zip(input_ids, mask, labels)]
+
+    def collate(features):
+        return {key: torch.stack([f[key] for f in features]) for key in features[0]}
+
+    def snapshot():
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def trainer(steps):
+        args = TrainingArguments(output_dir=str(tmp_path), max_steps=steps, per_device_train_batch_size=4,
+                                 learning_rate=1e-2, weight_decay=0.0, report_to=[], save_strategy="no",
+                                 use_cpu=True, disable_tqdm=True, remove_unused_columns=False)
+        return BangPreTrainer(model=model, args=args, train_dataset=rows, data_collator=collate, num_streams=3,
+                              freeze_encoder_steps=2)
+
+    before = snapshot()
+    trainer(2).train()
+    after = snapshot()
+    moved = {n for n in before if not torch.equal(before[n], after[n])}
+    assert not {n for n in moved if n.startswith("model.encoder.")}  # encoder layers and positions held
+    assert "model.shared.weight" in moved and any(n.startswith("model.decoder.layers") for n in moved)
+    trainer(3).train()  # a fresh run of 3 steps: the third step trains the encoder
+    assert not torch.equal(after["model.encoder.layers.0.fc1.weight"], model.model.encoder.layers[0].fc1.weight)
+    with pytest.raises(ValueError, match="freeze_encoder_steps"):
+        BangPreTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True),
+                       freeze_encoder_steps=-1)

@@ -36,6 +36,9 @@ class PretrainArguments:
     mask_prob: float = field(default=0.8, metadata={"help": "Share of span tokens replaced by [MASK] in the source."})
     keep_prob: float = field(default=0.1, metadata={"help": "Share of span tokens kept in the source."})
     random_prob: float = field(default=0.1, metadata={"help": "Share of span tokens replaced by a random token."})
+    freeze_encoder_steps: int = field(default=0, metadata={
+        "help": "Keep the encoder's own weights still for the first N optimizer steps (the shared embeddings train): "
+                "from scratch, the encoder otherwise collapses to a constant early on (README, Pretraining)."})
     document_positions: bool = field(default=True, metadata={
         "help": "Give each masked token its position in the document, as the released hooks expect; "
                 "--no_document_positions uses the fine-tuning positions 1..T of the concatenated spans."})
@@ -134,7 +137,7 @@ def pretrain(data_args: PretrainArguments, model_args, training_args):
     training_args.remove_unused_columns = False  # the collator builds every model input from input_ids
     trainer = BangPreTrainer(model=model, args=training_args, train_dataset=chunks, data_collator=collator,
                              processing_class=tokenizer, num_streams=model.config.num_streams,
-                             stream_weights=weights)
+                             stream_weights=weights, freeze_encoder_steps=data_args.freeze_encoder_steps)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
