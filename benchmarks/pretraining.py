@@ -200,7 +200,8 @@ def part_controlled(args) -> dict[str, Any]:
         at_init = encoder_use(model, chunks, collator(1), 4)
         history, seconds = pretrain(model, chunks, collator(args.pretrain_seed), steps=args.pretrain_steps,
                                     batch_size=args.batch_size, lr=args.pretrain_lr, seed=args.pretrain_seed,
-                                    num_streams=4, logging_steps=10)  # fmt: skip
+                                    num_streams=4, logging_steps=10,
+                                    freeze_encoder_steps=args.freeze_encoder_steps)  # fmt: skip
         pretraining[positions] = {"seconds": seconds, "streams": stream_windows(history, 4, window=3),
                                   "encoder_use": encoder_use(model, chunks, collator(1), 4),
                                   "encoder_use_at_init": at_init}  # fmt: skip
@@ -274,7 +275,8 @@ def part_qg(args) -> dict[str, Any]:
     eval_pairs = read_pairs(data_dir, eval_src, eval_tgt, args.qg_eval)
     paragraphs = squad_paragraphs(data_dir)
     key = (f"qg_pretrained_steps{args.qg_pretrain_steps}_chunk{args.qg_chunk}_n{args.qg_streams}"
-           f"_lr{args.pretrain_lr:g}_batch{args.batch_size}_seed{args.pretrain_seed}")
+           f"_lr{args.pretrain_lr:g}_batch{args.batch_size}_seed{args.pretrain_seed}"
+           f"{f'_freeze{args.freeze_encoder_steps}' if args.freeze_encoder_steps else ''}")
     cache = Path(args.cache_dir) / key if args.cache_dir else None
     if cache is not None and cache.exists():
         # The cached weights' own tokenizer: WordPiece training breaks count ties differently in every process.
@@ -302,7 +304,8 @@ def part_qg(args) -> dict[str, Any]:
                                        generator=torch.Generator().manual_seed(args.pretrain_seed))
         history, info["seconds"] = pretrain(pretrained, chunks, collator, steps=args.qg_pretrain_steps,
                                             batch_size=args.batch_size, lr=args.pretrain_lr, seed=args.pretrain_seed,
-                                            num_streams=args.qg_streams, logging_steps=10)  # fmt: skip
+                                            num_streams=args.qg_streams, logging_steps=10,
+                                            freeze_encoder_steps=args.freeze_encoder_steps)  # fmt: skip
         info["streams"] = stream_windows(history, args.qg_streams, window=3)
         if cache is not None:  # a plain BANG folder with its tokenizer
             pretrained.save_pretrained(cache)
@@ -438,6 +441,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2,3,4", help="Fine-tuning seeds (scratch rows: also the init); '' "
                         "pretrains (or loads the cache) and probes only.")
     parser.add_argument("--pretrain-seed", type=int, default=0, help="Init seed of the one pretraining run.")
+    parser.add_argument("--freeze-encoder-steps", type=int, default=0, help="Parts B and C: hold the encoder still "
+                        "for the first N pretraining steps (BangPreTrainer(freeze_encoder_steps=N)).")
     parser.add_argument("--task-seed", type=int, default=0)
     parser.add_argument("--positions", default="document,target", help="Pretraining runs: 'document' (each masked "
                         "token at its document position, the hooks' reading) and/or 'target' (1..T).")
