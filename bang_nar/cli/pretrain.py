@@ -38,7 +38,8 @@ class PretrainArguments:
     random_prob: float = field(default=0.1, metadata={"help": "Share of span tokens replaced by a random token."})
     freeze_encoder_steps: int = field(default=0, metadata={
         "help": "Keep the encoder's own weights still for the first N optimizer steps (the shared embeddings train): "
-                "from scratch, the encoder otherwise collapses to a constant early on (README, Pretraining)."})
+                "from scratch, the encoder otherwise collapses to a constant early on; this delays it (README, "
+                "Pretraining)."})
     document_positions: bool = field(default=True, metadata={
         "help": "Give each masked token its position in the document, as the released hooks expect; "
                 "--no_document_positions uses the fine-tuning positions 1..T of the concatenated spans."})
