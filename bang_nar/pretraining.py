@@ -130,16 +130,14 @@ def cross_stream_decoder(
     config = model.config
     batch_size, num_rows = decoder_input_ids.shape
     device = decoder_input_ids.device
+    # The highest [MASK] slot position (pos+1) must have an embedding. Document positions index the source, so its
+    # length bounds them without reading the tensor (no host sync).
     if positions is None:
         positions = torch.arange(1, num_rows + 1, device=device).expand(batch_size, -1)
         row_positions = None  # batch-independent buckets
-    else:
-        positions = row_positions = positions.to(device)
-    # The highest [MASK] slot position (pos+1) must have an embedding. Document positions index the source, so its
-    # length bounds them without reading the tensor (no host sync).
-    if row_positions is None:
         highest, what = num_rows + 1, f"target has {num_rows} rows"
     else:
+        positions = row_positions = positions.to(device)
         highest, what = encoder_hidden_states.size(1), f"source has {encoder_hidden_states.size(1)} tokens"
     if highest > config.max_position_embeddings:
         raise ValueError(
