@@ -243,14 +243,19 @@ def pretraining_forward(
     return output
 
 
+def check_block_size(block_size: object, name: str = "block_size") -> int:
+    """`block_size` if it is a positive int (k, tokens per semi-NAR step), else a ValueError naming `name`."""
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"{name} must be a positive int (tokens per semi-NAR step), got {block_size!r}.")
+    return block_size
+
+
 def resolve_block_size(model: BangForConditionalGeneration, block_size: int | None) -> int:
     """k for semi-NAR training and decoding: `block_size`, else the generation config's `block_size` (saved by
     `train_mode="semi_nar"`), else 4."""
     if block_size is None:
         block_size = getattr(model.generation_config, "block_size", None) or 4
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int (tokens per semi-NAR step), got {block_size!r}.")
-    return block_size
+    return check_block_size(block_size)
 
 
 def store_block_size(model: BangForConditionalGeneration, block_size: int) -> None:
@@ -466,6 +471,7 @@ __all__ = [
     "BangForPreTraining",
     "BangPreTrainer",
     "BangPreTrainingOutput",
+    "check_block_size",
     "cross_stream_decoder",
     "cross_stream_pattern",
     "encoder_gap",

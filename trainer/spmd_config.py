@@ -229,11 +229,11 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
         if self.train_mode not in ("nar", "ar", "mixed", "semi_nar"):
             raise ValueError(f"train_mode must be 'nar', 'ar', 'mixed' or 'semi_nar', got {self.train_mode!r}.")
         if self.train_mode == "semi_nar":
+            from bang_nar.pretraining import check_block_size  # lazy: the config module stays light to import
+
             if self.semi_nar_block_size is None:
                 self.semi_nar_block_size = 4
-            k = self.semi_nar_block_size
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise ValueError(f"semi_nar_block_size must be a positive int (tokens per semi-NAR step), got {k!r}.")
+            check_block_size(self.semi_nar_block_size, "semi_nar_block_size")
             if self.semi_nar_targets not in ("gold", "ar_kd"):
                 raise ValueError(f"semi_nar_targets must be 'gold' or 'ar_kd', got {self.semi_nar_targets!r}.")
         elif self.semi_nar_targets != "gold":
