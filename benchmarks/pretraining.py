@@ -86,6 +86,20 @@ def stream_windows(history: list[dict[str, Any]], num_streams: int, window: int)
     return rows
 
 
+def seed_rows(runs: dict[str, list[dict[str, Any]]], metrics: tuple[str, ...], digits: int) -> list[dict[str, Any]]:
+    """One row per run key (start, fine-tune, decode): each metric's mean over seeds, its sd, and `<metric>_fmt`
+    ("mean ± sd") for the tables."""
+    rows = []
+    for seed_runs in runs.values():
+        row = {k: seed_runs[0][k] for k in ("start", "fine_tune", "decode") if k in seed_runs[0]}
+        row["seeds"] = len(seed_runs)
+        for metric in metrics:
+            mean, sd = mean_sd([r[metric] for r in seed_runs])
+            row[metric], row[metric + "_sd"], row[metric + "_fmt"] = mean, sd, f"{mean:.{digits}f} ± {sd:.{digits}f}"
+        rows.append(row)
+    return rows
+
+
 @torch.no_grad()
 def encoder_use(model, chunks, collator, num_streams: int, size: int = 64) -> dict[str, float]:
     """Does the decoder read the encoder, on `size` chunks? `gap`: `bang_nar.pretraining.encoder_gap` (pretraining
@@ -233,14 +247,9 @@ def part_controlled(args) -> dict[str, Any]:
                         "start": start_name, "fine_tune": recipe, "decode": decode_name, "seed": seed,
                         "bleu": scores["bleu"], "exact": scores["mode_consistency"], "train_s": train_s,
                     })  # fmt: skip
-    rows = []
-    for key, seed_runs in runs.items():
-        exact, exact_sd = mean_sd([r["exact"] for r in seed_runs])
-        bleu, bleu_sd = mean_sd([r["bleu"] for r in seed_runs])
-        rows.append({**{k: seed_runs[0][k] for k in ("start", "fine_tune", "decode")}, "seeds": len(seed_runs),
-                     "exact": exact, "exact_sd": exact_sd, "exact_fmt": f"{exact:.1f} ± {exact_sd:.1f}",
-                     "bleu": bleu, "bleu_fmt": f"{bleu:.1f} ± {bleu_sd:.1f}",
-                     "solved": f"{sum(r['exact'] >= 90 for r in seed_runs)}/{len(seed_runs)}"})  # fmt: skip
+    rows = seed_rows(runs, ("exact", "bleu"), digits=1)
+    for row, seed_runs in zip(rows, runs.values()):
+        row["solved"] = f"{sum(r['exact'] >= 90 for r in seed_runs)}/{len(seed_runs)}"
     return {"rows": rows, "runs": runs, "pretraining": pretraining, "chunks": len(chunks)}
 
 
@@ -336,13 +345,7 @@ def part_qg(args) -> dict[str, Any]:
                 runs.setdefault(f"{start_name} | {recipe}", []).append(run)
                 print(f"[qg] seed {seed} {start_name} {recipe}: BLEU-4 {run['bleu']:.2f}, ROUGE-L {run['rougeL']:.2f}, "
                       f"{train_s:.0f} s: {run['example']}", flush=True)
-    rows = []
-    for key, seed_runs in runs.items():
-        row = {"start": seed_runs[0]["start"], "fine_tune": seed_runs[0]["fine_tune"], "seeds": len(seed_runs)}
-        for metric in ("bleu", "rougeL"):
-            mean, sd = mean_sd([r[metric] for r in seed_runs])
-            row[metric], row[metric + "_fmt"] = mean, f"{mean:.2f} ± {sd:.2f}"
-        rows.append(row)
+    rows = seed_rows(runs, ("bleu", "rougeL"), digits=2)
     return {"rows": rows, "runs": runs, "pretraining": info, "example_reference": eval_pairs["target"][0]}
 
 
