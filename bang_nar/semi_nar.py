@@ -81,8 +81,9 @@ def generate_semi_nar(
     """Greedy block-wise semi-NAR decoding with `block_size` = k tokens per decoder pass.
 
     `block_size` defaults to the generation config's `block_size` (a model fine-tuned with `train_mode="semi_nar"`
-    stores its k there), else 4. `max_new_tokens` defaults to the padded source length (the NAR rule). Rows stop at their first `[SEP]`; the
-    loop stops when all rows have. Beam search over blocks is not implemented (`num_beams` > 1 is refused).
+    stores its k there), else 4. `max_new_tokens` defaults to the padded source length (the NAR rule). Rows stop at
+    their first `[SEP]`; the loop stops when all rows have. Beam search over blocks is not implemented (`num_beams` > 1
+    is refused).
     """
     config = model.config
     input_ids = inputs if inputs is not None else input_ids

@@ -43,8 +43,8 @@ from typing import Any
 import torch
 
 import pipeline
-from common import (RESULTS_DIR, display_path, finish_machine_info, machine_info, markdown_table, mean_sd, print_json_line,
-                    set_threads, write_json)
+from common import (RESULTS_DIR, display_path, finish_machine_info, machine_info, markdown_table, mean_sd,
+                    print_json_line, set_threads, write_json)
 
 DIMS = {"d_model": 128, "layers": 2, "heads": 4, "ffn": 256}
 
