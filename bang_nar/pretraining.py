@@ -14,6 +14,13 @@ BANG's pretraining code was never released. This module implements the reconstru
   all supervised (stream, position) pairs with equal weight and divided by their number. Per-stream weights are an
   option (default all 1, i.e. the released criterion).
 
+Added beyond the reconstruction (README "Pretraining"): an encoder MLM term. The encoder's last hidden state at each
+span position goes through the (tied) LM head to predict the original token, weighted by `encoder_mlm_weight`
+(default 1; 0 is the released criterion exactly). Without it a from-scratch encoder collapsed to one constant vector
+within ~50 steps in every CPU run: the decoder learns the spans as a language model first and the encoder's only
+gradient, through cross-attention, pushes it to a constant. With it, the encoder carries each source and the decoder
+learns to read it (`encoder_gap` grows instead of staying 0).
+
 Choices where the sources are silent (open questions of §6), each a parameter:
 - whether pretraining really fed document positions (§6 item 8): `SpanMaskingCollator(document_positions=True)`
   (default) emits them, as the hooks expect; `False` pretrains on the fine-tuning positions 1..T of the concatenated
@@ -100,6 +107,8 @@ class BangPreTrainingOutput(ModelOutput):
     - `loss`: Σ_s w_s · (summed label-smoothed NLL of stream s) / (number of supervised predictions, all streams);
     - `stream_losses` [n]: mean loss per supervised prediction of each stream (nan where a stream has none);
     - `stream_counts` [n]: supervised predictions per stream;
+    - `encoder_mlm_loss`: the encoder MLM term (mean label-smoothed NLL over span positions, unweighted), only
+      with `encoder_labels`;
     - `logits` [B, n, T, V]: every slot's logits, only with `return_logits=True` (memory: n·T·V per sample);
     - `hidden_states` [B, (1+n)T, D]: the decoder's last layer, main rows first, only with `return_logits=True`.
     """
@@ -107,6 +116,7 @@ class BangPreTrainingOutput(ModelOutput):
     loss: torch.Tensor | None = None
     stream_losses: torch.Tensor | None = None
     stream_counts: torch.Tensor | None = None
+    encoder_mlm_loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     hidden_states: torch.Tensor | None = None
 
@@ -174,6 +184,8 @@ def pretraining_forward(
     block_size: int | None = None,
     return_logits: bool = False,
     positions: torch.Tensor | None = None,
+    encoder_labels: torch.Tensor | None = None,
+    encoder_mlm_weight: float = 1.0,
 ) -> BangPreTrainingOutput:
     """The n-stream pretraining forward (§3) and loss (§2.3) of `model`, sharing all its weights.
 
@@ -190,6 +202,9 @@ def pretraining_forward(
         return_logits: also return every slot's logits [B, n, T, V] (tests, analysis).
         positions (`[B, T]`): each target's prev-token position in the document (`SpanMaskingCollator` output,
             §2.1 hooks); None: the fine-tuning positions 1..T (semi-NAR fine-tuning).
+        encoder_labels (`[B, S]`): the original token at each span position of the source, -100 elsewhere
+            (`SpanMaskingCollator` output). With them the loss adds `encoder_mlm_weight` x the encoder MLM term
+            (module docstring); 0 or None: the released criterion only.
     """
     config = model.config
     num_streams = num_streams or config.num_streams
@@ -238,6 +253,14 @@ def pretraining_forward(
     if weights.shape != (num_streams,):
         raise ValueError(f"stream_weights needs one weight per stream ({num_streams}), got {tuple(weights.shape)}.")
     output.loss = (weights * sums).sum() / counts.sum().clamp(min=1)
+    if encoder_labels is not None and encoder_mlm_weight:
+        # Encoder MLM (added, module docstring): each span position of the source predicts its original token.
+        on_span = encoder_labels.ne(-100)
+        states = encoder_outputs.last_hidden_state[on_span]  # [N_src, D]
+        mlm = F.cross_entropy(model.lm_head(states).float(), encoder_labels[on_span], label_smoothing=epsilon,
+                              reduction="sum") / on_span.sum().clamp(min=1)  # 0, not nan, without span tokens
+        output.encoder_mlm_loss = mlm.detach()
+        output.loss = output.loss + encoder_mlm_weight * mlm
     output.stream_losses = sums.detach() / counts  # nan (0/0) marks a stream without supervision in this batch
     output.stream_counts = counts
     return output
@@ -292,15 +315,17 @@ def semi_nar_forward(
 @torch.no_grad()
 def encoder_gap(model: torch.nn.Module, batch: dict[str, torch.Tensor], **forward_kwargs) -> torch.Tensor:
     """How much the decoder reads the source: the pretraining loss of `batch` with each sample's source swapped for
-    the next sample's (decoder inputs and targets unchanged), minus the loss with its own source; dropout off.
+    the next sample's (decoder inputs and targets unchanged), minus the loss with its own source; dropout off; the
+    encoder MLM term is left out.
 
     `model` is a `BangForPreTraining` (or its DDP/FSDP wrapper); `batch` is a `SpanMaskingCollator` output with at
     least 2 samples (else nan); `forward_kwargs` go to both forwards (`num_streams`, ...). Near 0 means the decoder
-    models the spans as a language model and ignores the encoder. Tiny CPU runs show exactly that: the encoder's
-    last layer collapses to a constant within ~50 steps (README, "Pretraining"), so watch this grow in a real run.
+    models the spans as a language model and ignores the encoder. Tiny CPU runs without the encoder MLM term show
+    exactly that: the encoder collapses to a constant within ~50 steps (README, "Pretraining").
     """
     if batch["input_ids"].size(0) < 2:
         return torch.full((), float("nan"), device=batch["input_ids"].device)
+    batch = {k: v for k, v in batch.items() if k != "encoder_labels"}  # the decoder's loss only
     was_training = model.training
     model.eval()
     try:
@@ -341,13 +366,16 @@ class BangForPreTraining(BangForConditionalGeneration):
         block_size: int | None = None,
         return_logits: bool = False,
         positions: torch.Tensor | None = None,
+        encoder_labels: torch.Tensor | None = None,
+        encoder_mlm_weight: float | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ):
         """`mode="pretrain"` (default): `pretraining_forward`. Other modes: `BangForConditionalGeneration.forward`.
 
         `num_items_in_batch` (Trainer) is ignored in pretraining: the loss normalises by the supervised
-        predictions of all streams, which the Trainer's label count does not know.
+        predictions of all streams, which the Trainer's label count does not know. `encoder_labels` count only in
+        pretraining; `encoder_mlm_weight` None means 1.
         """
         if mode != "pretrain":
             return super().forward(
@@ -359,7 +387,8 @@ class BangForPreTraining(BangForConditionalGeneration):
             self, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
             labels=labels, target_idx=target_idx, encoder_outputs=encoder_outputs, num_streams=num_streams,
             stream_weights=stream_weights, smoothing_eps=smoothing_eps, block_size=block_size,
-            return_logits=return_logits, positions=positions,
+            return_logits=return_logits, positions=positions, encoder_labels=encoder_labels,
+            encoder_mlm_weight=1.0 if encoder_mlm_weight is None else encoder_mlm_weight,
         )
 
     def prepare_inputs_for_generation(self, *args, **kwargs):
@@ -379,9 +408,9 @@ class BangForPreTraining(BangForConditionalGeneration):
 
 class _FreezeEncoder(TrainerCallback):
     """Zero the gradients of the encoder's own parameters (not the shared embeddings) for the first `steps` optimizer
-    steps. From scratch, the reconstructed objective otherwise collapses the encoder to a constant within ~50 steps
-    (README, "Pretraining"); held still at first, it survives longer (measured: it does not prevent a later
-    collapse at lr 2e-3)."""
+    steps. Without the encoder MLM term, the reconstructed objective collapses a from-scratch encoder to a constant
+    within ~50 steps (README, "Pretraining"); held still at first, it survives longer but collapses later (measured
+    at lr 2e-3). The encoder MLM term is the remedy; this stays for experiments."""
 
     def __init__(self, steps: int):
         self.steps = steps
@@ -400,9 +429,12 @@ class BangPreTrainer(Trainer):
     prediction since the last log, summed over processes) next to the total `loss`, and `encoder_gap` (see
     `encoder_gap`; on the logged step's first micro-batch, averaged over processes; `log_encoder_gap=False` skips it).
 
-    `num_streams` / `stream_weights` / `block_size` are passed to every pretraining forward (None: the defaults).
+    `num_streams` / `stream_weights` / `block_size` / `encoder_mlm_weight` are passed to every pretraining forward
+    (None: the defaults). With batches that carry `encoder_labels` (`SpanMaskingCollator`'s default) it also logs
+    `loss_encoder_mlm`, the unweighted encoder MLM term (mean over micro-batches since the last log).
     `freeze_encoder_steps` = K keeps the encoder's own weights still for the first K optimizer steps (their gradients
-    are zeroed; the shared embeddings train), which delays the collapse of a from-scratch encoder (README).
+    are zeroed; the shared embeddings train). Without the encoder MLM term this only delays the collapse of a
+    from-scratch encoder (README); it stays for experiments.
     Semi-NAR fine-tuning (n = k streams, `target_idx = t mod k`) is `SPMDTrainingArguments(train_mode="semi_nar")`
     (`bang-nar train --train_mode semi_nar`), through `semi_nar_forward`.
     """
@@ -415,6 +447,7 @@ class BangPreTrainer(Trainer):
         block_size: int | None = None,
         log_encoder_gap: bool = True,
         freeze_encoder_steps: int = 0,
+        encoder_mlm_weight: float | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -425,9 +458,11 @@ class BangPreTrainer(Trainer):
         self.num_streams = num_streams
         self.stream_weights = stream_weights
         self.block_size = block_size
+        self.encoder_mlm_weight = encoder_mlm_weight
         self.log_encoder_gap = log_encoder_gap
         self._stream_sums: torch.Tensor | None = None
         self._stream_counts: torch.Tensor | None = None
+        self._mlm_sum: torch.Tensor | None = None  # [sum of encoder MLM terms, micro-batches]
         self._encoder_gap: tuple[int, torch.Tensor] | None = None  # (optimizer step, gap) of the next log
 
     def _encoder_gap_due(self) -> bool:
@@ -439,7 +474,7 @@ class BangPreTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         forward_kwargs = {"num_streams": self.num_streams, "stream_weights": self.stream_weights,
-                          "block_size": self.block_size}
+                          "block_size": self.block_size, "encoder_mlm_weight": self.encoder_mlm_weight}
         outputs = model(**inputs, **forward_kwargs)
         if model.training and self._encoder_gap_due():
             # Two extra forwards per log (no grad): does the decoder read the encoder yet? (`encoder_gap`)
@@ -451,6 +486,9 @@ class BangPreTrainer(Trainer):
                 self._stream_sums, self._stream_counts = sums, counts
             else:
                 self._stream_sums, self._stream_counts = self._stream_sums + sums, self._stream_counts + counts
+            if outputs.encoder_mlm_loss is not None:
+                mlm = torch.stack([outputs.encoder_mlm_loss.float(), torch.ones_like(outputs.encoder_mlm_loss.float())])
+                self._mlm_sum = mlm if self._mlm_sum is None else self._mlm_sum + mlm
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
@@ -461,6 +499,10 @@ class BangPreTrainer(Trainer):
                 if count:
                     logs[f"loss_stream_{s}"] = round(total / count, 4)
             self._stream_sums = self._stream_counts = None
+            if self._mlm_sum is not None:
+                total, count = self.accelerator.reduce(self._mlm_sum, reduction="sum").tolist()
+                logs["loss_encoder_mlm"] = round(total / count, 4)
+                self._mlm_sum = None
             if self._encoder_gap is not None and self._encoder_gap[0] == self.state.global_step:
                 gap = self.accelerator.reduce(self._encoder_gap[1].float(), reduction="mean")
                 logs["encoder_gap"] = round(gap.item(), 4)

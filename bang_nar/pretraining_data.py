@@ -112,8 +112,9 @@ class SpanMaskingCollator:
 
     Returns `input_ids` / `attention_mask` (masked source, right-padded), `decoder_input_ids` (the token before
     each target, padded with pad), `labels` (span tokens, -100 padding), `target_idx` (index inside the span,
-    -1 padding) and, with `document_positions`, `positions` (each target's index in the chunk, 0 padding), all
-    `[B, ·]` long tensors.
+    -1 padding), with `document_positions`, `positions` (each target's index in the chunk, 0 padding) and, with
+    `encoder_labels`, `encoder_labels` (source-aligned: the original token at every span position, -100 elsewhere),
+    all `[B, ·]` long tensors.
 
     Fields:
         tokenizer: gives `pad_token_id`, `mask_token_id`, the special ids and the vocabulary size.
@@ -127,6 +128,8 @@ class SpanMaskingCollator:
         document_positions: emit `positions`, so the decoder places each target at its place in the document,
             as the released hooks expect (§2.1, §6 item 8). False: the fine-tuning positions 1..T of the
             concatenated spans.
+        encoder_labels: emit `encoder_labels` for the encoder MLM term of `pretraining_forward` (an addition to
+            the reconstruction: it keeps a from-scratch encoder from collapsing, README "Pretraining").
     """
 
     tokenizer: Any
@@ -138,6 +141,7 @@ class SpanMaskingCollator:
     first_maskable: int = 1
     generator: torch.Generator | None = None
     document_positions: bool = True
+    encoder_labels: bool = True
     _random_ids: torch.Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -176,7 +180,7 @@ class SpanMaskingCollator:
         return torch.where(choice == 0, masked, torch.where(choice == 1, tokens, random))
 
     def __call__(self, features: Iterable[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        sources, prevs, targets, indices, position_rows = [], [], [], [], []
+        sources, prevs, targets, indices, position_rows, source_labels = [], [], [], [], [], []
         for feature in features:
             tokens = torch.as_tensor(feature["input_ids"], dtype=torch.long)
             spans = self.span_positions(len(tokens))
@@ -185,6 +189,7 @@ class SpanMaskingCollator:
             if len(positions):
                 source[positions] = self._replace(tokens[positions])
             sources.append(source)
+            source_labels.append(torch.full_like(tokens, -100).index_copy(0, positions, tokens[positions]))
             position_rows.append(positions)
             prevs.append(tokens[positions - 1] if len(positions) else positions)
             targets.append(tokens[positions] if len(positions) else positions)
@@ -199,6 +204,8 @@ class SpanMaskingCollator:
         }
         if self.document_positions:
             batch["positions"] = _pad(position_rows, 0)
+        if self.encoder_labels:
+            batch["encoder_labels"] = _pad(source_labels, -100)
         return batch
 
 

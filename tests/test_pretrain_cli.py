@@ -28,6 +28,7 @@ def test_pretrain_resume_and_continue(tmp_path, capsys):
     assert main(_args(corpus, out, 4, "--resume_from_checkpoint", "last")) == 0
     state = (out / "checkpoint-4" / "trainer_state.json").read_text()
     assert '"global_step": 4' in state and "loss_stream_2" in state and '"encoder_gap"' in state
+    assert '"loss_encoder_mlm"' in state  # the encoder MLM term is on by default
     # The checkpoint is a plain BANG model (no pretraining class in config or files) and decodes every mode.
     model = BangForConditionalGeneration.from_pretrained(out)
     assert model.config.architectures == ["BangForConditionalGeneration"] and model.config.num_streams == 3
@@ -37,10 +38,13 @@ def test_pretrain_resume_and_continue(tmp_path, capsys):
         assert model.generate(source, mode=mode, max_new_tokens=4, **options).size(0) == 1
     card = (out / "README.md").read_text()
     assert "reconstruction" in card and "3 [MASK] streams" in card and "position in the document" in card
-    assert "'encoder_gap':" in card  # the last log's value, next to the stream losses
+    assert "'encoder_gap':" in card and "'loss_encoder_mlm':" in card  # the last log's values
+    assert "Encoder MLM term** (added by bang-nar, not in any source): weight 1." in card
     # Continue pretraining from the saved model with per-stream weights, on the fine-tuning positions 1..T.
     more = tmp_path / "more"
     assert main(_args(corpus, more, 1, "--model_name_or_path", str(out), "--stream_weights", "1,0.5,0.5",
-                      "--no_document_positions")) == 0
-    assert "last per-stream losses and encoder gap {'loss_stream_0'" in capsys.readouterr().err
-    assert "fine-tuning positions 1..T" in (more / "README.md").read_text()
+                      "--no_document_positions", "--encoder_mlm_weight", "0")) == 0
+    assert "last per-stream losses, encoder gap and encoder MLM loss {'loss_stream_0'" in capsys.readouterr().err
+    card = (more / "README.md").read_text()
+    assert "fine-tuning positions 1..T" in card and "off (`--encoder_mlm_weight 0`" in card
+    assert "loss_encoder_mlm" not in (more / "checkpoint-1" / "trainer_state.json").read_text()

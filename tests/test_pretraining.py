@@ -250,3 +250,75 @@ def test_freeze_encoder_steps_holds_the_encoder_then_trains_it(tmp_path):
     with pytest.raises(ValueError, match="freeze_encoder_steps"):
         BangPreTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True),
                        freeze_encoder_steps=-1)
+
+
+def test_encoder_mlm_term_adds_the_weighted_span_token_loss(model):
+    input_ids, mask, labels = random_batch()
+    encoder_labels = torch.full_like(input_ids, -100)
+    encoder_labels[:, 2:5] = input_ids[:, 2:5]  # three span positions per sample
+    plain = pretraining_forward(model, input_ids, mask, labels=labels, num_streams=3)
+    states = model.get_encoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state[:, 2:5]
+    expected = torch.nn.functional.cross_entropy(model.lm_head(states).flatten(0, 1).float(),
+                                                 input_ids[:, 2:5].flatten(), label_smoothing=model.config.label_smoothing)
+    with_mlm = pretraining_forward(model, input_ids, mask, labels=labels, num_streams=3, encoder_labels=encoder_labels,
+                                   encoder_mlm_weight=0.5)
+    assert torch.allclose(with_mlm.encoder_mlm_loss, expected, atol=ATOL)
+    assert torch.allclose(with_mlm.loss, plain.loss + 0.5 * expected, atol=ATOL)
+    off = pretraining_forward(model, input_ids, mask, labels=labels, num_streams=3, encoder_labels=encoder_labels,
+                              encoder_mlm_weight=0.0)
+    assert torch.equal(off.loss, plain.loss) and off.encoder_mlm_loss is None
+    # No span position in the batch: the term is 0, not nan.
+    empty = pretraining_forward(model, input_ids, mask, labels=labels, num_streams=3,
+                                encoder_labels=torch.full_like(input_ids, -100))
+    assert empty.encoder_mlm_loss.item() == 0.0 and torch.allclose(empty.loss, plain.loss, atol=ATOL)
+    # encoder_gap compares the decoder's losses only: encoder labels in the batch do not change it.
+    pretrainer = BangForPreTraining(model.config)
+    pretrainer.load_state_dict(model.state_dict())
+    batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    assert torch.allclose(encoder_gap(pretrainer, dict(batch, encoder_labels=encoder_labels), num_streams=3),
+                          encoder_gap(pretrainer, batch, num_streams=3), atol=ATOL)
+
+
+def test_encoder_mlm_term_keeps_a_from_scratch_encoder_from_collapsing(tmp_path):
+    """The failure it fixes: on word-level text, the released criterion alone collapses the encoder to one constant
+    vector within 60 steps (spread across sources near 0); with the encoder MLM term (the default) it stays apart."""
+    import datasets
+    from transformers import PrinterCallback, TrainingArguments
+
+    from bang_nar.configuration_bang import BangConfig
+    from bang_nar.multimodality import build_word_tokenizer, make_multimodality_task
+    from bang_nar.pretraining import BangPreTrainer
+    from bang_nar.pretraining_data import SpanMaskingCollator, pack_documents
+
+    task = make_multimodality_task(1, 600, 0, 0)
+    text = [" ".join(f"{s} {t}" for s, t in zip(source.split(), target.split()))
+            for source, target in zip(task.train["source"], task.train["target"])]
+    tokenizer = build_word_tokenizer(text)
+    chunks = pack_documents(datasets.Dataset.from_dict({"text": text}), tokenizer, 32)
+    probe = SpanMaskingCollator(tokenizer, span_block_size=8, mask_ratio=0.5,
+                                generator=torch.Generator().manual_seed(1))([chunks[i] for i in range(32)])
+
+    def spread_after_pretraining(**trainer_kwargs) -> tuple[float, list]:
+        config = BangConfig(vocab_size=len(tokenizer), d_model=64, encoder_layers=2, decoder_layers=2,
+                            encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
+                            decoder_ffn_dim=128, max_position_embeddings=32, num_streams=4,
+                            pad_token_id=tokenizer.pad_token_id)
+        torch.manual_seed(0)
+        model = BangForPreTraining(config)
+        collator = SpanMaskingCollator(tokenizer, span_block_size=8, mask_ratio=0.5,
+                                       generator=torch.Generator().manual_seed(0))
+        args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=16, max_steps=60,
+                                 learning_rate=2e-3, warmup_steps=6, report_to=[], save_strategy="no", use_cpu=True,
+                                 disable_tqdm=True, remove_unused_columns=False, logging_steps=60)
+        trainer = BangPreTrainer(model=model, args=args, train_dataset=chunks, data_collator=collator, num_streams=4,
+                                 **trainer_kwargs)
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+        with torch.no_grad():
+            states = model.eval().get_encoder()(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"])
+        return states.last_hidden_state.std(0).mean().item(), trainer.state.log_history
+
+    collapsed, released_log = spread_after_pretraining(encoder_mlm_weight=0.0)
+    alive, default_log = spread_after_pretraining()
+    assert collapsed < 0.1 < 0.4 < alive, (collapsed, alive)  # about 0.03 and 0.74 when written
+    assert "loss_encoder_mlm" in default_log[0] and "loss_encoder_mlm" not in released_log[0]

@@ -44,8 +44,14 @@ def test_collator_on_a_hand_checked_sentence(tokenizer, tmp_path):
     assert batch["decoder_input_ids"][1].tolist()[3:] == [tokenizer.pad_token_id] * 2
     # Document positions (MASS `positions`): each target's index in the chunk = its prev token's 1-based position.
     assert batch["positions"].tolist() == [[2, 3, 4, 8, 9], [2, 3, 4, 0, 0]]
-    plain = FixedSpans(tokenizer, mask_prob=1.0, keep_prob=0.0, random_prob=0.0, document_positions=False)([chunks[0]])
-    assert "positions" not in plain and set(plain) == set(batch) - {"positions"}
+    # Encoder MLM labels: source-aligned, the original token at every span position, -100 elsewhere and on padding.
+    assert _words(tokenizer, batch["encoder_labels"][0]) == "sat on the dog ate"
+    assert batch["encoder_labels"][0].ne(-100).nonzero().flatten().tolist() == [2, 3, 4, 8, 9]
+    assert batch["encoder_labels"][1].ne(-100).nonzero().flatten().tolist() == [2, 3, 4]
+    assert _words(tokenizer, batch["encoder_labels"][1]) == "document here [SEP]"
+    plain = FixedSpans(tokenizer, mask_prob=1.0, keep_prob=0.0, random_prob=0.0, document_positions=False,
+                       encoder_labels=False)([chunks[0]])
+    assert set(plain) == set(batch) - {"positions", "encoder_labels"}
 
 
 def test_replacement_probabilities(tokenizer):

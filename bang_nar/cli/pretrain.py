@@ -36,10 +36,13 @@ class PretrainArguments:
     mask_prob: float = field(default=0.8, metadata={"help": "Share of span tokens replaced by [MASK] in the source."})
     keep_prob: float = field(default=0.1, metadata={"help": "Share of span tokens kept in the source."})
     random_prob: float = field(default=0.1, metadata={"help": "Share of span tokens replaced by a random token."})
+    encoder_mlm_weight: float = field(default=1.0, metadata={
+        "help": "Weight of the encoder MLM term (added to the reconstruction: each span position of the source "
+                "predicts its token through the LM head). Without it a from-scratch encoder collapses to a constant "
+                "(README, Pretraining); 0 trains the released criterion only."})
     freeze_encoder_steps: int = field(default=0, metadata={
-        "help": "Keep the encoder's own weights still for the first N optimizer steps (the shared embeddings train): "
-                "from scratch, the encoder otherwise collapses to a constant early on; this delays it (README, "
-                "Pretraining)."})
+        "help": "Keep the encoder's own weights still for the first N optimizer steps (the shared embeddings train); "
+                "an experiment that only delays the collapse which --encoder_mlm_weight prevents."})
     document_positions: bool = field(default=True, metadata={
         "help": "Give each masked token its position in the document, as the released hooks expect; "
                 "--no_document_positions uses the fine-tuning positions 1..T of the concatenated spans."})
@@ -73,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if not trainer.is_world_process_zero():
         return 0
     last = _last_stream_losses(trainer.state.log_history)
-    print(f"Pretrained {trainer.state.global_step} steps; last per-stream losses and encoder gap {last}. "
-          f"Saved to {training_args.output_dir}.", file=sys.stderr)
+    print(f"Pretrained {trainer.state.global_step} steps; last per-stream losses, encoder gap and encoder MLM loss "
+          f"{last}. Saved to {training_args.output_dir}.", file=sys.stderr)
     return 0
 
 
@@ -128,7 +131,8 @@ def pretrain(data_args: PretrainArguments, model_args, training_args):
     collator = SpanMaskingCollator(tokenizer, span_block_size=data_args.span_block_size,
                                    mask_ratio=data_args.mask_ratio, mask_prob=data_args.mask_prob,
                                    keep_prob=data_args.keep_prob, random_prob=data_args.random_prob,
-                                   document_positions=data_args.document_positions)
+                                   document_positions=data_args.document_positions,
+                                   encoder_labels=data_args.encoder_mlm_weight != 0)
     resume = training_args.resume_from_checkpoint
     if resume == "last":
         resume = get_last_checkpoint(training_args.output_dir)
@@ -138,7 +142,8 @@ def pretrain(data_args: PretrainArguments, model_args, training_args):
     training_args.remove_unused_columns = False  # the collator builds every model input from input_ids
     trainer = BangPreTrainer(model=model, args=training_args, train_dataset=chunks, data_collator=collator,
                              processing_class=tokenizer, num_streams=model.config.num_streams,
-                             stream_weights=weights, freeze_encoder_steps=data_args.freeze_encoder_steps)
+                             stream_weights=weights, freeze_encoder_steps=data_args.freeze_encoder_steps,
+                             encoder_mlm_weight=data_args.encoder_mlm_weight)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
@@ -148,9 +153,10 @@ def pretrain(data_args: PretrainArguments, model_args, training_args):
 
 
 def _last_stream_losses(history) -> dict[str, float]:
-    """The last logged per-stream losses, with the `encoder_gap` of the same log when there is one."""
+    """The last logged per-stream losses, with the `encoder_gap` and `loss_encoder_mlm` of the same log when there."""
     for entry in reversed(history):
-        streams = {k: v for k, v in entry.items() if k.startswith("loss_stream_") or k == "encoder_gap"}
+        streams = {k: v for k, v in entry.items()
+                   if k.startswith("loss_stream_") or k in ("encoder_gap", "loss_encoder_mlm")}
         if any(k.startswith("loss_stream_") for k in streams):
             return streams
     return {}
@@ -173,6 +179,8 @@ def _write_card(trainer, data_args: PretrainArguments, init: str, weights) -> No
         span_block_size=data_args.span_block_size,
         mask_ratio=data_args.mask_ratio,
         replace_probs=f"{data_args.mask_prob:g}/{data_args.keep_prob:g}/{data_args.random_prob:g}",
+        encoder_mlm=f"weight {data_args.encoder_mlm_weight:g}" if data_args.encoder_mlm_weight else
+                    "off (`--encoder_mlm_weight 0`: the released criterion only)",
         positions="each masked token at its position in the document, as the released code's unused hooks expect "
                   "(relative buckets from the same positions)" if data_args.document_positions else
                   "fine-tuning positions 1..T over the concatenated spans (`--no_document_positions`)",
