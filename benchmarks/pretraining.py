@@ -50,7 +50,7 @@ DIMS = {"d_model": 128, "layers": 2, "heads": 4, "ffn": 256}
 
 
 def pretrain(model, chunks, collator, *, steps, batch_size, lr, seed, num_streams, logging_steps,
-             callbacks=(), freeze_encoder_steps=0) -> tuple[list, float]:  # fmt: skip
+             callbacks=(), freeze_encoder_steps=0, encoder_mlm_weight=1.0) -> tuple[list, float]:  # fmt: skip
     """`BangPreTrainer` for `steps`; returns the log history and wall seconds."""
     from transformers import PrinterCallback, TrainingArguments
 
@@ -66,7 +66,7 @@ def pretrain(model, chunks, collator, *, steps, batch_size, lr, seed, num_stream
         )  # fmt: skip
         trainer = BangPreTrainer(model=model, args=args, train_dataset=chunks, data_collator=collator,
                                  num_streams=num_streams, callbacks=list(callbacks),
-                                 freeze_encoder_steps=freeze_encoder_steps)
+                                 freeze_encoder_steps=freeze_encoder_steps, encoder_mlm_weight=encoder_mlm_weight)
         trainer.remove_callback(PrinterCallback)
         started = time.perf_counter()
         trainer.train()
@@ -133,7 +133,8 @@ def part_raw(args) -> dict[str, Any]:
     config.num_streams = num_streams
     model = BangForPreTraining(config)
     history, seconds = pretrain(model, chunks, collator, steps=args.raw_steps, batch_size=args.batch_size,
-                                lr=args.pretrain_lr, seed=0, num_streams=num_streams, logging_steps=10)
+                                lr=args.pretrain_lr, seed=0, num_streams=num_streams, logging_steps=10,
+                                encoder_mlm_weight=args.encoder_mlm_weight)
     rows = stream_windows(history, num_streams, window=3)
     print(f"\n## Part A: pretraining on {path.parent.name}/{path.name} ({args.raw_documents} documents, "
           f"{len(chunks)} chunks of {args.raw_chunk} tokens, vocab {len(tokenizer)}, n = {num_streams} streams, "
@@ -214,8 +215,8 @@ def part_controlled(args) -> dict[str, Any]:
         at_init = encoder_use(model, chunks, collator(1), 4)
         history, seconds = pretrain(model, chunks, collator(args.pretrain_seed), steps=args.pretrain_steps,
                                     batch_size=args.batch_size, lr=args.pretrain_lr, seed=args.pretrain_seed,
-                                    num_streams=4, logging_steps=10,
-                                    freeze_encoder_steps=args.freeze_encoder_steps)  # fmt: skip
+                                    num_streams=4, logging_steps=10, freeze_encoder_steps=args.freeze_encoder_steps,
+                                    encoder_mlm_weight=args.encoder_mlm_weight)  # fmt: skip
         pretraining[positions] = {"seconds": seconds, "streams": stream_windows(history, 4, window=3),
                                   "encoder_use": encoder_use(model, chunks, collator(1), 4),
                                   "encoder_use_at_init": at_init}  # fmt: skip
@@ -285,7 +286,8 @@ def part_qg(args) -> dict[str, Any]:
     paragraphs = squad_paragraphs(data_dir)
     key = (f"qg_pretrained_steps{args.qg_pretrain_steps}_chunk{args.qg_chunk}_n{args.qg_streams}"
            f"_lr{args.pretrain_lr:g}_batch{args.batch_size}_seed{args.pretrain_seed}"
-           f"{f'_freeze{args.freeze_encoder_steps}' if args.freeze_encoder_steps else ''}")
+           f"{f'_freeze{args.freeze_encoder_steps}' if args.freeze_encoder_steps else ''}"
+           f"{f'_mlm{args.encoder_mlm_weight:g}' if args.encoder_mlm_weight else ''}")
     cache = Path(args.cache_dir) / key if args.cache_dir else None
     if cache is not None and cache.exists():
         # The cached weights' own tokenizer: WordPiece training breaks count ties differently in every process.
@@ -314,7 +316,8 @@ def part_qg(args) -> dict[str, Any]:
         history, info["seconds"] = pretrain(pretrained, chunks, collator, steps=args.qg_pretrain_steps,
                                             batch_size=args.batch_size, lr=args.pretrain_lr, seed=args.pretrain_seed,
                                             num_streams=args.qg_streams, logging_steps=10,
-                                            freeze_encoder_steps=args.freeze_encoder_steps)  # fmt: skip
+                                            freeze_encoder_steps=args.freeze_encoder_steps,
+                                            encoder_mlm_weight=args.encoder_mlm_weight)  # fmt: skip
         info["streams"] = stream_windows(history, args.qg_streams, window=3)
         if cache is not None:  # a plain BANG folder with its tokenizer
             pretrained.save_pretrained(cache)
@@ -350,14 +353,16 @@ def part_qg(args) -> dict[str, Any]:
 
 
 # Part D runs: (training, learning rate, share of span tokens [MASK]ed / kept / randomised in the source,
-# freeze_encoder_steps).
+# freeze_encoder_steps, encoder MLM weight). All but the last pretraining rows use the released criterion only.
 COLLAPSE_RUNS = {
-    "pretrain, lr 2e-3": ("pretrain", 2e-3, (0.8, 0.1, 0.1), 0),
-    "pretrain, lr 5e-4": ("pretrain", 5e-4, (0.8, 0.1, 0.1), 0),
-    "pretrain, lr 1e-4": ("pretrain", 1e-4, (0.8, 0.1, 0.1), 0),
-    "pretrain, lr 5e-4, span tokens kept in the source": ("pretrain", 5e-4, (0.0, 1.0, 0.0), 0),
-    "pretrain, lr 5e-4, encoder held for 50 steps": ("pretrain", 5e-4, (0.8, 0.1, 0.1), 50),
-    "AR fine-tuning on QG pairs, lr 1e-3 (reference)": ("ar", 1e-3, None, 0),
+    "pretrain, lr 2e-3": ("pretrain", 2e-3, (0.8, 0.1, 0.1), 0, 0.0),
+    "pretrain, lr 5e-4": ("pretrain", 5e-4, (0.8, 0.1, 0.1), 0, 0.0),
+    "pretrain, lr 1e-4": ("pretrain", 1e-4, (0.8, 0.1, 0.1), 0, 0.0),
+    "pretrain, lr 5e-4, span tokens kept in the source": ("pretrain", 5e-4, (0.0, 1.0, 0.0), 0, 0.0),
+    "pretrain, lr 5e-4, encoder held for 50 steps": ("pretrain", 5e-4, (0.8, 0.1, 0.1), 50, 0.0),
+    "pretrain, lr 2e-3, encoder MLM term (default)": ("pretrain", 2e-3, (0.8, 0.1, 0.1), 0, 1.0),
+    "pretrain, lr 5e-4, encoder MLM term (default)": ("pretrain", 5e-4, (0.8, 0.1, 0.1), 0, 1.0),
+    "AR fine-tuning on QG pairs, lr 1e-3 (reference)": ("ar", 1e-3, None, 0, 0.0),
 }
 
 
@@ -403,7 +408,7 @@ def part_collapse(args) -> dict[str, Any]:
 
     curves = {}
     for name in args.collapse_runs.split(";"):
-        kind, lr, replace, freeze = COLLAPSE_RUNS[name]
+        kind, lr, replace, freeze, mlm_weight = COLLAPSE_RUNS[name]
         torch.manual_seed(args.pretrain_seed)
         model = (BangForPreTraining if kind == "pretrain" else BangForConditionalGeneration)(config)
         curve = Curve(model)
@@ -413,7 +418,7 @@ def part_collapse(args) -> dict[str, Any]:
                                            keep_prob=keep, random_prob=rand)
             pretrain(model, chunks, collator, steps=args.collapse_steps, batch_size=args.batch_size, lr=lr,
                      seed=args.pretrain_seed, num_streams=4, logging_steps=args.collapse_steps, callbacks=[curve],
-                     freeze_encoder_steps=freeze)
+                     freeze_encoder_steps=freeze, encoder_mlm_weight=mlm_weight)
         else:
             pipeline.train(model, pair_set, steps=args.collapse_steps, warmup_steps=args.collapse_steps // 10,
                            train_mode="ar", batch_size=args.batch_size, learning_rate=lr, seed=args.pretrain_seed,
@@ -446,6 +451,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pretrain-seed", type=int, default=0, help="Init seed of the one pretraining run.")
     parser.add_argument("--freeze-encoder-steps", type=int, default=0, help="Parts B and C: hold the encoder still "
                         "for the first N pretraining steps (BangPreTrainer(freeze_encoder_steps=N)).")
+    parser.add_argument("--encoder-mlm-weight", type=float, default=1.0, help="Parts A-C: weight of the encoder MLM "
+                        "term (BangPreTrainer(encoder_mlm_weight=...), the package default 1; 0: the released "
+                        "criterion only).")
     parser.add_argument("--task-seed", type=int, default=0)
     parser.add_argument("--positions", default="document,target", help="Pretraining runs: 'document' (each masked "
                         "token at its document position, the hooks' reading) and/or 'target' (1..T).")
