@@ -16,16 +16,20 @@ dev paragraphs; the test articles are disjoint), then it and the same architectu
 and NAR on the 10,570 training pairs with equal budgets; BLEU-4 and ROUGE-L on the first 300 test pairs.
 
     python benchmarks/pretraining.py --parts controlled --pretrain-text interleaved --num-train 1000 \
-        --pretrain-steps 1500 --pretrain-lr 2e-3 --steps 300 --seeds 0,1,2,3,4 --out pretraining_controlled
+        --pretrain-steps 1500 --pretrain-lr 2e-3 --steps 300 --seeds 0,1,2,3,4 --positions document \
+        --out pretraining_controlled_mlm
     python benchmarks/pretraining.py --parts qg --qg-pretrain-steps 2000 --pretrain-lr 2e-3 --qg-steps 600 \
-        --seeds 0 --cache-dir .pretrain-cache --out pretraining_qg_s0    # then --seeds 1 / 2 in parallel (same cache)
+        --seeds 0 --cache-dir .pretrain-cache --out pretraining_qg_mlm_s0    # then --seeds 1 / 2 in parallel
     python benchmarks/pretraining.py --parts raw                        # part A
 
-Part D (`collapse`): why pretraining did not help here. The spread of the encoder's output across 32 fixed sources,
-every 25 steps, while pretraining on SQuAD paragraphs (learning rates 2e-3, 5e-4, 1e-4; and with every span token
-left visible in the source) and, for reference, during AR fine-tuning on QG pairs:
+Part D (`collapse`): why the encoder MLM term. The spread of the encoder's output across 32 fixed sources, every 25
+steps, while pretraining on SQuAD paragraphs with the released criterion only (learning rates 2e-3, 5e-4, 1e-4; with
+every span token left visible in the source; with the encoder held for 50 steps) and with the encoder MLM term, and,
+for reference, during AR fine-tuning on QG pairs:
 
     python benchmarks/pretraining.py --parts collapse --out pretraining_collapse
+
+Parts A-C pretrain with the encoder MLM term (`--encoder-mlm-weight`, default 1; 0: the released criterion only).
 
 Outputs: Markdown tables and one JSON line; `results/<--out>.json`.
 """
@@ -132,16 +136,22 @@ def part_raw(args) -> dict[str, Any]:
     config = pipeline.bang_config(tokenizer, DIMS, max_positions=args.raw_chunk)
     config.num_streams = num_streams
     model = BangForPreTraining(config)
+    probe = SpanMaskingCollator(tokenizer, span_block_size=args.raw_block, mask_ratio=args.raw_mask_ratio,
+                                generator=torch.Generator().manual_seed(1))
+    at_init = encoder_use(model, chunks, probe, num_streams)
     history, seconds = pretrain(model, chunks, collator, steps=args.raw_steps, batch_size=args.batch_size,
                                 lr=args.pretrain_lr, seed=0, num_streams=num_streams, logging_steps=10,
                                 encoder_mlm_weight=args.encoder_mlm_weight)
     rows = stream_windows(history, num_streams, window=3)
+    use = encoder_use(model, chunks, probe, num_streams)
     print(f"\n## Part A: pretraining on {path.parent.name}/{path.name} ({args.raw_documents} documents, "
           f"{len(chunks)} chunks of {args.raw_chunk} tokens, vocab {len(tokenizer)}, n = {num_streams} streams, "
           f"{args.raw_steps} steps x batch {args.batch_size}, {seconds:.0f} s)\n")
     print(markdown_table(rows, [("stream", "stream"), ("first", "loss, first 3 logs"), ("last", "loss, last 3 logs"),
                                 ("drop", "drop")], digits=3))  # fmt: skip
-    return {"rows": rows, "seconds": seconds, "chunks": len(chunks), "vocab": len(tokenizer), "num_streams": num_streams}
+    print(f"Encoder use: {_encoder_use_line(use)} (at init: {_encoder_use_line(at_init)})")
+    return {"rows": rows, "seconds": seconds, "chunks": len(chunks), "vocab": len(tokenizer), "num_streams": num_streams,
+            "encoder_use": use, "encoder_use_at_init": at_init}
 
 
 def unpaired_corpus(num_modes: int, size: int, seed: int) -> list[str]:
@@ -204,7 +214,7 @@ def part_controlled(args) -> dict[str, Any]:
 
     starts: dict[str, Any] = {}
     pretraining: dict[str, Any] = {}
-    for positions in args.positions.split(","):
+    for positions in filter(None, args.positions.split(",")):  # '' = scratch rows only
         model = BangForPreTraining(config)
         model.load_state_dict(init(args.pretrain_seed).state_dict())  # scratch seed `pretrain_seed` + pretraining
 
@@ -456,7 +466,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "criterion only).")
     parser.add_argument("--task-seed", type=int, default=0)
     parser.add_argument("--positions", default="document,target", help="Pretraining runs: 'document' (each masked "
-                        "token at its document position, the hooks' reading) and/or 'target' (1..T).")
+                        "token at its document position, the hooks' reading) and/or 'target' (1..T); '' fine-tunes "
+                        "scratch only.")
     parser.add_argument("--num-modes", type=int, default=1)
     parser.add_argument("--num-train", type=int, default=2000)
     parser.add_argument("--num-eval", type=int, default=200)
