@@ -453,6 +453,8 @@ class BangPreTrainer(Trainer):
         super().__init__(*args, **kwargs)
         if freeze_encoder_steps < 0:
             raise ValueError(f"freeze_encoder_steps must be >= 0, got {freeze_encoder_steps}.")
+        if encoder_mlm_weight is not None and encoder_mlm_weight < 0:
+            raise ValueError(f"encoder_mlm_weight must be >= 0 (0 turns the term off), got {encoder_mlm_weight}.")
         if freeze_encoder_steps:
             self.add_callback(_FreezeEncoder(freeze_encoder_steps))
         self.num_streams = num_streams

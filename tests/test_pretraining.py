@@ -250,6 +250,9 @@ def test_freeze_encoder_steps_holds_the_encoder_then_trains_it(tmp_path):
     with pytest.raises(ValueError, match="freeze_encoder_steps"):
         BangPreTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True),
                        freeze_encoder_steps=-1)
+    with pytest.raises(ValueError, match="encoder_mlm_weight must be >= 0"):
+        BangPreTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True),
+                       encoder_mlm_weight=-1.0)
 
 
 def test_encoder_mlm_term_adds_the_weighted_span_token_loss(model):
