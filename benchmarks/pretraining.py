@@ -105,19 +105,25 @@ def seed_rows(runs: dict[str, list[dict[str, Any]]], metrics: tuple[str, ...], d
 
 
 @torch.no_grad()
+def encoder_spread(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> float:
+    """Std of the encoder's output across the sources (mean over positions and features), dropout off; about 0.6 at
+    init, near 0 once the encoder has collapsed to a constant. `model`'s train/eval mode is restored."""
+    was_training = model.training
+    states = model.eval().get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    model.train(was_training)
+    return states.std(0).mean().item()
+
+
 def encoder_use(model, chunks, collator, num_streams: int, size: int = 64) -> dict[str, float]:
     """Does the decoder read the encoder, on `size` chunks? `gap`: `bang_nar.pretraining.encoder_gap` (pretraining
-    loss with another chunk's source minus with its own; 0 = ignored). `spread`: std of the encoder's output
-    across the chunks (mean over positions and features); about 0.6 at init, near 0 once the encoder has collapsed
-    to a constant."""
+    loss with another chunk's source minus with its own; 0 = ignored). `spread`: `encoder_spread` over the chunks."""
     from bang_nar.pretraining import BangForPreTraining, encoder_gap
 
     probe = BangForPreTraining(model.config)
     probe.load_state_dict(model.state_dict())
     batch = collator([chunks[i] for i in range(min(size, len(chunks)))])
     gap = encoder_gap(probe, batch, num_streams=num_streams).item()
-    states = probe.eval().get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    return {"gap": gap, "spread": states.last_hidden_state.std(0).mean().item()}
+    return {"gap": gap, "spread": encoder_spread(probe, batch["input_ids"], batch["attention_mask"])}
 
 
 def part_raw(args) -> dict[str, Any]:
@@ -402,11 +408,7 @@ def part_collapse(args) -> dict[str, Any]:
     config.num_streams = 4
 
     def spread(model) -> float:
-        was_training = model.training
-        with torch.no_grad():
-            states = model.eval().get_encoder()(**probe).last_hidden_state
-        model.train(was_training)
-        return states.std(0).mean().item()
+        return encoder_spread(model, probe["input_ids"], probe["attention_mask"])
 
     class Curve(TrainerCallback):
         def __init__(self, model):
