@@ -489,7 +489,8 @@ class BangPreTrainer(Trainer):
             else:
                 self._stream_sums, self._stream_counts = self._stream_sums + sums, self._stream_counts + counts
             if outputs.encoder_mlm_loss is not None:
-                mlm = torch.stack([outputs.encoder_mlm_loss.float(), torch.ones_like(outputs.encoder_mlm_loss.float())])
+                term = outputs.encoder_mlm_loss.float()
+                mlm = torch.stack([term, torch.ones_like(term)])  # [term, one micro-batch]
                 self._mlm_sum = mlm if self._mlm_sum is None else self._mlm_sum + mlm
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
