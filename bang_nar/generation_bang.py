@@ -260,8 +260,11 @@ def _nar_settings(model, mode: str, kwargs: dict[str, Any], honoured: tuple[str,
     if passed_config is not None:
         explicit = {**passed_config.to_diff_dict(), **explicit}
         explicit.pop("transformers_version", None)
-    settings.update({name: value for name, value in explicit.items() if name in honoured})
+    # An explicit None (e.g. a CLI option left unset) keeps the stored value.
+    settings.update({name: value for name, value in explicit.items() if name in honoured and value is not None})
     check_generation_options(mode, {k: v for k, v in explicit.items() if k not in honoured}, model.config)
+    # A stored max_new_tokens (the trained target bound) only lowers the source rule; an explicit one is exact.
+    settings["cap_by_source"] = explicit.get("max_new_tokens") is None
     return settings
 
 
@@ -333,8 +336,10 @@ class BangGenerationMixin(GenerationMixin):
         attention_mask: torch.Tensor | None,
         encoder_outputs: BaseModelOutput | None,
         max_new_tokens: int | None,
+        cap_by_source: bool = False,
     ) -> tuple[BaseModelOutput, torch.Tensor, int]:
-        """Shared set-up of the one-pass modes: encoder outputs, source mask and the number of decoder slots."""
+        """Shared set-up of the one-pass modes: encoder outputs, source mask and the number of decoder slots
+        (`max_new_tokens`, at most the padded source length with `cap_by_source`; None: the source length)."""
         if encoder_outputs is None:
             if input_ids is None:
                 raise ValueError("generate(mode='nar') needs input_ids (the source) or encoder_outputs.")
@@ -343,7 +348,9 @@ class BangGenerationMixin(GenerationMixin):
             if input_ids is None:
                 raise ValueError("With encoder_outputs, pass the source attention_mask too (pads must stay masked).")
             attention_mask = input_ids.ne(self.config.pad_token_id).long()
-        num_slots = max_new_tokens if max_new_tokens is not None else encoder_outputs.last_hidden_state.size(1)
+        source_slots = encoder_outputs.last_hidden_state.size(1)
+        num_slots = source_slots if max_new_tokens is None else max_new_tokens
+        num_slots = min(num_slots, source_slots) if cap_by_source else num_slots
         if num_slots < 1:
             raise ValueError(f"max_new_tokens must be >= 1 for NAR decoding, got {num_slots}.")
         return encoder_outputs, attention_mask, num_slots
@@ -390,8 +397,10 @@ class BangGenerationMixin(GenerationMixin):
     ) -> torch.Tensor | BangNARGenerateOutput:
         """One encoder pass, one decoder pass, argmax per slot (spec §4.1, `BANGNARSequenceGenerator.generate`).
 
-        - The decoder has `max_new_tokens` slots, or the padded source length when None (the original rule). NAR
-          attention is causal, so slot t is the same whatever the number of slots (spec §2.6).
+        - The decoder has `max_new_tokens` slots, or the padded source length when None (the original rule). A
+          `max_new_tokens` stored in the model's generation_config (the trainer records the longest trained target,
+          docs/decoding.md) caps the source rule instead. NAR attention is causal, so slot t is the same whatever
+          the number of slots (spec §2.6): fewer slots give the first slots of the longer decode.
         - `nar_postprocess=True` (default) cuts at the first non-leading `[SEP]` and drops `[CLS]` and consecutive
           repeats on ids (`nar_cut_and_dedup`); False returns the raw argmax of every slot.
         - `suppress_repeats` / `no_repeat_ngram_size` constrain the argmax itself (`constrained_argmax`).
@@ -416,7 +425,7 @@ class BangGenerationMixin(GenerationMixin):
             )
         input_ids = inputs if inputs is not None else input_ids
         encoder_outputs, attention_mask, num_slots = self._encode_for_nar(
-            input_ids, attention_mask, encoder_outputs, settings.get("max_new_tokens")
+            input_ids, attention_mask, encoder_outputs, settings.get("max_new_tokens"), settings["cap_by_source"]
         )
         logits = self._nar_logits(encoder_outputs, attention_mask, num_slots)
         scores = logits.max(dim=-1).values  # [B, L], the original `positional_scores`
@@ -474,7 +483,7 @@ class BangGenerationMixin(GenerationMixin):
         settings = _nar_settings(self, "nar_verify", generation_options, honoured)
         input_ids = inputs if inputs is not None else input_ids
         encoder_outputs, attention_mask, num_slots = self._encode_for_nar(
-            input_ids, attention_mask, encoder_outputs, settings.get("max_new_tokens")
+            input_ids, attention_mask, encoder_outputs, settings.get("max_new_tokens"), settings["cap_by_source"]
         )
         config = self.config
         draft = self._nar_logits(encoder_outputs, attention_mask, num_slots).argmax(-1)  # [B, L]

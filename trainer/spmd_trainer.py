@@ -199,6 +199,7 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             from bang_nar.pretraining import store_block_size
 
             store_block_size(self.model, args.semi_nar_block_size)
+        record_target_bound(self.model, self.train_dataset, args)
         self.pace_state = SelfPacedState.from_args(args)
         self.teacher = self._load_teacher(args)
         # Running (sum, count) per metric, kept on the device and turned into floats in `log` only: no host sync per
@@ -855,6 +856,32 @@ def _card_decoding(model: nn.Module, is_nar: bool, semi_nar_block_size: int | No
     else:
         lines.append("- This model was trained in AR mode (e.g. as the teacher of `bang-nar distill`).")
     return "\n".join(lines)
+
+
+def record_target_bound(model: nn.Module, dataset: Any, args: SPMDTrainingArguments) -> int | None:
+    """Store the longest trained target (`[SEP]` included: the NAR slot count it needs) as the model's
+    `generation_config.max_new_tokens` when NAR-type batches train it, so that every save carries it and NAR decoding
+    runs that many slots (capped by the source rule) instead of one per source token (docs/decoding.md). It caps AR
+    decoding of the saved model too. Returns the bound, or None (AR training, or a dataset that is no
+    `datasets.Dataset`) where nothing is stored."""
+    if not (args.has_nar_batches or args.train_mode == "semi_nar") or not hasattr(dataset, "with_format"):
+        return None
+    import pyarrow.compute as pc
+
+    columns = ["labels"]
+    if args.uses_distilled_targets and args.kd_column in dataset.column_names:
+        columns.append(args.kd_column)
+    table = dataset.with_format("arrow").select_columns(columns)[:]
+    bound = 0
+    for name in columns:
+        column = table.column(name)
+        if name != "labels":  # k targets per example: list<list<int>>
+            column = pc.list_flatten(column)
+        bound = max(bound, int(pc.max(pc.list_value_length(column)).as_py() or 0))
+    if bound < 1:
+        return None
+    model.generation_config.max_new_tokens = bound
+    return bound
 
 
 def _check_dataset(dataset: Any, args: SPMDTrainingArguments) -> None:
