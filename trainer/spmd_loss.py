@@ -45,11 +45,11 @@ def _normalise(total: torch.Tensor, count: torch.Tensor, num_items_in_batch: int
 
 def _smoothed_token_nll(
     logits: torch.Tensor, targets: torch.Tensor, epsilon: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token `(1-ε)·(-log p(target)) + ε·mean_v(-log p(v))` for K targets sharing one distribution per position.
 
-    logits `[B, T', V]` with T' >= T; targets `[B, K, T]`. Returns `(smoothed [B, K, T], nll [B, K, T], mask)`,
-    zero where the target is -100. Sharing is exact for the NAR stream: slot t depends only on the source and t
+    logits `[B, T', V]` with T' >= T; targets `[B, K, T]`. Returns `(smoothed [B, K, T], nll [B, K, T], mask,
+    log-probs [B, T, V])`, zero where the target is -100. Sharing is exact for the NAR stream: slot t depends only on the source and t
     (causal [MASK] attention, bang_spec.md §2.6), so one pass scores every candidate.
     """
     if logits.size(1) < targets.size(-1):
@@ -65,7 +65,7 @@ def _smoothed_token_nll(
     nll = -log_probs.gather(-1, index).transpose(1, 2)  # [B, K, T]
     uniform = -log_probs.mean(-1).unsqueeze(1)  # [B, 1, T]: the ε/V·Σ_v term
     smoothed = (1.0 - epsilon) * nll + epsilon * uniform
-    return smoothed.masked_fill(~mask, 0.0), nll.masked_fill(~mask, 0.0), mask
+    return smoothed.masked_fill(~mask, 0.0), nll.masked_fill(~mask, 0.0), mask, log_probs
 
 
 def sequence_kd_nll(
@@ -87,9 +87,10 @@ def sequence_kd_nll(
         `loss`: scalar, summed over every candidate token / `num_items_in_batch` (the sequence-KD NLL when the
         candidates are AR-stream targets). `components`: `per_candidate` `[B, K]` ℓ_NAR(c) (token mean over c,
         `[SEP]` included; 0 for absent ones), `nll_per_candidate` `[B, K]` (ε = 0), `num_tokens` `[B, K]`,
-        `valid` `[B, K]` bool.
+        `valid` `[B, K]` bool, `log_probs` `[B, T, V]` (float32, in the graph: `token_kd_divergence` can reuse them,
+        so the NAR log-softmax runs, and back-propagates, once).
     """
-    smoothed, nll, mask = _smoothed_token_nll(logits, candidates, epsilon)
+    smoothed, nll, mask, log_probs = _smoothed_token_nll(logits, candidates, epsilon)
     num_tokens = mask.sum(-1)  # [B, K]
     denominator = num_tokens.clamp_min(1)
     components = {
@@ -97,6 +98,7 @@ def sequence_kd_nll(
         "nll_per_candidate": (nll.sum(-1) / denominator).detach(),
         "num_tokens": num_tokens,
         "valid": num_tokens > 0,
+        "log_probs": log_probs,
     }
     return _normalise(smoothed.sum(), num_tokens.sum(), num_items_in_batch), components
 
@@ -141,6 +143,7 @@ def token_kd_divergence(
     mask: torch.Tensor,
     temperature: float = 1.0,
     num_items_in_batch: int | torch.Tensor | None = None,
+    student_log_probs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. (2) of docs/spmd.md: KL(c) = mean_t τ²·KL(q_AR^τ(·|c_<t, x) ‖ p_NAR^τ(·|t, x)).
 
@@ -153,6 +156,8 @@ def token_kd_divergence(
         mask: `[..., T]` bool, the real tokens of c (`[SEP]` included).
         temperature: τ > 0.
         num_items_in_batch: divisor of the summed token KL; default the token count.
+        student_log_probs: `log_softmax(student_logits)` already computed (e.g. `sequence_kd_nll`'s `log_probs`),
+            used at τ = 1 instead of a second log-softmax: its backward then runs once for both terms.
 
     Returns:
         `loss`: scalar token-normalised KL. `components`: `per_sequence` `[...]` KL(c) (token mean per candidate).
@@ -160,13 +165,18 @@ def token_kd_divergence(
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     num_positions = teacher_logits.size(-2)
-    student = student_logits[..., :num_positions, :].float()
     teacher = teacher_logits.detach().float()
-    if temperature != 1.0:  # skip two vocabulary-sized divisions (and one in backward) at the default τ = 1
-        student, teacher = student / temperature, teacher / temperature
-    log_p = student.log_softmax(-1)
+    if temperature == 1.0 and student_log_probs is not None:
+        log_p = student_log_probs[..., :num_positions, :]
+    else:
+        student = student_logits[..., :num_positions, :].float()
+        if temperature != 1.0:  # skip two vocabulary-sized divisions (and one in backward) at the default τ = 1
+            student, teacher = student / temperature, teacher / temperature
+        log_p = student.log_softmax(-1)
     log_q = teacher.log_softmax(-1)
-    per_token = (log_q.exp() * (log_q - log_p)).sum(-1) * temperature**2  # [..., T]
+    q = log_q.exp()
+    # Σ q·log q has no gradient: computed apart, the graph holds one product q·log p (backward: −q).
+    per_token = ((q * log_q).sum(-1) - (q * log_p).sum(-1)) * temperature**2  # [..., T]
     per_token = per_token.masked_fill(~mask, 0.0)
     num_tokens = mask.sum(-1)
     components = {"per_sequence": per_token.sum(-1) / num_tokens.clamp_min(1)}

@@ -246,7 +246,8 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             scored, glance_ids = self._glance(nar_logits, targets)
             # The training pass runs the encoder again: the choosing pass above kept no graph.
             nar_logits, encoder_outputs = self._student_nar(model, inputs, candidates.size(-1), glance_ids)
-            nar_loss = sequence_kd_nll(nar_logits, scored, eps)[1]["per_candidate"]
+            nar = sequence_kd_nll(nar_logits, scored, eps)[1]
+            nar_loss = nar["per_candidate"]
         # 3. the AR stream keeps training (Eq. 7, second term) on gold, or on m_i (`ar_loss_target`)
         ar_loss, ar, teacher_logits = None, None, None
         # On m_i the AR term is a local token mean: Trainer's num_items_in_batch counts gold tokens.
@@ -266,7 +267,11 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             if teacher_logits is None:
                 teacher_logits = self._teacher_logits(inputs, encoder_outputs, targets, model)  # [B, K', T, V]
             mask = scored.ne(IGNORE_INDEX)
-            kd = token_kd_divergence(nar_logits.unsqueeze(1), teacher_logits, mask, args.kd_temperature)[1]
+            # The NAR log-probs of ℓ_NAR are reused (one log-softmax and one backward through it for both terms).
+            kd = token_kd_divergence(
+                nar_logits.unsqueeze(1), teacher_logits, mask, args.kd_temperature,
+                student_log_probs=nar["log_probs"].unsqueeze(1),
+            )[1]  # fmt: skip
             kd = kd["per_sequence"]  # KL(c): [B, K']
         # 5. self-paced weights over the global micro-batch (Eq. 5-6), then Eq. 4 + 7
         mismatch = nar_mismatch(nar_logits, scored) if args.pace_signal == "disagreement" else None
@@ -458,8 +463,9 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
                 logits = self._ar_on_targets(network, inputs, encoder_outputs, targets)
             finally:
                 network.train(was_training)
-        else:
-            logits = self._ar_on_targets(self.teacher, inputs, None, targets)
+        else:  # the frozen teacher encodes each source once, not once per target
+            encoded = self.teacher.get_encoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            logits = self._ar_on_targets(self.teacher, inputs, encoded, targets)
         return logits.view(*targets.shape, -1)
 
     def _ar_on_targets(
