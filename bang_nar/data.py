@@ -553,6 +553,16 @@ def tokenize_pairs(
 # Bundled Du 2017 QG sample
 
 
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of `lengths` in batches of `batch_size`, shortest first: each batch pads to lengths close to its
+    own, which NAR decoding pays for twice (source-length slots). Callers put results back by these indices, so the
+    output order is the input order. The sort is stable (equal lengths keep their input order)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def load_du_qg_sample(split: str | None = None) -> datasets.Dataset | datasets.DatasetDict:
     """The bundled demo sample of the Du et al. (2017) sentence-level QG pairs (CC BY-SA 4.0).
 
@@ -575,6 +585,7 @@ __all__ = [
     "DataFormatError",
     "SUPPORTED_EXTENSIONS",
     "TokenizationReport",
+    "length_sorted_batches",
     "load_du_qg_sample",
     "load_pairs",
     "tokenize_pairs",

@@ -19,7 +19,7 @@ import datasets
 import torch
 
 from .configuration_bang import BangConfig
-from .data import tokenize_pairs
+from .data import length_sorted_batches, tokenize_pairs
 from .evaluation import compute_generation_metrics
 from .modeling_bang import BangForConditionalGeneration, nar_scan
 from .postprocess import decode_nar
@@ -166,9 +166,9 @@ def generate_texts(
     raw_tokens: list[list[int]] = [[] for _ in sources]
     elapsed = 0.0
     truncated = 0
-    # Length-sorted batches waste little padding; results go back to the input order.
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    # Batches of similar token length waste little padding; results go back to the input order.
+    lengths = [len(ids) for ids in tokenizer(list(sources), truncation=False, verbose=False)["input_ids"]]
+    batches = length_sorted_batches(lengths, batch_size)
     for batch in tqdm(batches, desc=f"generate ({mode})", disable=not show_progress):
         encoded = tokenizer([sources[i] for i in batch], padding=True, return_tensors="pt")
         if encoded["input_ids"].size(1) > limit:

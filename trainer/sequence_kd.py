@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ import torch
 import transformers
 from accelerate import PartialState
 from tqdm.auto import tqdm
+
+from bang_nar.data import length_sorted_batches
 
 CHUNK_DIR = "kd_chunks"
 PROVENANCE_NAME = "provenance.json"
@@ -146,13 +147,17 @@ def distill_dataset(
         "kd_column": kd_column,
         "batch_size": batch_size,
         "num_examples": len(dataset),
+        "length_sorted": True,  # chunk c holds the c-th batch of length-sorted sources (not rows c·b ... c·b + b - 1)
     }
     if state.is_main_process:
         _prepare_chunk_dir(chunk_dir, settings, resume)
     state.wait_for_everyone()
 
     model = model.to(state.device).eval()
-    num_chunks = math.ceil(len(dataset) / batch_size)
+    # Chunks of similar source length pad little; the merge below puts every hypothesis back at its row.
+    all_sources = dataset[source_column]
+    chunks = length_sorted_batches([len(source) for source in all_sources], batch_size)
+    num_chunks = len(chunks)
     mine = range(state.process_index, num_chunks, state.num_processes)
     show = show_progress and state.is_local_main_process
     progress = tqdm(mine, desc=f"distil (rank {state.process_index})", disable=not show)
@@ -160,12 +165,15 @@ def distill_dataset(
         path = chunk_dir / f"{chunk:08d}.json"
         if path.exists():
             continue
-        sources = dataset[chunk * batch_size : (chunk + 1) * batch_size][source_column]
+        sources = [all_sources[i] for i in chunks[chunk]]
         _write_json(path, _distil_chunk(model, sources, settings, generation_kwargs))
     state.wait_for_everyone()
 
     if state.is_main_process:
-        hypotheses = [h for c in range(num_chunks) for h in json.loads((chunk_dir / f"{c:08d}.json").read_text())]
+        hypotheses: list[Any] = [None] * len(dataset)
+        for c, rows in enumerate(chunks):
+            for i, h in zip(rows, json.loads((chunk_dir / f"{c:08d}.json").read_text())):
+                hypotheses[i] = h
         merged = dataset.add_column(kd_column, hypotheses)
         if tokenizer is not None:
             texts = [tokenizer.batch_decode(h, skip_special_tokens=True) for h in hypotheses]
