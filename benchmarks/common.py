@@ -114,6 +114,60 @@ def paired_timings(
     return times
 
 
+def _status_kib(field: str) -> int | None:
+    """A `/proc/self/status` field in KiB (Linux), else None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_memory_mib(fn: Callable[[], Any], device: str) -> float | None:
+    """Peak memory one call of `fn` adds above what is already held, in MiB.
+
+    CUDA: `torch.cuda.max_memory_allocated` over the call minus the allocation before it. CPU: `fn` runs once in a
+    forked child (memory freed by earlier calls cannot hide its own), which resets its peak resident set
+    (`/proc/self/clear_refs`) and reports VmHWM minus its resident set before the call: the model and inputs are
+    resident already, so the difference is the call's own working memory. None where /proc is missing (not Linux).
+    Python's tracemalloc would miss tensor storage, which torch allocates outside Python's allocator.
+    """
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    import multiprocessing
+
+    if _status_kib("VmHWM") is None:
+        return None
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+
+    def child() -> None:
+        try:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+                refs.write("5")  # reset VmHWM to the current resident set
+        except OSError:
+            writer.send(None)
+            return
+        before = _status_kib("VmRSS")
+        fn()
+        peak = _status_kib("VmHWM")
+        writer.send(None if before is None or peak is None else peak - before)
+
+    process = context.Process(target=child)
+    process.start()
+    added_kib = reader.recv() if reader.poll(3600) else None
+    process.join()
+    return None if added_kib is None else added_kib / 1024
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

@@ -6,6 +6,7 @@ Prints Markdown tables and one summary JSON line, and writes `results/gpu_<tag>.
 2. Training steps (`--train-size`, default base, batch 32, source 64, target 24) with `SPMDSeq2SeqTrainer` presets
    `bang_nar` (plain NAR) and `spmd`, and HF BART with the stock `Seq2SeqTrainer`, in fp32 and bf16 autocast:
    ms/step, tokens/s (source + target tokens), SPMD / plain NAR step time, BANG NAR tokens/s / BART tokens/s;
+   peak memory of each decoding call (`common.peak_memory_mib`) and of each training run (max allocated on CUDA);
 3. Optionally (`--with-quality`) the short Du 2017 QG quality run of `quality.py` (needs the data): the NAR recipes
    side by side on real text, 1-best sequence KD vs the default mode-consistent SPMD (4-best) vs SPMD as written.
 
@@ -29,7 +30,16 @@ from typing import Any
 import torch
 
 import speed
-from common import RESULTS_DIR, machine_info, markdown_table, median, paired_ratio, paired_timings, write_json
+from common import (
+    RESULTS_DIR,
+    machine_info,
+    markdown_table,
+    median,
+    paired_ratio,
+    paired_timings,
+    peak_memory_mib,
+    write_json,
+)
 
 HERE = Path(__file__).resolve().parent
 DECODE_METHODS = ["nar", "ar_greedy", "ar_beam4", "bart_beam4"]
@@ -50,10 +60,12 @@ def decoding(args: argparse.Namespace) -> list[dict[str, Any]]:
                 times = paired_timings(
                     fns, warmup=args.warmup, repeats=args.repeats, device=args.device, time_budget_s=args.cell_budget_s
                 )
+                memory = {m: peak_memory_mib(fn, args.device) for m, fn in fns.items()}
             row = {
                 "dtype": dtype_name, "batch": batch, "repeats": len(times["nar"]),
                 "seconds": round(time.perf_counter() - started, 1),
                 **{f"{m}_ms_per_sample": 1000 * median(t) / batch for m, t in times.items()},
+                **{f"{m}_peak_mib": memory[m] for m in times},
                 "ar_beam4_over_nar": paired_ratio(times["ar_beam4"], times["nar"]),
                 "ar_greedy_over_nar": paired_ratio(times["ar_greedy"], times["nar"]),
                 "ar_beam4_over_bart_beam4": paired_ratio(times["ar_beam4"], times["bart_beam4"]),
@@ -86,6 +98,8 @@ def training(args: argparse.Namespace) -> list[dict[str, Any]]:
             "bart_tokens_per_s": bart["tokens_per_s"], "bang_nar_tokens_per_s": nar["tokens_per_s"],
             "spmd_tokens_per_s": spmd["tokens_per_s"],
             "spmd_over_bang_nar": spmd["ms_per_step"] / nar["ms_per_step"],
+            "bart_peak_mib": bart["peak_memory_mib"], "bang_nar_peak_mib": nar["peak_memory_mib"],
+            "spmd_peak_mib": spmd["peak_memory_mib"],
             "bang_nar_tokens_per_s_over_bart": nar["tokens_per_s"] / bart["tokens_per_s"],
         }  # fmt: skip
         rows.append(row)
@@ -155,14 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     columns = [("dtype", "dtype"), ("batch", "batch"), ("repeats", "n"),
                *((f"{m}_ms_per_sample", m) for m in DECODE_METHODS),
                ("ar_beam4_over_nar", "AR beam4 / NAR"), ("ar_greedy_over_nar", "AR greedy / NAR"),
-               ("ar_beam4_over_bart_beam4", "BANG / BART beam4")]  # fmt: skip
+               ("ar_beam4_over_bart_beam4", "BANG / BART beam4"),
+               *((f"{m}_peak_mib", f"{m} peak MiB") for m in DECODE_METHODS)]  # fmt: skip
     print(markdown_table(decode_rows, columns, 2))
     print(f"\n## Training step ({args.train_size}, batch {args.train_batch}, source 64, target {speed.NAR_LENGTH})\n")
     columns = [("precision", "precision"), ("steps", "n"), ("bart_ms_per_step", "BART ms/step"),
                ("bang_nar_ms_per_step", "NAR ms/step"), ("spmd_ms_per_step", "SPMD ms/step"),
                ("spmd_over_bang_nar", "SPMD / NAR"), ("bart_tokens_per_s", "BART tok/s"),
                ("bang_nar_tokens_per_s", "NAR tok/s"), ("spmd_tokens_per_s", "SPMD tok/s"),
-               ("bang_nar_tokens_per_s_over_bart", "NAR tok/s / BART")]  # fmt: skip
+               ("bang_nar_tokens_per_s_over_bart", "NAR tok/s / BART"), ("bart_peak_mib", "BART peak MiB"),
+               ("bang_nar_peak_mib", "NAR peak MiB"), ("spmd_peak_mib", "SPMD peak MiB")]  # fmt: skip
     print(markdown_table(train_rows, columns, 2))
     payload = {"benchmark": "gpu", "machine": info, "settings": {k: v for k, v in vars(args).items() if k != "out"},
                "decoding": decode_rows, "training": train_rows, "quality": quality_result,

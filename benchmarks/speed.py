@@ -44,6 +44,7 @@ from common import (
     median,
     paired_ratio,
     paired_timings,
+    peak_memory_mib,
     print_json_line,
     save_plot,
     set_threads,
@@ -64,8 +65,11 @@ LENGTH_PENALTY = 1.2
 
 ALL_METHODS = (
     "nar", "floor", "ar_greedy", "ar_beam4", "bart_floor", "bart_greedy", "bart_beam4", "prophetnet_greedy", "prophetnet_beam4",
-    "nar_verify", "nar_candidates4", "ar_greedy_sdpa", "ar_beam4_sdpa",
+    "nar_verify", "nar_candidates4", "ar_greedy_sdpa", "ar_beam4_sdpa", "nar_source", "nar_trained",
 )  # fmt: skip
+# Run unless --methods names them: `nar_source` (no stored bound: one slot per source token, the original rule) and
+# `nar_trained` (a fine-tuned model's default: generation_config.max_new_tokens = NAR_LENGTH stored by the trainer).
+DEFAULT_METHODS = ALL_METHODS[:-2]
 # Which model each method needs.
 _NEEDS = {"bart_floor": "bart", "bart_greedy": "bart", "bart_beam4": "bart", "prophetnet_greedy": "prophetnet",
           "prophetnet_beam4": "prophetnet",
@@ -100,6 +104,9 @@ RATIOS = (
     ("bart_beam4_over_bart_floor", "bart_beam4", "bart_floor", "(physical AR/one-pass ratio, issue: ~8.9)"),
     ("nar_verify_over_nar", "nar_verify", "nar", "(reference)"),
     ("nar_candidates4_over_nar", "nar_candidates4", "nar", "(reference)"),
+    ("nar_trained_over_nar", "nar_trained", "nar", "<= 1.15 (a fine-tuned model's defaults vs its trained length)"),
+    ("ar_greedy_over_nar_trained", "ar_greedy", "nar_trained", ">= 1.4 (base, batch 8, source 512, CPU)"),
+    ("nar_source_over_nar_trained", "nar_source", "nar_trained", "(what the stored bound saves)"),
 )
 
 
@@ -193,8 +200,17 @@ def method_fns(
     beam = {**forced, "num_beams": 4, "length_penalty": LENGTH_PENALTY}
     bang = models["bang"]
     src = {"attention_mask": attention_mask}
+    def nar_trained() -> Any:  # the generate() defaults of a model fine-tuned on targets of <= NAR_LENGTH slots
+        bang.generation_config.max_new_tokens = NAR_LENGTH
+        try:
+            return bang.generate(input_ids, **src, mode="nar")
+        finally:
+            bang.generation_config.max_new_tokens = None
+
     table: dict[str, Callable[[], Any]] = {
         "nar": lambda: bang.generate(input_ids, **src, mode="nar", max_new_tokens=NAR_LENGTH),
+        "nar_source": lambda: bang.generate(input_ids, **src, mode="nar"),
+        "nar_trained": nar_trained,
         "floor": lambda: bang(input_ids, **src, decoder_attention_mask=slots, mode="nar").logits,
         "ar_greedy": lambda: bang.generate(input_ids, **src, mode="ar", **greedy),
         "ar_beam4": lambda: bang.generate(input_ids, **src, mode="ar", **beam),
@@ -260,6 +276,7 @@ def run_decoding(args: argparse.Namespace, cells: list[tuple[str, int, int]]) ->
                 fns, warmup=args.warmup, repeats=args.repeats, device=args.device, time_budget_s=args.cell_budget_s,
                 clock=time.process_time if args.clock == "cpu" else time.perf_counter,
             )  # fmt: skip
+            memory = {m: peak_memory_mib(fn, args.device) for m, fn in fns.items()} if args.memory else {}
         row: dict[str, Any] = {
             "size": size,
             "params_bang": parameter_count(models["bang"]),
@@ -271,6 +288,7 @@ def run_decoding(args: argparse.Namespace, cells: list[tuple[str, int, int]]) ->
             "seconds": round(time.perf_counter() - started, 1),
             "ms_per_sample": {m: 1000 * median(t) / batch for m, t in times.items()},
             "samples_per_s": {m: batch / median(t) for m, t in times.items()},
+            "peak_memory_mib": memory,  # one call's own peak above the loaded model (common.peak_memory_mib)
             "raw_s": {m: [round(x, 5) for x in t] for m, t in times.items()},
             "ratios": {
                 key: paired_ratio(times[num], times[den]) for key, num, den, _ in RATIOS if num in times and den in times
@@ -298,6 +316,11 @@ def decoding_tables(rows: list[dict[str, Any]]) -> tuple[str, str]:
     flat = [{"cell": f"{r['size']} / {r['batch']} / {r['source_length']}", **r["ratios"]} for r in rows]
     ratios = markdown_table(flat, [("cell", "size / batch / src len"), *((k, k) for k in ratio_keys)], 2)
     targets = "\n".join(f"- `{k}`: target {t}" for k, _, _, t in RATIOS if k in ratio_keys)
+    if rows[0].get("peak_memory_mib"):
+        flat = [{"cell": f"{r['size']} / {r['batch']} / {r['source_length']}", **r["peak_memory_mib"]} for r in rows]
+        memory = markdown_table(flat, [("cell", "size / batch / src len"), *((m, m) for m in methods)], 1)
+        latency += "\n\nPeak memory of one call above the loaded model, MiB (CPU: resident set; CUDA: allocated):\n\n"
+        latency += memory
     return latency, ratios + "\n\n" + targets
 
 
@@ -374,6 +397,7 @@ def run_training_steps(args: argparse.Namespace) -> dict[str, Any]:
         variants = {name: build for name, build in variants.items() if name in args.train_variants}
 
     times: dict[str, list[float]] = {name: [] for name in variants}
+    peaks: dict[str, float | None] = dict.fromkeys(variants)  # CUDA: max allocated during train() (whole step)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainers = {name: build(os.path.join(tmp, str(i))) for i, (name, build) in enumerate(variants.items())}
@@ -383,14 +407,18 @@ def run_training_steps(args: argparse.Namespace) -> dict[str, Any]:
             for name, trainer in trainers.items():
                 timer = StepTimer(args.device)
                 trainer.add_callback(timer)
+                if args.device.startswith("cuda"):
+                    torch.cuda.reset_peak_memory_stats()
                 trainer.train()
+                if args.device.startswith("cuda"):
+                    peaks[name] = max(peaks[name] or 0.0, torch.cuda.max_memory_allocated() / 2**20)
                 trainer.remove_callback(timer)
                 times[name].extend(timer.times[1:])  # the first step of each call warms up
     bart = times["bart (Seq2SeqTrainer)"]
     tokens = batch * (source_length + target_length)  # per step
     rows = [
         {"variant": name, "steps": len(t), "ms_per_step": 1000 * median(t), "ms_per_sample": 1000 * median(t) / batch,
-         "tokens_per_s": tokens / median(t), "vs_bart": median(t) / median(bart)}
+         "tokens_per_s": tokens / median(t), "vs_bart": median(t) / median(bart), "peak_memory_mib": peaks[name]}
         for name, t in times.items()
     ]  # fmt: skip
     return {
@@ -437,7 +465,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", default=None, help="Comma list overriding the grid, e.g. base,small.")
     parser.add_argument("--batch-sizes", default=None, help="Comma list overriding the grid, e.g. 1,32.")
     parser.add_argument("--source-lengths", default=None, help="Comma list overriding the grid, e.g. 64,256.")
-    parser.add_argument("--methods", default=",".join(ALL_METHODS), help=f"Comma list from {ALL_METHODS}.")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"Comma list from {ALL_METHODS}.")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--cell-budget-s", type=float, default=None, help="Stop a cell's repeats after this long.")
@@ -448,6 +476,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "machine, blind to waiting).")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-train", action="store_true", help="Skip the training-step part.")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="Skip the peak-memory run of each method (one extra call per method and cell).")
     parser.add_argument("--train-size", default=None, help="Model size of the training-step part (default small).")
     parser.add_argument("--train-batch", type=int, default=16)
     parser.add_argument("--train-steps", type=int, default=4, help="Steps per train() call (the first is dropped).")

@@ -1,7 +1,8 @@
 """Cost of each SPMD pass: loss + backward of `SPMDSeq2SeqTrainer` presets and ablations against plain NAR (issue 13).
 
 Random weights and data (speed.py's model sizes, BERT-size vocabulary, `--candidates` distilled targets per sample),
-one micro-batch, no optimizer step. Every variant runs in turn each round (interleaved) and the median is reported.
+one micro-batch, no optimizer step. Every variant runs in turn each round (interleaved) and the median is reported,
+with the peak memory one step adds above the loaded model (`common.peak_memory_mib`: CPU resident set, CUDA allocated).
 On a CPU the time is the process's CPU time, which a shared machine's load barely moves (wall time there swings
 several-fold); on CUDA it is wall time with the device synchronised.
 
@@ -21,7 +22,7 @@ import datasets
 import torch
 
 import speed
-from common import paired_timings, set_threads
+from common import paired_timings, peak_memory_mib, set_threads
 
 VARIANTS = {
     "bang_nar (plain NAR)": {"spmd_preset": "bang_nar"},
@@ -77,13 +78,16 @@ def main(argv: list[str] | None = None) -> int:
             trainer.state.max_steps = 10
         fns = {name: (lambda trainer=trainer: step(trainer)) for name, trainer in trainers.items()}
         times = paired_timings(fns, warmup=1, repeats=args.rounds, device=args.device, clock=clock)
+        memory = {name: peak_memory_mib(fn, args.device) for name, fn in fns.items()}
     base = statistics.median(times["bang_nar (plain NAR)"])
     unit = "CPU ms" if args.device == "cpu" else "ms"
-    print(f"| variant ({args.size}, batch {args.batch}, source {args.source_length}) | {unit} | x plain NAR |\n|---|---|---|")
+    print(f"| variant ({args.size}, batch {args.batch}, source {args.source_length}) | {unit} | x plain NAR | peak MiB |"
+          "\n|---|---|---|---|")  # fmt: skip
     rows = {}
     for name, values in times.items():
-        rows[name] = {"ms": round(1000 * statistics.median(values), 1), "x_plain_nar": round(statistics.median(values) / base, 2)}
-        print(f"| {name} | {rows[name]['ms']} | {rows[name]['x_plain_nar']} |")
+        rows[name] = {"ms": round(1000 * statistics.median(values), 1), "x_plain_nar": round(statistics.median(values) / base, 2),
+                      "peak_memory_mib": None if memory[name] is None else round(memory[name], 1)}  # fmt: skip
+        print(f"| {name} | {rows[name]['ms']} | {rows[name]['x_plain_nar']} | {rows[name]['peak_memory_mib']} |")
     print(json.dumps({"benchmark": "spmd_passes", "device": args.device, "size": args.size, "batch": args.batch,
                       "candidates": args.candidates, "rounds": args.rounds, "rows": rows}))  # fmt: skip
     return 0
