@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from bang_nar.trainer import distill_dataset
 
 from bang_nar.data import length_sorted_batches
-from bang_nar.trainer import distill_dataset
 from tests.conftest import tiny_model
 from tests.spmd_toy import single_thread, toy_dataset  # noqa: F401 (autouse fixture)
 
@@ -24,7 +24,7 @@ def test_batches_cover_every_index_once_shortest_first():
 def test_distillation_decodes_sorted_chunks_and_keeps_row_order(tmp_path, monkeypatch):
     model = tiny_model(seed=5)
     dataset = toy_dataset(num=8).remove_columns("kd_labels")
-    settings = dict(num_beams=2, num_return_sequences=1, max_new_tokens=5, show_progress=False)
+    settings = {"num_beams": 2, "num_return_sequences": 1, "max_new_tokens": 5, "show_progress": False}
     alone = distill_dataset(model, dataset, tmp_path / "alone", batch_size=1, **settings)
     widths: list[int] = []
     real_generate = model.generate

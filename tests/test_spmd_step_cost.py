@@ -4,9 +4,9 @@ teacher that encodes each source once."""
 from __future__ import annotations
 
 import torch
-
 from bang_nar.trainer import SPMDDataCollator
 from bang_nar.trainer.spmd_loss import sequence_kd_nll, token_kd_divergence
+
 from tests.conftest import tiny_model
 from tests.spmd_toy import single_thread, spmd_trainer, toy_dataset  # noqa: F401 (autouse fixture)
 
