@@ -69,3 +69,15 @@ def test_stored_bound_is_capped_by_the_source_rule_and_explicit_values_are_exact
     assert torch.equal(model.generate(input_ids, attention_mask=mask, mode="nar", nar_postprocess=False), original)
     explicit = model.generate(input_ids, attention_mask=mask, mode="nar", max_new_tokens=8, nar_postprocess=False)
     assert explicit.shape == (2, 8) and torch.equal(explicit[:, :5], original)
+
+
+def test_streamed_data_stores_nothing(tmp_path):
+    from bang_nar.trainer.spmd_trainer import record_target_bound
+
+    from tests.spmd_toy import spmd_args
+
+    model = tiny_model(seed=5)
+    streamed = toy_dataset(num=4).to_iterable_dataset()
+    assert record_target_bound(model, streamed, spmd_args(tmp_path)) is None
+    assert model.generation_config.max_new_tokens is None
+    assert record_target_bound(model, toy_dataset(num=4), spmd_args(tmp_path)) == model.generation_config.max_new_tokens

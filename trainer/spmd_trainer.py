@@ -870,9 +870,11 @@ def record_target_bound(model: nn.Module, dataset: Any, args: SPMDTrainingArgume
     runs that many slots (capped by the source rule) instead of one per source token (docs/decoding.md). It caps AR
     decoding of the saved model too. Returns the bound, or None (AR training, or a dataset that is no
     `datasets.Dataset`) where nothing is stored."""
-    if not (args.has_nar_batches or args.train_mode == "semi_nar") or not hasattr(dataset, "with_format"):
-        return None
+    import datasets
     import pyarrow.compute as pc
+
+    if not (args.has_nar_batches or args.train_mode == "semi_nar") or not isinstance(dataset, datasets.Dataset):
+        return None
 
     columns = ["labels"]
     if args.uses_distilled_targets and args.kd_column in dataset.column_names:
