@@ -459,6 +459,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    global NAR_LENGTH, AR_TOKENS  # --nar-length / --ar-tokens: read by method_fns at call time, recorded in settings
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Smoke run: tiny size, batch 1, source 64 (+ tiny training).")
     parser.add_argument("--grid", choices=sorted(GRIDS), default=None, help="Preset grid of (size, batch, source) cells.")
@@ -476,6 +477,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "machine, blind to waiting).")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-train", action="store_true", help="Skip the training-step part.")
+    parser.add_argument("--nar-length", type=int, default=None, help=f"NAR slots / trained bound (default {NAR_LENGTH}).")
+    parser.add_argument("--ar-tokens", type=int, default=None, help=f"Forced AR output length (default {AR_TOKENS}).")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="Skip the peak-memory run of each method (one extra call per method and cell).")
     parser.add_argument("--train-size", default=None, help="Model size of the training-step part (default small).")
@@ -493,6 +496,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         lengths = [int(s) for s in args.source_lengths.split(",")] if args.source_lengths else sorted({c[2] for c in cells})
         cells = list(itertools.product(sizes, batches, lengths))
     args.cells = cells
+    NAR_LENGTH, AR_TOKENS = args.nar_length or NAR_LENGTH, args.ar_tokens or AR_TOKENS
     args.repeats = args.repeats or grid["repeats"]
     args.warmup = grid["warmup"] if args.warmup is None else args.warmup
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
