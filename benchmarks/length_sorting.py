@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     by_chars = lambda lengths, size: sorted_batches([len(s) for s in sources], size)  # noqa: E731 (the old key)
     rows = {}
     outputs = {}
+    pipeline_module.generate_texts(model, tokenizer, sources[: args.batch_size], args.mode,
+                                   max_source_length=args.max_source_length)  # warm-up, untimed
     for name, batching in (("generate: by characters (before)", by_chars), ("generate: by tokens", sorted_batches)):
         pipeline_module.length_sorted_batches = batching
         start = time.process_time()
