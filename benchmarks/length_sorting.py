@@ -5,7 +5,8 @@ real file (default: the bundled Du 2017 QG sample), same model, same outputs (ch
     python benchmarks/length_sorting.py --model out/ar            # any BANG checkpoint folder
 
 "Before" is each path's old batching: generate/evaluate sorted by character count, distillation took the rows in
-file order. Times are the process's CPU time (steady on a shared machine), one thread.
+file order. Times are the process's CPU time (steady on a shared machine), one thread; generate runs A B B A and
+reports each one's faster run.
 """
 
 from __future__ import annotations
@@ -52,13 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     outputs = {}
     pipeline_module.generate_texts(model, tokenizer, sources[: args.batch_size], args.mode,
                                    max_source_length=args.max_source_length)  # warm-up, untimed
-    for name, batching in (("generate: by characters (before)", by_chars), ("generate: by tokens", sorted_batches)):
+    variants = (("generate: by characters (before)", by_chars), ("generate: by tokens", sorted_batches))
+    for name, batching in variants + variants[::-1]:  # A B B A: neither order gets the warmer caches
         pipeline_module.length_sorted_batches = batching
         start = time.process_time()
         outputs[name], _, _ = pipeline_module.generate_texts(model, tokenizer, sources, args.mode,
                                                              batch_size=args.batch_size,
                                                              max_source_length=args.max_source_length)  # fmt: skip
-        rows[name] = time.process_time() - start
+        rows[name] = min(rows.get(name, float("inf")), time.process_time() - start)
     pipeline_module.length_sorted_batches = sorted_batches
     ids = tokenizer(sources, truncation=True, max_length=args.max_source_length)["input_ids"]
     dataset = datasets.Dataset.from_dict({"input_ids": ids})
