@@ -76,7 +76,8 @@ def project_reference() -> str:
     for entry in urls:  # "Homepage, https://..."
         label, _, url = entry.partition(",")
         url = url.strip()
-        if url and "pypi.org" not in url and label.strip().lower() in ("homepage", "home", "repository", "source"):
+        # Absolute URLs only: a card on the Hub cannot follow a repository-relative one such as README.md.
+        if url.startswith(("https://", "http://")) and "pypi.org" not in url and label.strip().lower() in ("homepage", "home", "repository", "source"):
             return f"[bang-nar]({url})"
     return "bang-nar"
 

@@ -51,7 +51,7 @@ from common import (
 )
 
 SIZES: dict[str, dict[str, int]] = {
-    # BangConfig() defaults = BANG base (spec §1.2).
+    # BangConfig() defaults = BANG base (docs/architecture.md#model).
     "base": {"d_model": 768, "layers": 6, "heads": 12, "ffn": 3072},
     "small": {"d_model": 256, "layers": 3, "heads": 4, "ffn": 1024},
     "tiny": {"d_model": 64, "layers": 2, "heads": 2, "ffn": 128},
