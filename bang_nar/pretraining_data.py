@@ -20,9 +20,10 @@ inferred n = 9 streams).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import datasets
 import torch

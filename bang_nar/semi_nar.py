@@ -20,7 +20,12 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import ModelOutput
 
-from .modeling_bang import BangForConditionalGeneration, _bias_from_visibility, _key_padding_bias, relative_position_bucket
+from .modeling_bang import (
+    BangForConditionalGeneration,
+    _bias_from_visibility,
+    _key_padding_bias,
+    relative_position_bucket,
+)
 from .pretraining import resolve_block_size
 
 

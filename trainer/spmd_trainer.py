@@ -177,6 +177,7 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
     global), mixed precision (losses in fp32), `predict_with_generate` (NAR generate, or AR when `train_mode='ar'`).
     """
 
+    args: SPMDTrainingArguments  # for the type checker: Trainer declares `TrainingArguments`
     _tag_names = ["bang-nar", "bang", "spmd", "non-autoregressive", "text2text-generation"]
     _paper = {
         "title": "A Self-Paced Mixed Distillation Method for Non-Autoregressive Generation",
