@@ -16,8 +16,12 @@ EXTRA_OF_MODULE = {
 }
 
 
+class MissingExtraError(ImportError):
+    """An optional library is not installed; the message names the extra that installs it."""
+
+
 def require(module: str, purpose: str) -> ModuleType:
-    """Import `module`, or raise a one-line `ImportError` naming the extra that installs it.
+    """Import `module`, or raise a one-line `MissingExtraError` (an `ImportError`) naming the extra that installs it.
 
     Args:
         module: the import name, a key of `EXTRA_OF_MODULE` (a submodule such as `matplotlib.pyplot` also works).
@@ -27,7 +31,7 @@ def require(module: str, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as error:
         extra = EXTRA_OF_MODULE[module.split(".")[0]]
-        raise ImportError(
+        raise MissingExtraError(
             f"{purpose} needs {module.split('.')[0]!r}, from the {extra!r} extra: "
             f'pip install "bang-nar[{extra}]" (or ".[{extra}]" in a checkout)'
         ) from error

@@ -39,3 +39,17 @@ def test_require_returns_the_installed_module():
     import matplotlib
 
     assert _extras.require("matplotlib", "the plot") is matplotlib
+
+
+def test_cli_reports_a_missing_extra_in_one_line(without, monkeypatch, capsys):
+    from bang_nar.cli import convert, main
+
+    without("matplotlib")
+    # Any subcommand whose work needs an optional library: here `convert`, made to draw a figure.
+    monkeypatch.setattr(convert, "run", lambda args: _extras.require("matplotlib.pyplot", "the figure"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["convert", "checkpoint.pt", "out"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("bang-nar convert: error: the figure needs 'matplotlib'")
+    assert 'pip install "bang-nar[plots]"' in err
