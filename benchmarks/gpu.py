@@ -30,16 +30,8 @@ from typing import Any
 import torch
 
 import speed
-from common import (
-    RESULTS_DIR,
-    machine_info,
-    markdown_table,
-    median,
-    paired_ratio,
-    paired_timings,
-    peak_memory_mib,
-    write_json,
-)
+from common import RESULTS_DIR, machine_info, markdown_table, median, paired_ratio, paired_timings, write_json
+from common import peak_memory_mib  # noqa: I001
 
 HERE = Path(__file__).resolve().parent
 DECODE_METHODS = ["nar", "ar_greedy", "ar_beam4", "bart_beam4"]
