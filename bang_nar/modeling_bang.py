@@ -27,6 +27,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_bang import FORWARD_MODES, BangConfig
 from .generation_bang import (  # noqa: F401  (re-exported: NAR decoding used to live here)
@@ -502,6 +503,7 @@ class BangEncoder(BangPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BaseModelOutput | tuple:
+        output_attentions, output_hidden_states = _output_flags(self.config, output_attentions, output_hidden_states)
         _check_length(
             input_ids.size(1),
             self.config.encoder_max_positions,
@@ -532,6 +534,14 @@ class BangEncoder(BangPreTrainedModel):
 
 def _use_return_dict(config: BangConfig, return_dict: bool | None) -> bool:
     return config.return_dict if return_dict is None else return_dict
+
+
+def _output_flags(config: BangConfig, attentions: bool | None, hidden_states: bool | None) -> tuple[bool, bool]:
+    """`output_attentions` / `output_hidden_states` with the config's values as defaults (Transformers convention)."""
+    return (
+        bool(config.output_attentions if attentions is None else attentions),
+        bool(config.output_hidden_states if hidden_states is None else hidden_states),
+    )
 
 
 class BangDecoder(BangPreTrainedModel):
@@ -619,6 +629,7 @@ class BangDecoder(BangPreTrainedModel):
 
         The AR main stream's last-layer output is discarded by the original, so the last layer computes it only
         with `output_hidden_states=True`. Attentions are those of the logit-producing stream's queries."""
+        output_attentions, output_hidden_states = _output_flags(self.config, output_attentions, output_hidden_states)
         dtype = self.emb_layer_norm.weight.dtype
         device = encoder_hidden_states.device
         if mode == "ar":
@@ -702,8 +713,10 @@ class BangModel(BangPreTrainedModel):
     def __init__(self, config: BangConfig):
         super().__init__(config)
         self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
-        self.encoder = BangEncoder(config, self.shared)
-        self.decoder = BangDecoder(config, self.shared)
+        # Parameter tying through `_tied_weights_keys` (not one shared module): loading then initialises a missing
+        # `shared.weight` instead of leaving it on the meta device.
+        self.encoder = BangEncoder(config)
+        self.decoder = BangDecoder(config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -714,6 +727,7 @@ class BangModel(BangPreTrainedModel):
         self.encoder.embed_tokens = value
         self.decoder.embed_tokens = value
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # Transformers' old name for `cache`
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -729,6 +743,7 @@ class BangModel(BangPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BangSeq2SeqModelOutput | tuple:
+        output_attentions, output_hidden_states = _output_flags(self.config, output_attentions, output_hidden_states)
         if encoder_outputs is None:
             if input_ids is None:
                 raise ValueError("Pass input_ids (the source) or precomputed encoder_outputs.")
@@ -795,6 +810,7 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
     def get_decoder(self) -> BangDecoder:
         return self.model.decoder
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # Transformers' old name for `cache`
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
