@@ -76,7 +76,9 @@ class BangConfig(PreTrainedConfig):
     mask_token_id: int | None = 103
 
     # --- training and decoding defaults ---
-    # ε of the original criterion (spec §3.2): (1-ε)·NLL + ε/V·Σ_v −log p_v, averaged over target tokens.
+    # ε of the original criterion (spec §3.2): (1-ε)·NLL + ε/V·Σ_v −log p_v, averaged over target tokens. Recorded
+    # for trainers and used by the pretraining objective (`BangForPreTraining`); `forward(labels=...)` of the
+    # model returns plain cross-entropy unless given `smoothing_eps`.
     label_smoothing: float = 0.1
     generation_mode: str = "ar"
 

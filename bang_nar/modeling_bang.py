@@ -839,8 +839,10 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
                 the pad pattern of `decoder_input_ids`, and without those too as many slots as the padded source
                 (the original NAR generator's rule).
             mode (`"ar"` or `"nar"`): which decoder stream produces the logits (`"semi_nar"`: see below).
-            smoothing_eps: ε of the label-smoothed loss; defaults to `config.label_smoothing`. (Not named
-                `label_*`: Trainer treats every forward argument containing "label" as a label column.)
+            smoothing_eps: ε of a label-smoothed loss; default 0, plain cross-entropy (the Transformers convention).
+                BANG's criterion uses ε = 0.1 (`config.label_smoothing`): trainers pass it, e.g. the SPMD trainer's
+                `label_smoothing_factor`. (Not named `label_*`: Trainer treats every forward argument containing
+                "label" as a label column.)
             num_items_in_batch: divide the summed loss by this (Trainer convention) instead of the local count.
             decoder_glance_ids (`[B, T]`): NAR only, glancing training: slots holding a token id (>= 0) get that
                 token's embedding instead of the [MASK] vector; -100 elsewhere. Not part of the original BANG.
@@ -856,6 +858,7 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
         (k [MASK] streams, `target_idx = t mod k`; a reconstruction in the bang-nar package,
         `bang_nar.pretraining.semi_nar_forward`) and returns its `BangPreTrainingOutput`.
         """
+        smoothing_eps = 0.0 if smoothing_eps is None else smoothing_eps
         if mode == "semi_nar":
             try:  # lazy, and inside `try` so trust_remote_code's import check does not require bang_nar
                 from bang_nar.pretraining import semi_nar_forward
@@ -900,8 +903,7 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
 
         loss = None
         if labels is not None:
-            epsilon = self.config.label_smoothing if smoothing_eps is None else smoothing_eps
-            loss = label_smoothed_nll_loss(logits, labels, epsilon, num_items_in_batch)
+            loss = label_smoothed_nll_loss(logits, labels, smoothing_eps, num_items_in_batch)
         output = BangSeq2SeqLMOutput(
             loss=loss,
             logits=logits,
