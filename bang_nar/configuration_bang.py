@@ -4,7 +4,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 # Forward passes run one stream ("ar" | "nar"); generate() also offers "nar_verify" (NAR draft, AR-verified) and
-# "semi_nar" (block-wise, k tokens per step; a reconstruction, see bang_nar/semi_nar.py).
+# "semi_nar" (block-wise, k tokens per step; a reconstruction, see `BangGenerationMixin._generate_semi_nar`).
 FORWARD_MODES = ("ar", "nar")
 GENERATION_MODES = (*FORWARD_MODES, "nar_verify", "semi_nar")
 

@@ -4,7 +4,8 @@
   (`constrained_argmax`) or rescored over candidates by the AR stream (`nar_candidates`);
 - `mode="nar_verify"`: a NAR draft verified by the AR stream (token-for-token AR greedy, fewer AR passes);
 - `mode="ar"`: `GenerationMixin.generate`, plus `original_compatible` (fairseq 0.9 beam-search rules through
-  `ForcedEosKeepScoreLogitsProcessor`).
+  `ForcedEosKeepScoreLogitsProcessor`);
+- `mode="semi_nar"`: k tokens per decoder pass through the decoder's n-stream mode (a reconstruction).
 
 NAR modes honour a fixed set of generation options and refuse every other non-default one with a ValueError that
 names it (`check_generation_options`), so no option is silently ignored.
@@ -265,6 +266,40 @@ def _nar_settings(model, mode: str, kwargs: dict[str, Any], honoured: tuple[str,
     return settings
 
 
+# Semi-NAR block size k (docs/decoding.md): one value for training and decoding, stored in the generation config.
+
+
+def check_block_size(block_size: object, name: str = "block_size") -> int:
+    """`block_size` if it is a positive int (k, tokens per semi-NAR step), else a ValueError naming `name`."""
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"{name} must be a positive int (tokens per semi-NAR step), got {block_size!r}.")
+    return block_size
+
+
+def resolve_block_size(model, block_size: int | None) -> int:
+    """k for semi-NAR training and decoding: `block_size`, else the generation config's `block_size` (saved by
+    `train_mode="semi_nar"`), else 4."""
+    if block_size is None:
+        block_size = getattr(model.generation_config, "block_size", None) or 4
+    return check_block_size(block_size)
+
+
+def store_block_size(model, block_size: int) -> None:
+    """Make `block_size` the default k of `generate(mode="semi_nar")`, saved with the model's generation config."""
+    model.generation_config.block_size = resolve_block_size(model, block_size)
+    # A generation config derived from the model config is rebuilt from it on load, dropping extra fields.
+    model.generation_config._from_model_config = False
+
+
+@dataclass
+class BangSemiNARGenerateOutput(ModelOutput):
+    """`generate(mode="semi_nar", return_dict_in_generate=True)`: `sequences` [B, 1+L] (`[SEP]`-started like AR,
+    pads after the first `[SEP]`) and `num_steps`, the decoder passes used (⌈L/k⌉ for the longest row)."""
+
+    sequences: torch.Tensor | None = None
+    num_steps: int | None = None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The generation mixin of BangForConditionalGeneration
 # ---------------------------------------------------------------------------------------------------------------
@@ -277,9 +312,10 @@ class BangGenerationMixin(GenerationMixin):
     def generate(self, inputs: torch.Tensor | None = None, *args, mode: str | None = None, **kwargs):
         """Decode with `mode` = `"ar"` (GenerationMixin beam search / greedy), `"nar"` (one pass), `"nar_verify"`
         (NAR draft verified by the AR stream: exactly AR greedy, in fewer AR passes) or `"semi_nar"` (k tokens per
-        step, `block_size=k`; a reconstruction, `bang_nar/semi_nar.py`).
+        step, `block_size=k`; a reconstruction, `_generate_semi_nar`).
 
-        `mode` defaults to `config.generation_mode`. Options: `_generate_ar`, `_generate_nar`, `_generate_nar_verify`.
+        `mode` defaults to `config.generation_mode`. Options: `_generate_ar`, `_generate_nar`, `_generate_nar_verify`,
+        `_generate_semi_nar`.
         """
         mode = mode or self.config.generation_mode
         if mode == "ar":
@@ -288,12 +324,8 @@ class BangGenerationMixin(GenerationMixin):
             return self._generate_nar(inputs, **kwargs)
         if mode == "nar_verify":
             return self._generate_nar_verify(inputs, **kwargs)
-        if mode == "semi_nar":  # reconstruction (bang_pretraining.md §5), in the bang-nar package only
-            try:  # lazy, and inside `try` so trust_remote_code's import check does not require bang_nar
-                from bang_nar.semi_nar import generate_semi_nar
-            except ImportError as error:
-                raise ImportError("generate(mode='semi_nar') needs the bang-nar package installed.") from error
-            return generate_semi_nar(self, inputs, **kwargs)
+        if mode == "semi_nar":
+            return self._generate_semi_nar(inputs, **kwargs)
         raise ValueError(f"mode must be one of {GENERATION_MODES}, got {mode!r}.")
 
     def _generate_ar(self, inputs: torch.Tensor | None = None, *args, original_compatible: bool | None = None, **kwargs):
@@ -539,9 +571,82 @@ class BangGenerationMixin(GenerationMixin):
         return BangNARGenerateOutput(sequences=sequences, raw_sequences=draft, ar_passes=ar_passes)
 
 
+    @torch.no_grad()
+    def _generate_semi_nar(
+        self,
+        inputs: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | None = None,
+        block_size: int | None = None,
+        input_ids: torch.Tensor | None = None,
+        **generation_options,
+    ) -> torch.Tensor | BangSemiNARGenerateOutput:
+        """Greedy block-wise semi-NAR decoding, k = `block_size` tokens per decoder pass (a reconstruction:
+        docs/decoding.md; no source describes BANG's semi-NAR inference).
+
+        At a step whose known prefix ends at row g, the decoder (`mode="n_stream"` with the KV cache) runs the new
+        main-stream tokens and k [MASK] slots `P_0@g .. P_{k-1}@(g+k-1)`, the anti-diagonal group g of the
+        pretraining pattern; the argmax of each slot gives y_{g+1} .. y_{g+k}, which become the next step's main
+        tokens. k = 1 is AR greedy; blocks of k <= `num_streams` are what pretraining trained.
+
+        `block_size` defaults to the generation config's `block_size` (a model fine-tuned with
+        `train_mode="semi_nar"` stores its k there), else 4. `max_new_tokens` (or the generation config's) defaults
+        to the padded source length (the NAR rule). Rows stop at their first `[SEP]`; the loop stops when all rows
+        have. Also honoured: `return_dict_in_generate`, `use_cache` (always cached); any other non-default option
+        (`num_beams`, `do_sample`, ...) raises ValueError naming it.
+        """
+        honoured = ("max_new_tokens", "return_dict_in_generate", "use_cache")
+        settings = _nar_settings(self, "semi_nar", generation_options, honoured)
+        config = self.config
+        input_ids = inputs if inputs is not None else input_ids
+        block_size = resolve_block_size(self, block_size)
+        if encoder_outputs is None:
+            if input_ids is None:
+                raise ValueError("generate(mode='semi_nar') needs input_ids (the source) or encoder_outputs.")
+            if attention_mask is None:
+                attention_mask = input_ids.ne(config.pad_token_id).long()
+            encoder_outputs = self.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+        elif attention_mask is None:
+            raise ValueError("With encoder_outputs, pass the source attention_mask too (pads must stay masked).")
+        states = encoder_outputs.last_hidden_state
+        max_new_tokens = settings.get("max_new_tokens") or states.size(1)
+        if not 1 <= max_new_tokens < config.max_position_embeddings:
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} must be in [1, {config.max_position_embeddings - 1}] "
+                "(the decoder's position table; the [MASK] slots look up pos+1)."
+            )
+        decoder = self.get_decoder()
+        batch_size, device = states.size(0), states.device
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        sequences = torch.full((batch_size, 1), config.decoder_start_token_id, dtype=torch.long, device=device)
+        finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        new_main, produced, num_steps = sequences, 0, 0
+        while produced < max_new_tokens and not bool(finished.all()):
+            k = min(block_size, max_new_tokens - produced)
+            hidden = decoder(
+                input_ids=new_main, encoder_hidden_states=states, encoder_attention_mask=attention_mask, cache=cache,
+                mode="n_stream", num_streams=k, output_attentions=False, output_hidden_states=False, return_dict=True,
+            ).last_hidden_state
+            tokens = self.lm_head(hidden).argmax(-1)  # [B, k]
+            # After a row's first [SEP] (in an earlier block or earlier in this one) it only gets pads.
+            is_eos = tokens.eq(config.eos_token_id).long()
+            after_eos = finished[:, None] | ((is_eos.cumsum(1) - is_eos) > 0)
+            tokens = tokens.masked_fill(after_eos, config.pad_token_id)
+            finished |= is_eos.bool().any(1)
+            sequences = torch.cat([sequences, tokens], dim=1)
+            new_main, produced, num_steps = tokens, produced + k, num_steps + 1
+        if not settings.get("return_dict_in_generate"):
+            return sequences
+        return BangSemiNARGenerateOutput(sequences=sequences, num_steps=num_steps)
+
+
 __all__ = [
     "BangGenerationMixin",
     "BangNARGenerateOutput",
+    "BangSemiNARGenerateOutput",
+    "check_block_size",
+    "resolve_block_size",
+    "store_block_size",
     "ForcedEosKeepScoreLogitsProcessor",
     "check_generation_options",
     "constrained_argmax",
