@@ -564,6 +564,13 @@ class BangPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["BangEncoderLayer", "BangDecoderLayer"]
     _keys_to_ignore_on_load_unexpected = ["encoder.version", "decoder.version"]
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`; with remote code registered (`import bang_nar`), `auto_map` also maps
+        `AutoModel` to `BangModel`, so a saved `BangForConditionalGeneration` loads as either class."""
+        if type(self)._auto_class is not None:
+            self.config.auto_map = {"AutoModel": "modeling_bang.BangModel", **(getattr(self.config, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def _check_and_adjust_attn_implementation(self, attn_implementation: str | None, *args, **kwargs) -> str:
         # Eager is the reference (golden parity is measured on it); SDPA only when asked for.
         return super()._check_and_adjust_attn_implementation(attn_implementation or "eager", *args, **kwargs)

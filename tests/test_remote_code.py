@@ -5,11 +5,14 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+import torch
 from transformers import AutoTokenizer
 
 from bang_nar import BangTokenizerFast, load_bang_tokenizer
+from bang_nar.generation_bang import store_block_size
 
-from .conftest import tiny_config
+from .conftest import random_batch, tiny_config, tiny_model
 
 
 def _run_without_bang_nar(code: str) -> str:
@@ -35,3 +38,52 @@ def test_auto_tokenizer_returns_bang_tokenizer_with_and_without_the_package(tmp_
         print(json.dumps([type(tokenizer).__name__, tokenizer({text!r})["input_ids"]]))
     """)
     assert json.loads(remote.splitlines()[-1]) == ["BangTokenizerFast", tokenizer(text)["input_ids"]]
+
+
+MODES = {  # name: generate() keyword arguments
+    "ar": {"mode": "ar", "max_new_tokens": 6},
+    "nar": {"mode": "nar", "max_new_tokens": 6},
+    "candidates": {"mode": "nar", "max_new_tokens": 6, "num_candidates": 3},
+    "nar_verify": {"mode": "nar_verify", "max_new_tokens": 6},
+    "semi_nar": {"mode": "semi_nar", "max_new_tokens": 6},  # k = 2 from the saved generation config
+    "generate": {"max_new_tokens": 6},  # the model's default mode
+}
+
+
+def test_every_mode_decodes_from_remote_code_like_the_package(tmp_path):
+    """Models saved with default mode ar, nar and semi_nar, loaded in one process without the package."""
+    input_ids, mask, labels = random_batch()
+    expected = {}
+    for default_mode in ("ar", "nar", "semi_nar"):
+        model = tiny_model(generation_mode=default_mode)
+        store_block_size(model, 2)  # as semi-NAR fine-tuning does
+        model.save_pretrained(tmp_path / default_mode)
+        saved = sorted(p.name for p in (tmp_path / default_mode).glob("*.py"))
+        assert saved == ["configuration_bang.py", "generation_bang.py", "modeling_bang.py"]
+        out = {name: model.generate(input_ids, attention_mask=mask, **kwargs).tolist() for name, kwargs in MODES.items()}
+        assert out["generate"] == out[default_mode]  # plain generate() runs the saved default mode
+        with torch.no_grad():
+            out["semi_nar_loss"] = model(input_ids=input_ids, attention_mask=mask, labels=labels, mode="semi_nar").loss.item()
+        expected[default_mode] = out
+    remote = _run_without_bang_nar(f"""
+        import json, torch
+        from transformers import AutoModel, AutoModelForSeq2SeqLM
+        input_ids, mask, labels = (torch.tensor(x) for x in {json.dumps([input_ids.tolist(), mask.tolist(), labels.tolist()])})
+        results = {{}}
+        for default_mode in ("ar", "nar", "semi_nar"):
+            path = {str(tmp_path)!r} + "/" + default_mode
+            model = AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=True).eval()
+            assert type(model).__name__ == "BangForConditionalGeneration", type(model)
+            assert type(AutoModel.from_pretrained(path, trust_remote_code=True)).__name__ == "BangModel"
+            out = {{name: model.generate(input_ids, attention_mask=mask, **kwargs).tolist()
+                   for name, kwargs in {MODES!r}.items()}}
+            with torch.no_grad():
+                out["semi_nar_loss"] = model(input_ids=input_ids, attention_mask=mask, labels=labels,
+                                             mode="semi_nar").loss.item()
+            results[default_mode] = out
+        print(json.dumps(results))
+    """)
+    got = json.loads(remote.splitlines()[-1])
+    for default_mode, out in expected.items():
+        assert got[default_mode].pop("semi_nar_loss") == pytest.approx(out.pop("semi_nar_loss"), rel=1e-6)
+    assert got == expected
