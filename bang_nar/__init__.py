@@ -1,9 +1,11 @@
 """bang-nar: BANG (Qi et al. 2021) for Hugging Face Transformers, with SPMD fine-tuning."""
 
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers.pipelines import PIPELINE_REGISTRY, REMOVED_TASKS
 
 from .configuration_bang import BangConfig
 from .modeling_bang import BangForConditionalGeneration, BangModel, BangPreTrainedModel
+from .pipeline_bang import BangText2TextGenerationPipeline
 from .postprocess import postprocess_nar
 from .tokenization_bang import BangTokenizerFast, load_bang_tokenizer
 
@@ -19,12 +21,18 @@ BangConfig.register_for_auto_class()
 BangModel.register_for_auto_class("AutoModel")
 BangForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 BangTokenizerFast.register_for_auto_class("AutoTokenizer")
+# Transformers 5 removed the `text2text-generation` task; BANG's cards and users name it, so it is BANG's pipeline.
+REMOVED_TASKS.pop("text2text-generation", None)
+PIPELINE_REGISTRY.register_pipeline(
+    "text2text-generation", pipeline_class=BangText2TextGenerationPipeline, pt_model=AutoModelForSeq2SeqLM, type="text"
+)
 
 __all__ = [
     "BangConfig",
     "BangForConditionalGeneration",
     "BangModel",
     "BangPreTrainedModel",
+    "BangText2TextGenerationPipeline",
     "BangTokenizerFast",
     "load_bang_tokenizer",
     "postprocess_nar",

@@ -7,12 +7,12 @@ import textwrap
 
 import pytest
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, pipeline
 
-from bang_nar import BangTokenizerFast, load_bang_tokenizer
+from bang_nar import BangText2TextGenerationPipeline, BangTokenizerFast, load_bang_tokenizer
 from bang_nar.generation_bang import store_block_size
 
-from .conftest import random_batch, tiny_config, tiny_model
+from .conftest import random_batch, tiny_model
 
 
 def _run_without_bang_nar(code: str) -> str:
@@ -24,21 +24,35 @@ def _run_without_bang_nar(code: str) -> str:
     return done.stdout
 
 
-def test_auto_tokenizer_returns_bang_tokenizer_with_and_without_the_package(tmp_path):
+def test_tokenizer_and_text2text_pipeline_with_and_without_the_package(tmp_path):
+    """AutoTokenizer returns `BangTokenizerFast`; `pipeline("text2text-generation")` takes `mode=` and returns
+    `generated_text`; a saved pipeline carries both as remote code."""
     tokenizer = load_bang_tokenizer()
-    tokenizer.save_pretrained(tmp_path)
-    tiny_config().save_pretrained(tmp_path)
+    model = tiny_model(vocab_size=len(tokenizer))
+    generator = pipeline("text2text-generation", model=model, tokenizer=tokenizer)
+    assert isinstance(generator, BangText2TextGenerationPipeline)
+    generator.save_pretrained(tmp_path)
     text = "Who wrote the book? [SEP] It was written in 1990."
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     assert type(loaded) is BangTokenizerFast and loaded(text)["input_ids"] == tokenizer(text)["input_ids"]
+    expected = {}
+    for mode in ("ar", "nar"):
+        out = generator([text, "a shorter one"], mode=mode, max_new_tokens=5)
+        ids = model.generate(**tokenizer(text, return_tensors="pt"), mode=mode, max_new_tokens=5)
+        assert out[0] == [{"generated_text": tokenizer.decode(ids[0], skip_special_tokens=True)}]
+        expected[mode] = out
+    assert expected["ar"] != expected["nar"]  # mode= reaches generate()
     remote = _run_without_bang_nar(f"""
         import json
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer, pipeline
         tokenizer = AutoTokenizer.from_pretrained({str(tmp_path)!r}, trust_remote_code=True)
-        print(json.dumps([type(tokenizer).__name__, tokenizer({text!r})["input_ids"]]))
+        generator = pipeline("text2text-generation", model={str(tmp_path)!r}, trust_remote_code=True)
+        out = {{mode: generator([{text!r}, "a shorter one"], mode=mode, max_new_tokens=5) for mode in ("ar", "nar")}}
+        print(json.dumps([type(tokenizer).__name__, tokenizer({text!r})["input_ids"], type(generator).__name__, out]))
     """)
-    assert json.loads(remote.splitlines()[-1]) == ["BangTokenizerFast", tokenizer(text)["input_ids"]]
-
+    assert json.loads(remote.splitlines()[-1]) == [
+        "BangTokenizerFast", tokenizer(text)["input_ids"], "BangText2TextGenerationPipeline", expected
+    ]
 
 MODES = {  # name: generate() keyword arguments
     "ar": {"mode": "ar", "max_new_tokens": 6},
