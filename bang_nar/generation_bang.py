@@ -208,6 +208,7 @@ _HINTS = {
     "max_length": "NAR modes count decoder slots without the start token; pass max_new_tokens instead",
     "streamer": "NAR modes produce every token at once; use mode='ar' to stream",
     "num_return_sequences": "it needs mode='nar' with num_candidates >= num_return_sequences",
+    "cache_implementation": "BANG keeps a dynamic cache of the main stream only (any mode); drop the option",
 }
 # Fields of the model's own generation_config that the one-pass modes use; its other fields (beam size, length
 # penalty, ...) are AR settings (converted models store the original AR beam search there) and do not apply.
@@ -338,6 +339,13 @@ class BangGenerationMixin(GenerationMixin):
         (`max_length=M + 2`). It defaults to the generation config's `original_compatible` (converted models set it).
         """
         generation_config = kwargs.get("generation_config") or self.generation_config
+        cache_implementation = kwargs.get("cache_implementation", generation_config.cache_implementation)
+        if cache_implementation not in (None, "dynamic"):
+            # The AR step appends the predicting stream's own keys after the cached main stream (docs/architecture.md).
+            raise ValueError(
+                f"generate(mode='ar') does not support cache_implementation={cache_implementation!r}: "
+                f"{_HINTS['cache_implementation']}."
+            )
         if original_compatible is None:
             original_compatible = bool(getattr(generation_config, "original_compatible", False))
         if original_compatible:

@@ -236,3 +236,12 @@ def test_nar_forward_without_decoder_inputs_uses_the_source_length(model):
     slots = torch.ones_like(input_ids)
     assert torch.equal(out.logits, model(input_ids=input_ids, attention_mask=mask, decoder_attention_mask=slots, mode="nar").logits)
     assert torch.equal(out.logits.argmax(-1), model.generate(input_ids, attention_mask=mask, mode="nar", nar_postprocess=False))
+
+
+def test_static_cache_is_refused_in_one_line_in_every_mode(model):
+    input_ids, mask, _ = random_batch()
+    for mode in ("ar", "nar", "nar_verify", "semi_nar"):
+        with pytest.raises(ValueError, match=f"mode='{mode}'.*cache_implementation='static'.*dynamic cache"):
+            model.generate(input_ids, attention_mask=mask, mode=mode, max_new_tokens=4, cache_implementation="static")
+    dynamic = model.generate(input_ids, attention_mask=mask, mode="ar", max_new_tokens=4, cache_implementation="dynamic")
+    assert torch.equal(dynamic, model.generate(input_ids, attention_mask=mask, mode="ar", max_new_tokens=4))
