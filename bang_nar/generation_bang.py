@@ -153,7 +153,8 @@ class BangNARGenerateOutput(ModelOutput):
 
     - `sequences` [B, L']: post-processed ids (first pass of spec §4.2; raw when `nar_postprocess=False`);
     - `raw_sequences` [B, L]: the argmax at every decoder slot, as the original generator returns it;
-    - `scores` [B, L]: the raw max logit per slot (the original `positional_scores`, not a log-prob);
+    - `scores` [B, L]: the raw max logit per slot (the original `positional_scores`, not a log-prob); for
+      `mode="nar_verify"` with `output_scores=True`, AR greedy's per-step tuple of logits [B, V] instead;
     - `logits` [B, L, V]: full logits, only with `output_logits=True`;
     - `candidates` [B, K, L''] and `candidate_scores` [B, K]: with `num_candidates` > 1, every post-processed
       candidate and its length-normalised AR-stream log-probability (the best one is `sequences`);
@@ -508,7 +509,8 @@ class BangGenerationMixin(GenerationMixin):
         (the KV cache holds the confirmed prefix), accepts the longest prefix where the AR argmax equals the draft,
         and appends the AR token at the first disagreement. The NAR stream does not see the prefix, so the draft
         stays valid after a correction. Returns `[SEP]`-started ids like `mode="ar"`, pads after `[SEP]`.
-        Honoured options: `max_new_tokens`, `return_dict_in_generate`, `use_cache`; others raise ValueError.
+        Honoured options: `max_new_tokens`, `return_dict_in_generate`, `use_cache`, `output_scores` (`scores`: the
+        AR logits of each step, as AR greedy returns them); others raise ValueError.
         """
         honoured = ("max_new_tokens", "return_dict_in_generate", "use_cache", "output_scores")
         settings = _nar_settings(self, "nar_verify", generation_options, honoured)
@@ -527,6 +529,7 @@ class BangGenerationMixin(GenerationMixin):
         states, mask = encoder_outputs.last_hidden_state, attention_mask
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         cached = 0
+        step_scores = None  # [B, L, V] with output_scores: the AR logits that chose each output token
         while active:
             # Verify up to the draft's next [SEP] only: past it the draft is filler, and a longer AR output is
             # confirmed one token per round anyway. This keeps rounds short when the decode length is the source's.
@@ -541,6 +544,8 @@ class BangGenerationMixin(GenerationMixin):
                 mode="ar",
             ).logits
             predicted = logits.argmax(-1).tolist()  # predicted[i][j]: AR token for index cached + j + 1
+            if settings.get("output_scores") and step_scores is None:
+                step_scores = logits.new_zeros(batch_size, num_slots, logits.size(-1))
             still_active = []
             for i, b in enumerate(active):
                 ar_passes[b] += 1
@@ -550,6 +555,8 @@ class BangGenerationMixin(GenerationMixin):
                         still_active.append(i)
                         break
                     token = predicted[i][k - 1 - cached]
+                    if step_scores is not None:
+                        step_scores[b, k - 1] = logits[i, k - 1 - cached]
                     agreed = rows[b][k] == token
                     rows[b][k] = token
                     k += 1
@@ -576,7 +583,10 @@ class BangGenerationMixin(GenerationMixin):
         sequences = sequences[:, :keep]
         if not settings.get("return_dict_in_generate"):
             return sequences
-        return BangNARGenerateOutput(sequences=sequences, raw_sequences=draft, ar_passes=ar_passes)
+        # Per-step scores as AR greedy returns them (a tuple of [B, V], one per output token after `[SEP]`), so
+        # `compute_transition_scores` works; zeros where a row had already stopped.
+        scores = None if step_scores is None else tuple(step_scores[:, :keep - 1].unbind(1))
+        return BangNARGenerateOutput(sequences=sequences, raw_sequences=draft, ar_passes=ar_passes, scores=scores)
 
 
     @torch.no_grad()

@@ -245,3 +245,16 @@ def test_static_cache_is_refused_in_one_line_in_every_mode(model):
             model.generate(input_ids, attention_mask=mask, mode=mode, max_new_tokens=4, cache_implementation="static")
     dynamic = model.generate(input_ids, attention_mask=mask, mode="ar", max_new_tokens=4, cache_implementation="dynamic")
     assert torch.equal(dynamic, model.generate(input_ids, attention_mask=mask, mode="ar", max_new_tokens=4))
+
+
+@torch.no_grad()
+def test_nar_verify_scores_are_ar_greedy_per_step_scores(model):
+    input_ids, mask, _ = random_batch()
+    options = dict(attention_mask=mask, max_new_tokens=6, output_scores=True, return_dict_in_generate=True)
+    verify = model.generate(input_ids, mode="nar_verify", **options)
+    greedy = model.generate(input_ids, mode="ar", num_beams=1, do_sample=False, original_compatible=False, **options)
+    assert torch.equal(verify.sequences, greedy.sequences) and len(verify.scores) == len(greedy.scores)
+    transition = model.compute_transition_scores(verify.sequences, verify.scores, normalize_logits=True)
+    expected = model.compute_transition_scores(greedy.sequences, greedy.scores, normalize_logits=True)
+    real = verify.sequences[:, 1:].ne(model.config.pad_token_id)
+    assert real.any() and torch.allclose(transition[real], expected[real], atol=1e-5)
