@@ -92,19 +92,11 @@ def pretraining_forward(
     encoder_labels: torch.Tensor | None = None,
     encoder_mlm_weight: float = 1.0,
 ) -> BangPreTrainingOutput:
-    """The n-stream pretraining forward (§3) and loss (§2.3) of `model`, sharing all its weights.
+    """The n-stream pretraining forward (§3) and loss (§2.3) of `model`: `model.n_stream_forward` (see its arguments)
+    plus the encoder MLM term.
 
     Args:
-        input_ids, attention_mask: the (span-masked) source.
-        decoder_input_ids (`[B, T]`): main-stream tokens, the token before each target (`prev`); defaults to
-            `labels` shifted right with `[SEP]` first (one span = the whole target).
-        labels (`[B, T]`): targets, -100 (or pad) where unsupervised.
-        target_idx (`[B, T]`): index of each target inside its span; stream s is supervised where it is >= s.
-            Default: `arange(T) % block_size` with `block_size`, else `arange(T)` (the target is one span).
-        num_streams: n, default `config.num_streams`.
-        stream_weights: one weight per stream (default 1 each: the released criterion).
-        smoothing_eps: ε of the label-smoothed loss, default `config.label_smoothing`.
-        return_logits: also return every slot's logits [B, n, T, V] (tests, analysis).
+        smoothing_eps: ε of the label-smoothed loss, default `config.label_smoothing` (BANG's criterion).
         positions (`[B, T]`): each target's prev-token position in the document (`SpanMaskingCollator` output,
             §2.1 hooks); None: the fine-tuning positions 1..T (semi-NAR fine-tuning).
         encoder_labels (`[B, S]`): the original token at each span position of the source, -100 elsewhere
