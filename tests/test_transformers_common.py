@@ -8,9 +8,9 @@ decoder geometry, modes), `BangModelTest` declares it with a one-line reason, as
 
 The sdist lacks three helper modules the common tests import: `tests/generation/test_utils.py`
 (`GenerationTesterMixin`), `tests/exporters/test_export.py` (`ExportTesterMixin`) and
-`tests/utils/test_configuration_utils.py` (`config_common_kwargs`). Empty stand-ins are installed for those that a
-full source tree (also accepted by `BANG_TRANSFORMERS_TESTS`) does not provide, so their tests do not run here:
-BANG's generation modes are covered by `tests/test_decoding.py`.
+`tests/utils/test_configuration_utils.py` (`config_common_kwargs`). Empty stand-ins are installed where they are
+missing, so Transformers' generation and export tests and `check_config_arguments_init` do not run here: BANG's
+generation modes are covered by `tests/test_decoding.py`.
 """
 
 import contextlib
