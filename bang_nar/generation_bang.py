@@ -263,6 +263,8 @@ def _nar_settings(model, mode: str, kwargs: dict[str, Any], honoured: tuple[str,
     if passed_config is not None:
         explicit = {**passed_config.to_diff_dict(), **explicit}
         explicit.pop("transformers_version", None)
+        for name in BangGenerationConfig.BANG_FIELDS:  # read by generate() and the mode functions themselves
+            explicit.pop(name, None)
     settings.update({name: value for name, value in explicit.items() if name in honoured})
     check_generation_options(mode, {k: v for k, v in explicit.items() if k not in honoured}, model.config)
     return settings
@@ -293,6 +295,55 @@ def store_block_size(model, block_size: int) -> None:
     model.generation_config._from_model_config = False
 
 
+class BangGenerationConfig(GenerationConfig):
+    """`GenerationConfig` plus BANG's decoding fields, validated and saved in `generation_config.json`:
+
+    - `mode`: `"ar"`, `"nar"`, `"nar_verify"` or `"semi_nar"`; None = the model config's `generation_mode`;
+    - `block_size`: k, tokens per semi-NAR step (None = 4);
+    - `original_compatible`: fairseq 0.9's beam-search rules in AR mode (converted models set it);
+    - `num_candidates`: NAR candidates rescored by the AR stream (None = 1, plain NAR).
+
+    They are read before `GenerationConfig`'s own fields, so they survive reloading even when the configuration
+    derives from the model config (whose extra attributes Transformers drops). `generate(**kwargs)` overrides them.
+    """
+
+    BANG_FIELDS = ("mode", "block_size", "original_compatible", "num_candidates")
+
+    def __init__(self, **kwargs: Any):
+        self.mode = kwargs.pop("mode", None)
+        self.block_size = kwargs.pop("block_size", None)
+        self.original_compatible = kwargs.pop("original_compatible", False)
+        self.num_candidates = kwargs.pop("num_candidates", None)
+        super().__init__(**kwargs)
+
+    def save_pretrained(self, *args: Any, **kwargs: Any) -> None:
+        # A config flagged as derived from the model config loses its extra fields on reload: once a BANG field
+        # is set, the config is the user's own.
+        if any(getattr(self, name) != default for name, default in zip(self.BANG_FIELDS, (None, None, False, None))):
+            self._from_model_config = False
+        super().save_pretrained(*args, **kwargs)
+
+    @classmethod
+    def from_model_config(cls, model_config: Any) -> "BangGenerationConfig":
+        # The base method compares every field with a plain GenerationConfig, which lacks BANG's fields.
+        return cls.from_dict(GenerationConfig.from_model_config(model_config).to_dict())
+
+    def validate(self, *args: Any, **kwargs: Any) -> None:
+        super().validate(*args, **kwargs)
+        if self.mode is not None and self.mode not in GENERATION_MODES:
+            raise ValueError(
+                f"generation config: mode={self.mode!r} is not a BANG decoding mode; use one of {GENERATION_MODES}."
+            )
+        if self.block_size is not None:
+            check_block_size(self.block_size, "generation config block_size")
+        if not isinstance(self.original_compatible, bool):
+            raise ValueError(f"generation config: original_compatible must be True or False, got {self.original_compatible!r}.")
+        if self.num_candidates is not None and (
+            isinstance(self.num_candidates, bool) or not isinstance(self.num_candidates, int) or self.num_candidates < 1
+        ):
+            raise ValueError(f"generation config: num_candidates must be a positive int, got {self.num_candidates!r}.")
+
+
 @dataclass
 class BangSemiNARGenerateOutput(ModelOutput):
     """`generate(mode="semi_nar", return_dict_in_generate=True)`: `sequences` [B, 1+L] (`[SEP]`-started like AR,
@@ -316,10 +367,16 @@ class BangGenerationMixin(GenerationMixin):
         (NAR draft verified by the AR stream: exactly AR greedy, in fewer AR passes) or `"semi_nar"` (k tokens per
         step, `block_size=k`; a reconstruction, `_generate_semi_nar`).
 
-        `mode` defaults to `config.generation_mode`. Options: `_generate_ar`, `_generate_nar`, `_generate_nar_verify`,
+        `mode` defaults to the generation config's `mode` (`BangGenerationConfig`), else `config.generation_mode`.
+        Options: `_generate_ar`, `_generate_nar`, `_generate_nar_verify`,
         `_generate_semi_nar`.
         """
-        mode = mode or self.config.generation_mode
+        generation_config = kwargs.get("generation_config") or self.generation_config
+        mode = mode or getattr(generation_config, "mode", None) or self.config.generation_mode
+        # BANG fields of an explicit generation_config, unless passed as arguments (AR reads original_compatible).
+        field = {"nar": "num_candidates", "semi_nar": "block_size"}.get(mode)
+        if field and kwargs.get(field) is None and getattr(generation_config, field, None) is not None:
+            kwargs[field] = getattr(generation_config, field)
         if mode == "ar":
             return self._generate_ar(inputs, *args, **kwargs)
         if mode == "nar":
@@ -329,6 +386,12 @@ class BangGenerationMixin(GenerationMixin):
         if mode == "semi_nar":
             return self._generate_semi_nar(inputs, **kwargs)
         raise ValueError(f"mode must be one of {GENERATION_MODES}, got {mode!r}.")
+
+    def adjust_generation_fn(self, *args: Any, **kwargs: Any) -> None:
+        """Load the generation config as Transformers does, as a `BangGenerationConfig` (keeps BANG's fields)."""
+        super().adjust_generation_fn(*args, **kwargs)
+        if self.generation_config is not None and not isinstance(self.generation_config, BangGenerationConfig):
+            self.generation_config = BangGenerationConfig.from_dict(self.generation_config.to_dict())
 
     def _generate_ar(self, inputs: torch.Tensor | None = None, *args, original_compatible: bool | None = None, **kwargs):
         """AR decoding through `GenerationMixin.generate` with the KV cache (spec §4.4).
@@ -424,7 +487,7 @@ class BangGenerationMixin(GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | None = None,
         nar_postprocess: bool = True,
-        num_candidates: int = 1,
+        num_candidates: int | None = None,
         suppress_repeats: bool = False,
         input_ids: torch.Tensor | None = None,
         **generation_options,
@@ -448,6 +511,8 @@ class BangGenerationMixin(GenerationMixin):
                     "output_logits", "output_scores", "use_cache")
         settings = _nar_settings(self, "nar", generation_options, honoured)
         num_return = settings.get("num_return_sequences") or 1
+        if num_candidates is None:
+            num_candidates = getattr(self.generation_config, "num_candidates", None) or 1
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}.")
         if num_return > num_candidates:
@@ -659,6 +724,7 @@ class BangGenerationMixin(GenerationMixin):
 
 
 __all__ = [
+    "BangGenerationConfig",
     "BangGenerationMixin",
     "BangNARGenerateOutput",
     "BangSemiNARGenerateOutput",

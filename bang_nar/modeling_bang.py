@@ -34,6 +34,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_bang import FORWARD_MODES, BangConfig
 from .generation_bang import (  # noqa: F401  (re-exported: NAR decoding used to live here)
+    BangGenerationConfig,
     BangGenerationMixin,
     resolve_block_size,
     BangNARGenerateOutput,
@@ -557,6 +558,7 @@ class BangDecoderLayer(_BangFeedForwardLayer):
 class BangPreTrainedModel(PreTrainedModel):
     config: BangConfig
     config_class = BangConfig
+    generation_config_class = BangGenerationConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _supports_sdpa = True

@@ -258,3 +258,31 @@ def test_nar_verify_scores_are_ar_greedy_per_step_scores(model):
     expected = model.compute_transition_scores(greedy.sequences, greedy.scores, normalize_logits=True)
     real = verify.sequences[:, 1:].ne(model.config.pad_token_id)
     assert real.any() and torch.allclose(transition[real], expected[real], atol=1e-5)
+
+
+def test_bang_generation_config_holds_the_mode_validates_and_survives_save_load(tmp_path):
+    from bang_nar import BangForConditionalGeneration
+    from bang_nar.generation_bang import BangGenerationConfig
+
+    model = tiny_model()
+    assert isinstance(model.generation_config, BangGenerationConfig) and model.generation_config._from_model_config
+    input_ids, mask, _ = random_batch()
+    model.generation_config.mode, model.generation_config.num_candidates = "nar", 3
+    model.generation_config.block_size = 2
+    model.save_pretrained(tmp_path)
+    loaded = BangForConditionalGeneration.from_pretrained(tmp_path).eval()
+    config = loaded.generation_config
+    assert isinstance(config, BangGenerationConfig)
+    assert (config.mode, config.num_candidates, config.block_size, config.original_compatible) == ("nar", 3, 2, False)
+    with torch.no_grad():  # plain generate() decodes in the saved mode with the saved candidates
+        assert torch.equal(loaded.generate(input_ids, attention_mask=mask, max_new_tokens=5),
+                           model.generate(input_ids, attention_mask=mask, mode="nar", num_candidates=3, max_new_tokens=5))
+        explicit = BangGenerationConfig(mode="semi_nar", block_size=3, max_new_tokens=5)
+        assert torch.equal(loaded.generate(input_ids, attention_mask=mask, generation_config=explicit),
+                           model.generate(input_ids, attention_mask=mask, mode="semi_nar", block_size=3, max_new_tokens=5))
+    for bad, message in (({"mode": "fast"}, "mode='fast' is not a BANG decoding mode"),
+                         ({"block_size": 0}, "block_size must be a positive int"),
+                         ({"num_candidates": 0}, "num_candidates must be a positive int"),
+                         ({"original_compatible": "yes"}, "original_compatible must be True or False")):
+        with pytest.raises(ValueError, match=message):
+            BangGenerationConfig(**bad)
