@@ -9,7 +9,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer, pipeline
 
-from bang_nar import BangText2TextGenerationPipeline, BangTokenizerFast, load_bang_tokenizer
+from bang_nar import (
+    BangText2TextGenerationPipeline,
+    BangTokenizerFast,
+    load_bang_tokenizer,
+)
 from bang_nar.generation_bang import store_block_size
 
 from .conftest import random_batch, tiny_model
@@ -19,7 +23,7 @@ def _run_without_bang_nar(code: str) -> str:
     """Run `code` in a fresh interpreter where `import bang_nar` raises ImportError; return its stdout."""
     prelude = "import sys\nsys.modules['bang_nar'] = None  # any import of the package fails\n"
     done = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=300)
+                          check=False, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
