@@ -206,7 +206,6 @@ _HINTS = {
     "num_beams": "NAR modes decode every position in one argmax pass; use num_candidates for NAR rescoring, or "
                  "mode='ar' for beam search",
     "do_sample": "NAR modes take the argmax of every slot; use mode='ar' for sampling",
-    "max_length": "NAR modes count decoder slots without the start token; pass max_new_tokens instead",
     "streamer": "NAR modes produce every token at once; use mode='ar' to stream",
     "num_return_sequences": "it needs mode='nar' with num_candidates >= num_return_sequences",
     "cache_implementation": "BANG keeps a dynamic cache of the main stream only (any mode); drop the option",
@@ -265,6 +264,11 @@ def _nar_settings(model, mode: str, kwargs: dict[str, Any], honoured: tuple[str,
         explicit.pop("transformers_version", None)
         for name in BangGenerationConfig.BANG_FIELDS:  # read by generate() and the mode functions themselves
             explicit.pop(name, None)
+    if "max_new_tokens" in honoured and explicit.get("max_length") is not None:
+        # AR's max_length counts the [SEP] start (Seq2SeqTrainer's generation_max_length): the same output length.
+        if explicit.get("max_new_tokens") is None:
+            explicit["max_new_tokens"] = explicit["max_length"] - 1
+        del explicit["max_length"]
     settings.update({name: value for name, value in explicit.items() if name in honoured})
     check_generation_options(mode, {k: v for k, v in explicit.items() if k not in honoured}, model.config)
     return settings

@@ -167,7 +167,8 @@ def test_candidates_keep_repeats_without_postprocessing():
     ("mode", "option", "value", "message"),
     [
         ("nar", "do_sample", True, "does not support do_sample=True: NAR modes take the argmax"),
-        ("nar", "max_length", 9, "pass max_new_tokens instead"),
+        ("semi_nar", "do_sample", True, "does not support do_sample=True"),
+        ("semi_nar", "num_return_sequences", 2, "does not support num_return_sequences=2"),
         ("nar", "streamer", object(), "does not support streamer"),
         ("nar", "length_penalty", 2.0, "does not support length_penalty=2.0"),
         ("nar", "logits_processor", [object()], "does not support logits_processor"),
@@ -286,3 +287,18 @@ def test_bang_generation_config_holds_the_mode_validates_and_survives_save_load(
                          ({"original_compatible": "yes"}, "original_compatible must be True or False")):
         with pytest.raises(ValueError, match=message):
             BangGenerationConfig(**bad)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("mode", ["nar", "nar_verify", "semi_nar"])
+def test_max_length_counts_the_start_token_like_ar(model, mode):
+    """Seq2SeqTrainer passes `max_length=generation_max_length`: the one-pass modes give that many tokens with the
+    [SEP] start, like AR (NAR has no start token: max_length - 1 slots)."""
+    input_ids, mask, _ = random_batch()
+    by_length = model.generate(input_ids, attention_mask=mask, mode=mode, max_length=5)
+    assert torch.equal(by_length, model.generate(input_ids, attention_mask=mask, mode=mode, max_new_tokens=4))
+    if mode == "nar":  # raw slots: exactly max_length - 1
+        raw = model.generate(input_ids, attention_mask=mask, mode=mode, max_length=5, nar_postprocess=False)
+        assert raw.size(1) == 4
+    both = model.generate(input_ids, attention_mask=mask, mode=mode, max_length=5, max_new_tokens=3)
+    assert torch.equal(both, model.generate(input_ids, attention_mask=mask, mode=mode, max_new_tokens=3))
