@@ -563,16 +563,30 @@ class BangGenerationMixin(GenerationMixin):
             sequences_scores=sequences_scores,
         )
 
+    def _original_rules(self, logits: torch.Tensor, first_index: int, last_index: int) -> torch.Tensor:
+        """AR's `original_compatible` processors on teacher-forced logits [B, T, V] whose row j predicts output index
+        `first_index + j`: `[PAD]` never, `[SEP]` not at index 1 (`min_new_tokens=1`), only `[SEP]` (its own score
+        kept) at `last_index` (`ForcedEosKeepScoreLogitsProcessor`)."""
+        config = self.config
+        index = first_index + torch.arange(logits.size(1), device=logits.device)[None, :, None]  # [1, T, 1]
+        vocab = torch.arange(logits.size(-1), device=logits.device)
+        banned = (vocab == config.pad_token_id) | ((index == 1) & (vocab == config.eos_token_id))
+        banned = banned | ((index == last_index) & (vocab != config.eos_token_id))
+        return logits.masked_fill(banned, -math.inf)
+
     def _generate_nar_verify(
         self,
         inputs: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | None = None,
         input_ids: torch.Tensor | None = None,
+        original_compatible: bool | None = None,
         **generation_options,
     ) -> torch.Tensor | BangNARGenerateOutput:
         """NAR draft, AR verification: token-for-token AR greedy decoding (`max_new_tokens` = draft length) with
-        far fewer AR passes when the streams agree.
+        far fewer AR passes when the streams agree. `original_compatible` (default: the generation config's, as in
+        AR mode) applies AR's fairseq rules to the verifying argmax: no `[SEP]` first, never `[PAD]`, `[SEP]` forced
+        as the last allowed token, so the output equals `generate(mode="ar", num_beams=1)` of the same model.
 
         One NAR pass drafts every slot. Each round runs the AR stream teacher-forced over the unconfirmed rest
         (the KV cache holds the confirmed prefix), accepts the longest prefix where the AR argmax equals the draft,
@@ -583,6 +597,8 @@ class BangGenerationMixin(GenerationMixin):
         """
         honoured = ("max_new_tokens", "return_dict_in_generate", "use_cache", "output_scores")
         settings = _nar_settings(self, "nar_verify", generation_options, honoured)
+        if original_compatible is None:
+            original_compatible = bool(getattr(self.generation_config, "original_compatible", False))
         input_ids = inputs if inputs is not None else input_ids
         encoder_outputs, attention_mask, num_slots = self._encode_for_nar(
             input_ids, attention_mask, encoder_outputs, settings.get("max_new_tokens")
@@ -612,6 +628,8 @@ class BangGenerationMixin(GenerationMixin):
                 use_cache=True,
                 mode="ar",
             ).logits
+            if original_compatible:
+                logits = self._original_rules(logits, cached + 1, num_slots)
             predicted = logits.argmax(-1).tolist()  # predicted[i][j]: AR token for index cached + j + 1
             if settings.get("output_scores") and step_scores is None:
                 step_scores = logits.new_zeros(batch_size, num_slots, logits.size(-1))

@@ -55,8 +55,14 @@ def test_nar_verify_on_golden_checkpoint():
     model = convert_bang_checkpoint(golden_path("checkpoint.pt"))
     case = load_file(golden_path("cases.safetensors"))
     src = case["src_tokens_right_padded"]
-    out = model.generate(src, attention_mask=src.ne(0).long(), mode="nar_verify", return_dict_in_generate=True)
-    assert torch.equal(out.sequences, _greedy(model, src, src.ne(0).long(), src.size(1)))
+    mask = src.ne(0).long()
+    # The converted model's generation config sets original_compatible: nar_verify follows AR's rules, as AR does.
+    out = model.generate(src, attention_mask=mask, mode="nar_verify", return_dict_in_generate=True)
+    ar = model.generate(src, attention_mask=mask, mode="ar", num_beams=1, do_sample=False, max_new_tokens=src.size(1))
+    assert torch.equal(out.sequences, ar)
+    plain = model.generate(src, attention_mask=mask, mode="nar_verify", original_compatible=False)
+    assert torch.equal(plain, _greedy(model, src, mask, src.size(1)))
+    assert not torch.equal(plain, ar)  # a row whose plain greedy starts with [SEP]
 
 
 def test_constrained_argmax_hand_case():
@@ -302,3 +308,28 @@ def test_max_length_counts_the_start_token_like_ar(model, mode):
         assert raw.size(1) == 4
     both = model.generate(input_ids, attention_mask=mask, mode=mode, max_length=5, max_new_tokens=3)
     assert torch.equal(both, model.generate(input_ids, attention_mask=mask, mode=mode, max_new_tokens=3))
+
+
+@torch.no_grad()
+def test_nar_verify_follows_original_compatible_like_ar_greedy():
+    """On a converted model (original_compatible=True) nar_verify equals AR greedy under the same rules: no [SEP]
+    first, no [PAD], [SEP] forced as the last allowed token."""
+    input_ids, mask, _ = random_batch(batch_size=4, seed=7)
+    checked_first = checked_forced = False
+    for seed in range(4):
+        model = tiny_model(seed)
+        model.generation_config.original_compatible = True
+        if seed == 3:  # favour [SEP] everywhere, so that plain greedy emits it first and the rule must act
+            bonus = torch.zeros(model.config.vocab_size).index_fill(0, torch.tensor([102]), 8.0)
+            model.lm_head.register_forward_hook(lambda module, args, out: out + bonus)
+        for limit in (3, 8):
+            verify = model.generate(input_ids, attention_mask=mask, mode="nar_verify", max_new_tokens=limit)
+            greedy = model.generate(input_ids, attention_mask=mask, mode="ar", num_beams=1, do_sample=False,
+                                    max_new_tokens=limit)
+            assert torch.equal(verify, greedy), (seed, limit)
+            plain = model.generate(input_ids, attention_mask=mask, mode="nar_verify", max_new_tokens=limit,
+                                   original_compatible=False)
+            checked_first |= bool(plain[:, 1].eq(102).any())  # the rules changed a first token
+            checked_forced |= verify.size(1) == limit + 1 and bool(verify[:, limit].eq(102).any()) and not torch.equal(
+                verify, plain)
+    assert checked_first and checked_forced
