@@ -5,16 +5,16 @@ The cross-stream visible n-stream decoder and its loss are the model's (`BangDec
 `BangForPreTraining` and `BangPreTrainer`.
 
 BANG's pretraining code was never released. This module implements the reconstruction of
-`shared/docs/bang_pretraining.md` (tags there: [V] verified, [I] inferred):
+`docs/pretraining.md#reconstruction` ([V] verified, [I] inferred):
 
 - decoder rows `[main (T), P_0 (T), ..., P_{n-1} (T)]`. Main row j is `E[prev_j] + P[p_j]`, where p_j is the
-  document position of prev_j (MASS `positions`, the released hooks' "real positions", §2.1 [V]); every [MASK] slot
-  is the same `e_ng + P[p_t + 1]` whatever its stream (§2.2 [V]). Without `positions`, p_j = j + 1 (fine-tuning);
-- the visibility rule of §3.1 [I]: slot `P_s@t` (predicts `target[t]`) sees main rows `j <= max(t-s, 0)` and the
+  document position of prev_j (MASS `positions`, the released hooks' "real positions", [V]); every [MASK] slot
+  is the same `e_ng + P[p_t + 1]` whatever its stream ([V]). Without `positions`, p_j = j + 1 (fine-tuning);
+- the visibility rule [I]: slot `P_s@t` (predicts `target[t]`) sees main rows `j <= max(t-s, 0)` and the
   slots `P_{s'}@(t-s+s')`, `s' <= s`, of its own anti-diagonal group; main rows are causal among themselves;
-- buckets from the same positions, as `cal_pretrain_relative_positions` computes them (§2.1 [V code]):
-  `bucket(p_t-p_j+1)` for main keys, `bucket(p_t-p_r)` for slot keys (§3.1 [I]);
-- the loss of §2.3 [V code]: stream s is supervised at t iff `target_idx[t] >= s`; label-smoothed NLL summed over
+- buckets from the same positions, as `cal_pretrain_relative_positions` computes them ([V code]):
+  `bucket(p_t-p_j+1)` for main keys, `bucket(p_t-p_r)` for slot keys ([I]);
+- the loss [V code]: stream s is supervised at t iff `target_idx[t] >= s`; label-smoothed NLL summed over
   all supervised (stream, position) pairs with equal weight and divided by their number. Per-stream weights are an
   option (default all 1, i.e. the released criterion).
 
@@ -25,11 +25,11 @@ within ~50 steps in every CPU run: the decoder learns the spans as a language mo
 gradient, through cross-attention, pushes it to a constant. With it, the encoder carries each source and the decoder
 learns to read it (`encoder_gap` grows instead of staying 0).
 
-Choices where the sources are silent (open questions of §6), each a parameter:
-- whether pretraining really fed document positions (§6 item 8): `SpanMaskingCollator(document_positions=True)`
+Choices where the sources are silent (docs/pretraining.md#open-questions), each a parameter:
+- whether pretraining really fed document positions (open question 8): `SpanMaskingCollator(document_positions=True)`
   (default) emits them, as the hooks expect; `False` pretrains on the fine-tuning positions 1..T of the concatenated
   spans instead;
-- `num_streams` n defaults to `config.num_streams` (9, inferred from "9gram", §2.5).
+- `num_streams` n defaults to `config.num_streams` (9, inferred from "9gram", open question 1).
 
 Every weight is the fine-tuning model's: `BangForPreTraining` is a `BangForConditionalGeneration` whose forward
 defaults to the pretraining objective, and it saves as a plain `BangForConditionalGeneration`.
@@ -50,7 +50,6 @@ from .modeling_bang import (
     stream_supervision,
 )
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # Forward
 # ---------------------------------------------------------------------------------------------------------------
@@ -66,7 +65,7 @@ def cross_stream_decoder(
     positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The decoder's n-stream mode on `[main, P_0..P_{n-1}]` rows → last hidden states [B, (1+n)T, D], main rows
-    first. `positions` [B, T]: each main row's document position (§2.1); `visible` overrides the §3.1 pattern."""
+    first. `positions` [B, T]: each main row's document position; `visible` overrides the visibility rule."""
     out = model.get_decoder()(
         input_ids=decoder_input_ids, encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=attention_mask,
         mode="n_stream", num_streams=num_streams, positions=positions, visible=visible, output_hidden_states=True,
@@ -92,13 +91,13 @@ def pretraining_forward(
     encoder_labels: torch.Tensor | None = None,
     encoder_mlm_weight: float = 1.0,
 ) -> BangPreTrainingOutput:
-    """The n-stream pretraining forward (§3) and loss (§2.3) of `model`: `model.n_stream_forward` (see its arguments)
+    """The n-stream pretraining forward and loss (docs/pretraining.md) of `model`: `model.n_stream_forward` (see its arguments)
     plus the encoder MLM term.
 
     Args:
         smoothing_eps: ε of the label-smoothed loss, default `config.label_smoothing` (BANG's criterion).
         positions (`[B, T]`): each target's prev-token position in the document (`SpanMaskingCollator` output,
-            §2.1 hooks); None: the fine-tuning positions 1..T (semi-NAR fine-tuning).
+            released hooks); None: the fine-tuning positions 1..T (semi-NAR fine-tuning).
         encoder_labels (`[B, S]`): the original token at each span position of the source, -100 elsewhere
             (`SpanMaskingCollator` output). With them the loss adds `encoder_mlm_weight` x the encoder MLM term
             (module docstring); 0 or None: the released criterion only.
@@ -119,6 +118,13 @@ def pretraining_forward(
         output.encoder_mlm_loss = mlm.detach()
         output.loss = output.loss + encoder_mlm_weight * mlm
     return output
+
+
+
+def semi_nar_forward(model: BangForConditionalGeneration, **kwargs) -> BangPreTrainingOutput:
+    """`model.semi_nar_forward(**kwargs)`: semi-NAR fine-tuning, the n-stream objective with n = k = `block_size`
+    streams and `target_idx = t mod k` (`forward(mode="semi_nar")`; kept here for existing imports)."""
+    return model.semi_nar_forward(**kwargs)
 
 
 @torch.no_grad()
@@ -331,6 +337,7 @@ __all__ = [
     "encoder_gap",
     "pretraining_forward",
     "resolve_block_size",
+    "semi_nar_forward",
     "store_block_size",
     "stream_supervision",
 ]

@@ -1,4 +1,4 @@
-"""Block-wise semi-NAR decoding (shared/docs/bang_pretraining.md §5 reconstruction) on tiny models."""
+"""Block-wise semi-NAR decoding (docs/pretraining.md#semi-nar) on tiny models."""
 
 import math
 
@@ -29,7 +29,7 @@ def test_block_size_one_is_ar_greedy_token_for_token(seed):
 @torch.no_grad()
 @pytest.mark.parametrize("block_size", [2, 3, 5])
 def test_each_block_is_the_pretraining_group_argmax(block_size):
-    """Every block equals the argmax of the §3.1 group that pretraining trains, given the decoded prefix: the cached
+    """Every block equals the argmax of the docs/pretraining.md group that pretraining trains, given the decoded prefix: the cached
     incremental decode computes exactly the n-stream forward's slots P_s@(g+s)."""
     model = tiny_model(1)
     input_ids, mask, _ = random_batch(batch_size=3, source_length=9, seed=7)
@@ -169,3 +169,16 @@ def test_semi_nar_on_the_distilled_best_target(tmp_path):
     with pytest.raises(ValueError, match="kd_labels"):
         spmd_trainer(tmp_path, dataset=dataset.remove_columns("kd_labels"), train_mode="semi_nar",
                      semi_nar_targets="ar_kd")
+
+
+@torch.no_grad()
+def test_former_entry_points_are_the_models(model):
+    from bang_nar.pretraining import semi_nar_forward
+    from bang_nar.semi_nar import generate_semi_nar
+
+    input_ids, mask, labels = random_batch()
+    assert torch.equal(generate_semi_nar(model, input_ids, attention_mask=mask, block_size=2, max_new_tokens=5),
+                       model.generate(input_ids, attention_mask=mask, mode="semi_nar", block_size=2, max_new_tokens=5))
+    old = semi_nar_forward(model, input_ids=input_ids, attention_mask=mask, labels=labels, block_size=2)
+    new = model(input_ids=input_ids, attention_mask=mask, labels=labels, mode="semi_nar", block_size=2)
+    torch.testing.assert_close(old.loss, new.loss)

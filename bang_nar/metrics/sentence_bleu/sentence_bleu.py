@@ -7,7 +7,6 @@ import datasets
 import evaluate
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
-
 _DESCRIPTION = """\
 Sentence-level BLEU-4 (uniform weights, NLTK SmoothingFunction().method7) on whitespace tokens, averaged over all
 predictions, on a 0-100 scale. An empty prediction scores 0. Several references per prediction are supported.
