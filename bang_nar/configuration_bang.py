@@ -4,7 +4,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 # Forward passes run one stream ("ar" | "nar"); generate() also offers "nar_verify" (NAR draft, AR-verified) and
-# "semi_nar" (block-wise, k tokens per step; a reconstruction, see bang_nar/semi_nar.py).
+# "semi_nar" (block-wise, k tokens per step; a reconstruction, see `BangGenerationMixin._generate_semi_nar`).
 FORWARD_MODES = ("ar", "nar")
 GENERATION_MODES = (*FORWARD_MODES, "nar_verify", "semi_nar")
 
@@ -76,7 +76,9 @@ class BangConfig(PreTrainedConfig):
     mask_token_id: int | None = 103
 
     # --- training and decoding defaults ---
-    # ε of the original criterion (docs/architecture.md#loss): (1-ε)·NLL + ε/V·Σ_v −log p_v, averaged over target tokens.
+    # ε of the original criterion (docs/architecture.md#loss): (1-ε)·NLL + ε/V·Σ_v −log p_v, averaged over target
+    # tokens. Recorded for trainers and used by the pretraining objective (`BangForPreTraining`); `forward(labels=...)`
+    # of the model returns plain cross-entropy unless given `smoothing_eps`.
     label_smoothing: float = 0.1
     generation_mode: str = "ar"
 
@@ -121,16 +123,8 @@ class BangConfig(PreTrainedConfig):
             raise ValueError(f"max_position_embeddings must be >= 1, got {self.max_position_embeddings}.")
         if self.max_source_positions is not None and self.max_source_positions < 1:
             raise ValueError(f"max_source_positions must be >= 1 (or None), got {self.max_source_positions}.")
-        for name in ("pad_token_id", "unk_token_id", "bos_token_id", "decoder_start_token_id", "mask_token_id"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value < self.vocab_size:
-                raise ValueError(
-                    f"{name}={value} is outside the vocabulary (vocab_size={self.vocab_size}); "
-                    "set the special ids of your tokenizer or enlarge vocab_size."
-                )
-        eos_ids = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
-        if any(e is not None and not 0 <= e < self.vocab_size for e in eos_ids):
-            raise ValueError(f"eos_token_id={self.eos_token_id} is outside the vocabulary (vocab_size={self.vocab_size}).")
+        # Special ids outside the vocabulary are Transformers' `validate_token_ids` warning, not an error: configs on
+        # the Hub store such ids, and a config must load before the tokenizer fixes them.
 
     @property
     def encoder_max_positions(self) -> int:

@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 
 import torch
-from transformers import GenerationConfig
 
 from .configuration_bang import BangConfig
+from .generation_bang import BangGenerationConfig
 from .modeling_bang import BangForConditionalGeneration
 from .tokenization_bang import load_bang_tokenizer
 
@@ -185,7 +185,7 @@ def config_from_fairseq(
 ORIGINAL_AR_BEAM, ORIGINAL_AR_LENPEN, ORIGINAL_MAX_LEN_B = 4, 1.2, 200
 
 
-def original_generation_config(config: BangConfig, max_len_b: int = ORIGINAL_MAX_LEN_B) -> GenerationConfig:
+def original_generation_config(config: BangConfig, max_len_b: int = ORIGINAL_MAX_LEN_B) -> BangGenerationConfig:
     """The original scripts' decoding settings as a GenerationConfig, so that plain `generate()` decodes like them.
 
     AR models (`generation_mode="ar"`): `fairseq-generate --beam 4 --lenpen 1.2` with the default `max_len_a=0,
@@ -203,7 +203,7 @@ def original_generation_config(config: BangConfig, max_len_b: int = ORIGINAL_MAX
         limit = min(max_len_b, config.max_position_embeddings - 1)  # fairseq: min(max_len_b, max_positions - 1)
         values.update(num_beams=ORIGINAL_AR_BEAM, length_penalty=ORIGINAL_AR_LENPEN, max_length=limit + 2,
                       original_compatible=True)
-    return GenerationConfig(**values)
+    return BangGenerationConfig(**values)
 
 
 def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -4,7 +4,8 @@
   (`constrained_argmax`) or rescored over candidates by the AR stream (`nar_candidates`);
 - `mode="nar_verify"`: a NAR draft verified by the AR stream (token-for-token AR greedy, fewer AR passes);
 - `mode="ar"`: `GenerationMixin.generate`, plus `original_compatible` (fairseq 0.9 beam-search rules through
-  `ForcedEosKeepScoreLogitsProcessor`).
+  `ForcedEosKeepScoreLogitsProcessor`);
+- `mode="semi_nar"`: k tokens per decoder pass through the decoder's n-stream mode (a reconstruction).
 
 NAR modes honour a fixed set of generation options and refuse every other non-default one with a ValueError that
 names it (`check_generation_options`), so no option is silently ignored.
@@ -152,7 +153,8 @@ class BangNARGenerateOutput(ModelOutput):
 
     - `sequences` [B, L']: post-processed ids (first pass of the original post-processing; raw when `nar_postprocess=False`);
     - `raw_sequences` [B, L]: the argmax at every decoder slot, as the original generator returns it;
-    - `scores` [B, L]: the raw max logit per slot (the original `positional_scores`, not a log-prob);
+    - `scores` [B, L]: the raw max logit per slot (the original `positional_scores`, not a log-prob); for
+      `mode="nar_verify"` with `output_scores=True`, AR greedy's per-step tuple of logits [B, V] instead;
     - `logits` [B, L, V]: full logits, only with `output_logits=True`;
     - `candidates` [B, K, L''] and `candidate_scores` [B, K]: with `num_candidates` > 1, every post-processed
       candidate and its length-normalised AR-stream log-probability (the best one is `sequences`);
@@ -204,9 +206,9 @@ _HINTS = {
     "num_beams": "NAR modes decode every position in one argmax pass; use num_candidates for NAR rescoring, or "
                  "mode='ar' for beam search",
     "do_sample": "NAR modes take the argmax of every slot; use mode='ar' for sampling",
-    "max_length": "NAR modes count decoder slots without the start token; pass max_new_tokens instead",
     "streamer": "NAR modes produce every token at once; use mode='ar' to stream",
     "num_return_sequences": "it needs mode='nar' with num_candidates >= num_return_sequences",
+    "cache_implementation": "BANG keeps a dynamic cache of the main stream only (any mode); drop the option",
 }
 # Fields of the model's own generation_config that the one-pass modes use; its other fields (beam size, length
 # penalty, ...) are AR settings (converted models store the original AR beam search there) and do not apply.
@@ -260,12 +262,102 @@ def _nar_settings(model, mode: str, kwargs: dict[str, Any], honoured: tuple[str,
     if passed_config is not None:
         explicit = {**passed_config.to_diff_dict(), **explicit}
         explicit.pop("transformers_version", None)
+        for name in BangGenerationConfig.BANG_FIELDS:  # read by generate() and the mode functions themselves
+            explicit.pop(name, None)
+    if "max_new_tokens" in honoured and explicit.get("max_length") is not None:
+        # AR's max_length counts the [SEP] start (Seq2SeqTrainer's generation_max_length): the same output length.
+        if explicit.get("max_new_tokens") is None:
+            explicit["max_new_tokens"] = explicit["max_length"] - 1
+        del explicit["max_length"]
     # An explicit None (e.g. a CLI option left unset) keeps the stored value.
     settings.update({name: value for name, value in explicit.items() if name in honoured and value is not None})
     check_generation_options(mode, {k: v for k, v in explicit.items() if k not in honoured}, model.config)
     # A stored max_new_tokens (the trained target bound) only lowers the source rule; an explicit one is exact.
     settings["cap_by_source"] = explicit.get("max_new_tokens") is None
     return settings
+
+
+# Semi-NAR block size k (docs/decoding.md): one value for training and decoding, stored in the generation config.
+
+
+def check_block_size(block_size: object, name: str = "block_size") -> int:
+    """`block_size` if it is a positive int (k, tokens per semi-NAR step), else a ValueError naming `name`."""
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"{name} must be a positive int (tokens per semi-NAR step), got {block_size!r}.")
+    return block_size
+
+
+def resolve_block_size(model, block_size: int | None) -> int:
+    """k for semi-NAR training and decoding: `block_size`, else the generation config's `block_size` (saved by
+    `train_mode="semi_nar"`), else 4."""
+    if block_size is None:
+        block_size = getattr(model.generation_config, "block_size", None) or 4
+    return check_block_size(block_size)
+
+
+def store_block_size(model, block_size: int) -> None:
+    """Make `block_size` the default k of `generate(mode="semi_nar")`, saved with the model's generation config."""
+    model.generation_config.block_size = resolve_block_size(model, block_size)
+    # A generation config derived from the model config is rebuilt from it on load, dropping extra fields.
+    model.generation_config._from_model_config = False
+
+
+class BangGenerationConfig(GenerationConfig):
+    """`GenerationConfig` plus BANG's decoding fields, validated and saved in `generation_config.json`:
+
+    - `mode`: `"ar"`, `"nar"`, `"nar_verify"` or `"semi_nar"`; None = the model config's `generation_mode`;
+    - `block_size`: k, tokens per semi-NAR step (None = 4);
+    - `original_compatible`: fairseq 0.9's beam-search rules in AR mode (converted models set it);
+    - `num_candidates`: NAR candidates rescored by the AR stream (None = 1, plain NAR).
+
+    They are read before `GenerationConfig`'s own fields, so they survive reloading even when the configuration
+    derives from the model config (whose extra attributes Transformers drops). `generate(**kwargs)` overrides them.
+    """
+
+    BANG_FIELDS = ("mode", "block_size", "original_compatible", "num_candidates")
+
+    def __init__(self, **kwargs: Any):
+        self.mode = kwargs.pop("mode", None)
+        self.block_size = kwargs.pop("block_size", None)
+        self.original_compatible = kwargs.pop("original_compatible", False)
+        self.num_candidates = kwargs.pop("num_candidates", None)
+        super().__init__(**kwargs)
+
+    def save_pretrained(self, *args: Any, **kwargs: Any) -> None:
+        # A config flagged as derived from the model config loses its extra fields on reload: once a BANG field
+        # is set, the config is the user's own.
+        if any(getattr(self, name) != default for name, default in zip(self.BANG_FIELDS, (None, None, False, None))):
+            self._from_model_config = False
+        super().save_pretrained(*args, **kwargs)
+
+    @classmethod
+    def from_model_config(cls, model_config: Any) -> "BangGenerationConfig":
+        # The base method compares every field with a plain GenerationConfig, which lacks BANG's fields.
+        return cls.from_dict(GenerationConfig.from_model_config(model_config).to_dict())  # type: ignore[return-value]
+
+    def validate(self, *args: Any, **kwargs: Any) -> None:
+        super().validate(*args, **kwargs)
+        if self.mode is not None and self.mode not in GENERATION_MODES:
+            raise ValueError(
+                f"generation config: mode={self.mode!r} is not a BANG decoding mode; use one of {GENERATION_MODES}."
+            )
+        if self.block_size is not None:
+            check_block_size(self.block_size, "generation config block_size")
+        if not isinstance(self.original_compatible, bool):
+            raise ValueError(f"generation config: original_compatible must be True or False, got {self.original_compatible!r}.")
+        if self.num_candidates is not None and (
+            isinstance(self.num_candidates, bool) or not isinstance(self.num_candidates, int) or self.num_candidates < 1
+        ):
+            raise ValueError(f"generation config: num_candidates must be a positive int, got {self.num_candidates!r}.")
+
+
+@dataclass
+class BangSemiNARGenerateOutput(ModelOutput):
+    """`generate(mode="semi_nar", return_dict_in_generate=True)`: `sequences` [B, 1+L] (`[SEP]`-started like AR,
+    pads after the first `[SEP]`) and `num_steps`, the decoder passes used (⌈L/k⌉ for the longest row)."""
+
+    sequences: torch.Tensor | None = None
+    num_steps: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -280,24 +372,33 @@ class BangGenerationMixin(GenerationMixin):
     def generate(self, inputs: torch.Tensor | None = None, *args, mode: str | None = None, **kwargs):
         """Decode with `mode` = `"ar"` (GenerationMixin beam search / greedy), `"nar"` (one pass), `"nar_verify"`
         (NAR draft verified by the AR stream: exactly AR greedy, in fewer AR passes) or `"semi_nar"` (k tokens per
-        step, `block_size=k`; a reconstruction, `bang_nar/semi_nar.py`).
+        step, `block_size=k`; a reconstruction, `_generate_semi_nar`).
 
-        `mode` defaults to `config.generation_mode`. Options: `_generate_ar`, `_generate_nar`, `_generate_nar_verify`.
+        `mode` defaults to the generation config's `mode` (`BangGenerationConfig`), else `config.generation_mode`.
+        Options: `_generate_ar`, `_generate_nar`, `_generate_nar_verify`,
+        `_generate_semi_nar`.
         """
-        mode = mode or self.config.generation_mode
+        generation_config = kwargs.get("generation_config") or self.generation_config
+        mode = mode or getattr(generation_config, "mode", None) or self.config.generation_mode
+        # BANG fields of an explicit generation_config, unless passed as arguments (AR reads original_compatible).
+        field = {"nar": "num_candidates", "semi_nar": "block_size"}.get(mode)
+        if field and kwargs.get(field) is None and getattr(generation_config, field, None) is not None:
+            kwargs[field] = getattr(generation_config, field)
         if mode == "ar":
             return self._generate_ar(inputs, *args, **kwargs)
         if mode == "nar":
             return self._generate_nar(inputs, **kwargs)
         if mode == "nar_verify":
             return self._generate_nar_verify(inputs, **kwargs)
-        if mode == "semi_nar":  # reconstruction (docs/pretraining.md#semi-nar), in the bang-nar package only
-            try:  # lazy, and inside `try` so trust_remote_code's import check does not require bang_nar
-                from bang_nar.semi_nar import generate_semi_nar
-            except ImportError as error:
-                raise ImportError("generate(mode='semi_nar') needs the bang-nar package installed.") from error
-            return generate_semi_nar(self, inputs, **kwargs)
+        if mode == "semi_nar":
+            return self._generate_semi_nar(inputs, **kwargs)
         raise ValueError(f"mode must be one of {GENERATION_MODES}, got {mode!r}.")
+
+    def adjust_generation_fn(self, *args: Any, **kwargs: Any) -> None:
+        """Load the generation config as Transformers does, as a `BangGenerationConfig` (keeps BANG's fields)."""
+        super().adjust_generation_fn(*args, **kwargs)  # type: ignore[misc]  # self is the model
+        if self.generation_config is not None and not isinstance(self.generation_config, BangGenerationConfig):
+            self.generation_config = BangGenerationConfig.from_dict(self.generation_config.to_dict())
 
     def _generate_ar(self, inputs: torch.Tensor | None = None, *args, original_compatible: bool | None = None, **kwargs):
         """AR decoding through `GenerationMixin.generate` with the KV cache (docs/decoding.md#original).
@@ -309,6 +410,13 @@ class BangGenerationMixin(GenerationMixin):
         (`max_length=M + 2`). It defaults to the generation config's `original_compatible` (converted models set it).
         """
         generation_config = kwargs.get("generation_config") or self.generation_config
+        cache_implementation = kwargs.get("cache_implementation", generation_config.cache_implementation)
+        if cache_implementation not in (None, "dynamic"):
+            # The AR step appends the predicting stream's own keys after the cached main stream (docs/architecture.md).
+            raise ValueError(
+                f"generate(mode='ar') does not support cache_implementation={cache_implementation!r}: "
+                f"{_HINTS['cache_implementation']}."
+            )
         if original_compatible is None:
             original_compatible = bool(getattr(generation_config, "original_compatible", False))
         if original_compatible:
@@ -390,7 +498,7 @@ class BangGenerationMixin(GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | None = None,
         nar_postprocess: bool = True,
-        num_candidates: int = 1,
+        num_candidates: int | None = None,
         suppress_repeats: bool = False,
         input_ids: torch.Tensor | None = None,
         **generation_options,
@@ -416,6 +524,8 @@ class BangGenerationMixin(GenerationMixin):
                     "output_logits", "output_scores", "use_cache")
         settings = _nar_settings(self, "nar", generation_options, honoured)
         num_return = settings.get("num_return_sequences") or 1
+        if num_candidates is None:
+            num_candidates = getattr(self.generation_config, "num_candidates", None) or 1
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}.")
         if num_return > num_candidates:
@@ -462,25 +572,42 @@ class BangGenerationMixin(GenerationMixin):
             sequences_scores=sequences_scores,
         )
 
+    def _original_rules(self, logits: torch.Tensor, first_index: int, last_index: int) -> torch.Tensor:
+        """AR's `original_compatible` processors on teacher-forced logits [B, T, V] whose row j predicts output index
+        `first_index + j`: `[PAD]` never, `[SEP]` not at index 1 (`min_new_tokens=1`), only `[SEP]` (its own score
+        kept) at `last_index` (`ForcedEosKeepScoreLogitsProcessor`)."""
+        config = self.config
+        index = first_index + torch.arange(logits.size(1), device=logits.device)[None, :, None]  # [1, T, 1]
+        vocab = torch.arange(logits.size(-1), device=logits.device)
+        banned = (vocab == config.pad_token_id) | ((index == 1) & (vocab == config.eos_token_id))
+        banned = banned | ((index == last_index) & (vocab != config.eos_token_id))
+        return logits.masked_fill(banned, -math.inf)
+
     def _generate_nar_verify(
         self,
         inputs: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | None = None,
         input_ids: torch.Tensor | None = None,
+        original_compatible: bool | None = None,
         **generation_options,
     ) -> torch.Tensor | BangNARGenerateOutput:
         """NAR draft, AR verification: token-for-token AR greedy decoding (`max_new_tokens` = draft length) with
-        far fewer AR passes when the streams agree.
+        far fewer AR passes when the streams agree. `original_compatible` (default: the generation config's, as in
+        AR mode) applies AR's fairseq rules to the verifying argmax: no `[SEP]` first, never `[PAD]`, `[SEP]` forced
+        as the last allowed token, so the output equals `generate(mode="ar", num_beams=1)` of the same model.
 
         One NAR pass drafts every slot. Each round runs the AR stream teacher-forced over the unconfirmed rest
         (the KV cache holds the confirmed prefix), accepts the longest prefix where the AR argmax equals the draft,
         and appends the AR token at the first disagreement. The NAR stream does not see the prefix, so the draft
         stays valid after a correction. Returns `[SEP]`-started ids like `mode="ar"`, pads after `[SEP]`.
-        Honoured options: `max_new_tokens`, `return_dict_in_generate`, `use_cache`; others raise ValueError.
+        Honoured options: `max_new_tokens`, `return_dict_in_generate`, `use_cache`, `output_scores` (`scores`: the
+        AR logits of each step, as AR greedy returns them); others raise ValueError.
         """
         honoured = ("max_new_tokens", "return_dict_in_generate", "use_cache", "output_scores")
         settings = _nar_settings(self, "nar_verify", generation_options, honoured)
+        if original_compatible is None:
+            original_compatible = bool(getattr(self.generation_config, "original_compatible", False))
         input_ids = inputs if inputs is not None else input_ids
         encoder_outputs, attention_mask, num_slots = self._encode_for_nar(
             input_ids, attention_mask, encoder_outputs, settings.get("max_new_tokens"), settings["cap_by_source"]
@@ -496,6 +623,7 @@ class BangGenerationMixin(GenerationMixin):
         states, mask = encoder_outputs.last_hidden_state, attention_mask
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         cached = 0
+        step_scores = None  # [B, L, V] with output_scores: the AR logits that chose each output token
         while active:
             # Verify up to the draft's next [SEP] only: past it the draft is filler, and a longer AR output is
             # confirmed one token per round anyway. This keeps rounds short when the decode length is the source's.
@@ -509,7 +637,11 @@ class BangGenerationMixin(GenerationMixin):
                 use_cache=True,
                 mode="ar",
             ).logits
+            if original_compatible:
+                logits = self._original_rules(logits, cached + 1, num_slots)
             predicted = logits.argmax(-1).tolist()  # predicted[i][j]: AR token for index cached + j + 1
+            if settings.get("output_scores") and step_scores is None:
+                step_scores = logits.new_zeros(batch_size, num_slots, logits.size(-1))
             still_active = []
             for i, b in enumerate(active):
                 ar_passes[b] += 1
@@ -519,6 +651,8 @@ class BangGenerationMixin(GenerationMixin):
                         still_active.append(i)
                         break
                     token = predicted[i][k - 1 - cached]
+                    if step_scores is not None:
+                        step_scores[b, k - 1] = logits[i, k - 1 - cached]
                     agreed = rows[b][k] == token
                     rows[b][k] = token
                     k += 1
@@ -545,12 +679,89 @@ class BangGenerationMixin(GenerationMixin):
         sequences = sequences[:, :keep]
         if not settings.get("return_dict_in_generate"):
             return sequences
-        return BangNARGenerateOutput(sequences=sequences, raw_sequences=draft, ar_passes=ar_passes)
+        # Per-step scores as AR greedy returns them (a tuple of [B, V], one per output token after `[SEP]`), so
+        # `compute_transition_scores` works; zeros where a row had already stopped.
+        scores = None if step_scores is None else tuple(step_scores[:, :keep - 1].unbind(1))
+        return BangNARGenerateOutput(sequences=sequences, raw_sequences=draft, ar_passes=ar_passes, scores=scores)
+
+
+    @torch.no_grad()
+    def _generate_semi_nar(
+        self,
+        inputs: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | None = None,
+        block_size: int | None = None,
+        input_ids: torch.Tensor | None = None,
+        **generation_options,
+    ) -> torch.Tensor | BangSemiNARGenerateOutput:
+        """Greedy block-wise semi-NAR decoding, k = `block_size` tokens per decoder pass (a reconstruction:
+        docs/decoding.md; no source describes BANG's semi-NAR inference).
+
+        At a step whose known prefix ends at row g, the decoder (`mode="n_stream"` with the KV cache) runs the new
+        main-stream tokens and k [MASK] slots `P_0@g .. P_{k-1}@(g+k-1)`, the anti-diagonal group g of the
+        pretraining pattern; the argmax of each slot gives y_{g+1} .. y_{g+k}, which become the next step's main
+        tokens. k = 1 is AR greedy; blocks of k <= `num_streams` are what pretraining trained.
+
+        `block_size` defaults to the generation config's `block_size` (a model fine-tuned with
+        `train_mode="semi_nar"` stores its k there), else 4. `max_new_tokens` (or the generation config's) defaults
+        to the padded source length (the NAR rule). Rows stop at their first `[SEP]`; the loop stops when all rows
+        have. Also honoured: `return_dict_in_generate`, `use_cache` (always cached); any other non-default option
+        (`num_beams`, `do_sample`, ...) raises ValueError naming it.
+        """
+        honoured = ("max_new_tokens", "return_dict_in_generate", "use_cache")
+        settings = _nar_settings(self, "semi_nar", generation_options, honoured)
+        config = self.config
+        input_ids = inputs if inputs is not None else input_ids
+        block_size = resolve_block_size(self, block_size)
+        if encoder_outputs is None:
+            if input_ids is None:
+                raise ValueError("generate(mode='semi_nar') needs input_ids (the source) or encoder_outputs.")
+            if attention_mask is None:
+                attention_mask = input_ids.ne(config.pad_token_id).long()
+            encoder_outputs = self.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+        elif attention_mask is None:
+            raise ValueError("With encoder_outputs, pass the source attention_mask too (pads must stay masked).")
+        states = encoder_outputs.last_hidden_state
+        max_new_tokens = settings.get("max_new_tokens") or states.size(1)
+        if not 1 <= max_new_tokens < config.max_position_embeddings:
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} must be in [1, {config.max_position_embeddings - 1}] "
+                "(the decoder's position table; the [MASK] slots look up pos+1)."
+            )
+        decoder = self.get_decoder()
+        batch_size, device = states.size(0), states.device
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        sequences = torch.full((batch_size, 1), config.decoder_start_token_id, dtype=torch.long, device=device)
+        finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        new_main, produced, num_steps = sequences, 0, 0
+        while produced < max_new_tokens and not bool(finished.all()):
+            k = min(block_size, max_new_tokens - produced)
+            hidden = decoder(
+                input_ids=new_main, encoder_hidden_states=states, encoder_attention_mask=attention_mask, cache=cache,
+                mode="n_stream", num_streams=k, output_attentions=False, output_hidden_states=False, return_dict=True,
+            ).last_hidden_state
+            tokens = self.lm_head(hidden).argmax(-1)  # [B, k]
+            # After a row's first [SEP] (in an earlier block or earlier in this one) it only gets pads.
+            is_eos = tokens.eq(config.eos_token_id).long()
+            after_eos = finished[:, None] | ((is_eos.cumsum(1) - is_eos) > 0)
+            tokens = tokens.masked_fill(after_eos, config.pad_token_id)
+            finished |= is_eos.bool().any(1)
+            sequences = torch.cat([sequences, tokens], dim=1)
+            new_main, produced, num_steps = tokens, produced + k, num_steps + 1
+        if not settings.get("return_dict_in_generate"):
+            return sequences
+        return BangSemiNARGenerateOutput(sequences=sequences, num_steps=num_steps)
 
 
 __all__ = [
+    "BangGenerationConfig",
     "BangGenerationMixin",
     "BangNARGenerateOutput",
+    "BangSemiNARGenerateOutput",
+    "check_block_size",
+    "resolve_block_size",
+    "store_block_size",
     "ForcedEosKeepScoreLogitsProcessor",
     "check_generation_options",
     "constrained_argmax",

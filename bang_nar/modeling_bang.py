@@ -4,6 +4,9 @@
   the main stream only supplies keys and values. Incremental decoding caches the main stream.
 - `mode="nar"`: every decoder slot is `e_ng + P[pos+1]` with causal self-attention among slots and main-stream
   relative buckets (docs/architecture.md#nar-mode). One pass; position t never depends on later slots or on the decoder length.
+- decoder mode `"n_stream"`: the cross-stream visible decoder of pretraining and semi-NAR (main stream plus n [MASK]
+  streams, docs/pretraining.md); `n_stream_forward` is its objective, `forward(mode="semi_nar")` semi-NAR
+  fine-tuning. Every mode runs the same embedding-plus-layers loop in `BangDecoder.forward`.
 
 Every AR/NAR difference of the network sits in two places: the stream-input builders (`_ar_stream_inputs`,
 `_nar_stream_inputs`) and the mask builders (`_ar_attention_mask`, `_nar_attention_mask`). Decoding (the
@@ -27,9 +30,11 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_bang import FORWARD_MODES, BangConfig
 from .generation_bang import (  # noqa: F401  (re-exported: NAR decoding used to live here)
+    BangGenerationConfig,
     BangGenerationMixin,
     BangNARGenerateOutput,
     ForcedEosKeepScoreLogitsProcessor,
@@ -37,6 +42,7 @@ from .generation_bang import (  # noqa: F401  (re-exported: NAR decoding used to
     nar_candidates,
     nar_cut_and_dedup,
     nar_scan,
+    resolve_block_size,
 )
 
 Mode = Literal["ar", "nar"]
@@ -132,6 +138,83 @@ def _nar_attention_mask(
     return _bias_from_visibility(distance >= 0, dtype), buckets
 
 
+# The cross-stream visible n-stream decoder (pretraining and semi-NAR, docs/pretraining.md): rows
+# `[main (T), P_0 (T), ..., P_{n-1} (T)]`, every [MASK] slot `e_ng + P[p_t + 1]` whatever its stream.
+
+
+def cross_stream_pattern(
+    num_rows: int,
+    num_streams: int,
+    device: torch.device | str | None = None,
+    positions: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Visibility and distances of the cross-stream visible n-stream decoder (docs/pretraining.md).
+
+    Rows and columns are `[main (T), P_0 (T), ..., P_{n-1} (T)]` with T = `num_rows`, n = `num_streams`.
+    Returns `(visible [(1+n)T, (1+n)T] bool, distance [(1+n)T, (1+n)T] long)`, where `distance` = query position
+    minus key position as `relative_position_bucket` takes it: `p_t-p_j` main→main, `p_t-p_j+1` slot→main (main keys
+    are looked up at pos-1, `cal_pretrain_relative_positions`), `p_t-p_r` slot→slot. Invisible entries hold 0.
+    `p` is the row index (fine-tuning positions) or, with `positions` [B, T] (each row's document position),
+    those positions; `distance` is then `[B, (1+n)T, (1+n)T]`. Visibility depends on row indices only.
+    """
+    t = torch.arange(num_rows, device=device)
+    size = (1 + num_streams) * num_rows
+    visible = torch.zeros(size, size, dtype=torch.bool, device=device)
+    query_minus_key = t[:, None] - t[None, :] if positions is None else positions[:, :, None] - positions[:, None, :]
+    distance = query_minus_key.new_zeros(*query_minus_key.shape[:-2], size, size)
+    visible[:num_rows, :num_rows] = query_minus_key.new_ones(num_rows, num_rows, dtype=torch.bool).tril()
+    distance[..., :num_rows, :num_rows] = query_minus_key
+    for s in range(num_streams):
+        rows = slice((1 + s) * num_rows, (2 + s) * num_rows)
+        group = t - s  # the last golden main row each query of stream s may see (clamped below at 0)
+        visible[rows, :num_rows] = t[None, :] <= group.clamp(min=0)[:, None]
+        distance[..., rows, :num_rows] = query_minus_key + 1
+        for earlier in range(s + 1):  # the group's slots of streams 0..s
+            cols = slice((1 + earlier) * num_rows, (2 + earlier) * num_rows)
+            key_row = group + earlier
+            visible[rows, cols] = (t[None, :] == key_row[:, None]) & (key_row[:, None] >= 0)
+            distance[..., rows, cols] = query_minus_key
+    return visible, distance.masked_fill(~visible, 0)
+
+
+def semi_nar_step_pattern(
+    num_new: int, num_past: int, block_size: int, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Visibility and distances of one step: queries `[main (m new), slots (k)]`, keys `[main (P+m), slots (k)]`.
+
+    Main query at row a = P+i sees main keys j <= a (distance a-j); slot s (row t = g+s, g = P+m-1) sees every main
+    key (distance t-j+1) and slots s' <= s (distance s-s'): the pretraining rule restricted to group g.
+    """
+    g = num_past + num_new - 1
+    main_rows = num_past + torch.arange(num_new, device=device)
+    keys = torch.arange(num_past + num_new, device=device)
+    slot = torch.arange(block_size, device=device)
+    main_distance = main_rows[:, None] - keys[None, :]  # [m, P+m]
+    slot_main_distance = (g + slot)[:, None] - keys[None, :] + 1  # [k, P+m]
+    slot_distance = slot[:, None] - slot[None, :]  # [k, k]
+    visible = torch.cat(
+        [
+            torch.cat([main_distance >= 0, torch.zeros(num_new, block_size, dtype=torch.bool, device=device)], 1),
+            torch.cat([torch.ones_like(slot_main_distance, dtype=torch.bool), slot_distance >= 0], 1),
+        ],
+        0,
+    )
+    distance = torch.cat(
+        [
+            torch.cat([main_distance, torch.zeros(num_new, block_size, dtype=torch.long, device=device)], 1),
+            torch.cat([slot_main_distance, slot_distance], 1),
+        ],
+        0,
+    )
+    return visible, distance
+
+
+def stream_supervision(labels: torch.Tensor, target_idx: torch.Tensor, num_streams: int) -> torch.Tensor:
+    """`[B, n, T]` bool: slot `P_s@t` is supervised iff `labels[t] != -100` and `target_idx[t] >= s`."""
+    streams = torch.arange(num_streams, device=labels.device)[None, :, None]
+    return labels.ne(-100)[:, None, :] & (target_idx[:, None, :] >= streams)
+
+
 def label_smoothed_nll_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -193,6 +276,27 @@ class BangSeq2SeqLMOutput(Seq2SeqLMOutput):
 
     main_stream_hidden_state: torch.Tensor | None = None
     decoder_main_stream_hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class BangPreTrainingOutput(ModelOutput):
+    """Output of the n-stream objective (`n_stream_forward`: pretraining, semi-NAR fine-tuning).
+
+    - `loss`: Σ_s w_s · (summed label-smoothed NLL of stream s) / (number of supervised predictions, all streams);
+    - `stream_losses` [n]: mean loss per supervised prediction of each stream (nan where a stream has none);
+    - `stream_counts` [n]: supervised predictions per stream;
+    - `encoder_mlm_loss`: the encoder MLM term of pretraining (mean label-smoothed NLL over span positions,
+      unweighted), only with `encoder_labels` (`bang_nar.pretraining.pretraining_forward`);
+    - `logits` [B, n, T, V]: every slot's logits, only with `return_logits=True` (memory: n·T·V per sample);
+    - `hidden_states` [B, (1+n)T, D]: the decoder's last layer, main rows first, only with `return_logits=True`.
+    """
+
+    loss: torch.Tensor | None = None
+    stream_losses: torch.Tensor | None = None
+    stream_counts: torch.Tensor | None = None
+    encoder_mlm_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    hidden_states: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -454,12 +558,20 @@ class BangDecoderLayer(_BangFeedForwardLayer):
 class BangPreTrainedModel(PreTrainedModel):
     config: BangConfig
     config_class = BangConfig
+    generation_config_class = BangGenerationConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_attention_backend = True
     _no_split_modules = ["BangEncoderLayer", "BangDecoderLayer"]
     _keys_to_ignore_on_load_unexpected = ["encoder.version", "decoder.version"]
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`; with remote code registered (`import bang_nar`), `auto_map` also maps
+        `AutoModel` to `BangModel`, so a saved `BangForConditionalGeneration` loads as either class."""
+        if type(self)._auto_class is not None:
+            self.config.auto_map = {"AutoModel": "modeling_bang.BangModel", **(getattr(self.config, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _check_and_adjust_attn_implementation(self, attn_implementation: str | None, *args, **kwargs) -> str:
         # Eager is the reference (golden parity is measured on it); SDPA only when asked for.
@@ -502,6 +614,7 @@ class BangEncoder(BangPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BaseModelOutput | tuple:
+        output_attentions, output_hidden_states = _output_flags(self.config, output_attentions, output_hidden_states)
         _check_length(
             input_ids.size(1),
             self.config.encoder_max_positions,
@@ -532,6 +645,14 @@ class BangEncoder(BangPreTrainedModel):
 
 def _use_return_dict(config: BangConfig, return_dict: bool | None) -> bool:
     return config.return_dict if return_dict is None else return_dict
+
+
+def _output_flags(config: BangConfig, attentions: bool | None, hidden_states: bool | None) -> tuple[bool, bool]:
+    """`output_attentions` / `output_hidden_states` with the config's values as defaults (Transformers convention)."""
+    return (
+        bool(config.output_attentions if attentions is None else attentions),
+        bool(config.output_hidden_states if hidden_states is None else hidden_states),
+    )
 
 
 class BangDecoder(BangPreTrainedModel):
@@ -599,6 +720,56 @@ class BangDecoder(BangPreTrainedModel):
         tokens = self.embed_tokens(glance_ids.clamp_min(0))
         return torch.where(glanced, tokens, self.ngram_input_embed.weight[0].expand_as(tokens)) + positions
 
+    def _n_stream_inputs(
+        self,
+        input_ids: torch.Tensor,
+        num_streams: int,
+        cache: EncoderDecoderCache | None,
+        positions: torch.Tensor | None,
+        visible: torch.Tensor | None,
+        source_length: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int | None]:
+        """Rows, visibility, distances and `num_main` of the n-stream mode (see `forward`).
+
+        Main row j is `E[prev_j] + P[p_j]`, every [MASK] slot `e_ng + P[p_t + 1]` (the same in every stream,
+        docs/pretraining.md); p_j = j + 1 (fine-tuning positions, counted after the cached rows) or `positions`."""
+        batch_size, num_rows = input_ids.shape
+        device = input_ids.device
+        if cache is not None:  # one semi-NAR step: new main rows (cached) + k slots of group g = P + m - 1
+            num_past = cache.get_seq_length()
+            _check_length(
+                num_past + num_rows + num_streams,
+                self.config.max_position_embeddings + 1,  # slots look up pos + 1 in a table of max + 2 rows
+                "The semi-NAR decoder",
+                "generate fewer tokens (max_new_tokens).",
+            )
+            main_positions = num_past + 1 + torch.arange(num_rows, device=device)
+            slot_positions = num_past + num_rows + 1 + torch.arange(num_streams, device=device)
+            main = self.embed_tokens(input_ids) + self.embed_positions(main_positions)
+            slots = self.ngram_input_embed.weight[0] + self.embed_positions(slot_positions)
+            hidden = torch.cat([main, slots.expand(batch_size, -1, -1)], dim=1)
+            pattern, distance = semi_nar_step_pattern(num_rows, num_past, num_streams, device)
+            return hidden, pattern if visible is None else visible, distance, num_rows
+        # The highest [MASK] slot position (pos + 1) must have an embedding. Document positions index the source,
+        # so its length bounds them without reading the tensor (no host sync).
+        if positions is None:
+            row_positions = None  # batch-independent buckets
+            positions = torch.arange(1, num_rows + 1, device=device).expand(batch_size, -1)
+            highest, what = num_rows + 1, f"target has {num_rows} rows"
+        else:
+            positions = row_positions = positions.to(device)
+            highest, what = source_length, f"source has {source_length} tokens"
+        if highest > self.config.max_position_embeddings:
+            raise ValueError(
+                f"The n-stream {what}, so its [MASK] slots need decoder position {highest}, but the model has "
+                f"max_position_embeddings={self.config.max_position_embeddings}; use shorter chunks or fewer spans."
+            )
+        main = self.embed_tokens(input_ids) + self.embed_positions(positions)
+        slots = self.ngram_input_embed.weight[0] + self.embed_positions(positions + 1)
+        hidden = torch.cat([main, slots.repeat(1, num_streams, 1)], dim=1)
+        pattern, distance = cross_stream_pattern(num_rows, num_streams, device, row_positions)
+        return hidden, pattern if visible is None else visible, distance, None
+
     def forward(
         self,
         input_ids: torch.Tensor | None,
@@ -606,19 +777,29 @@ class BangDecoder(BangPreTrainedModel):
         encoder_attention_mask: torch.Tensor | None = None,
         slot_mask: torch.Tensor | None = None,
         cache: EncoderDecoderCache | None = None,
-        mode: Mode = "ar",
+        mode: Literal["ar", "nar", "n_stream"] = "ar",
         glance_ids: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        num_streams: int | None = None,
+        positions: torch.Tensor | None = None,
+        visible: torch.Tensor | None = None,
     ) -> BangDecoderOutput | tuple:
         """AR: `input_ids` = decoder input (`[SEP] y1..`), with `cache` for incremental steps.
         NAR: `slot_mask` [B, T] (1 = real slot) gives the length; `input_ids`, if given instead, only its pad pattern;
         with neither, the decoder gets as many slots as the padded source (the original generator's rule);
         `glance_ids` [B, T] (glancing training) feeds token embeddings to the slots where it is >= 0.
+        `"n_stream"`: the cross-stream visible decoder of pretraining and semi-NAR (docs/pretraining.md), main rows
+        `input_ids` (prev tokens) plus `num_streams` [MASK] streams. Without `cache`, teacher-forced: rows
+        `[main (T), P_0 (T), ..., P_{n-1} (T)]` under `cross_stream_pattern` (`positions` [B, T]: document
+        positions of the main rows; `visible` overrides the pattern); `last_hidden_state` is the slot rows [B, nT, D].
+        With `cache` (a semi-NAR step): the new main rows join the cache and `num_streams` = k slots of the next
+        group follow them (`semi_nar_step_pattern`); `last_hidden_state` is those k slots.
 
         The AR main stream's last-layer output is discarded by the original, so the last layer computes it only
         with `output_hidden_states=True`. Attentions are those of the logit-producing stream's queries."""
+        output_attentions, output_hidden_states = _output_flags(self.config, output_attentions, output_hidden_states)
         dtype = self.emb_layer_norm.weight.dtype
         device = encoder_hidden_states.device
         if mode == "ar":
@@ -632,7 +813,7 @@ class BangDecoder(BangPreTrainedModel):
             )
             hidden = self._ar_stream_inputs(input_ids, num_past)
             self_attn_bias, buckets = self._ar_masks(num_new, num_past, device, dtype)
-            num_main = num_new
+            num_main = split = num_new  # rows before `split`: the main stream
         elif mode == "nar":
             if slot_mask is None and input_ids is None:  # the original generator's rule: as many slots as the source
                 slot_mask = torch.ones(encoder_hidden_states.shape[:2], dtype=torch.long, device=device)
@@ -646,13 +827,21 @@ class BangDecoder(BangPreTrainedModel):
             )
             hidden = self._nar_stream_inputs(slot_mask, glance_ids)
             self_attn_bias, buckets = _nar_attention_mask(slot_mask.size(1), self.config, device, dtype)
-            num_main, cache = None, None
+            num_main, cache, split = None, None, 0
+        elif mode == "n_stream":
+            if num_streams is None or num_streams < 1:
+                raise ValueError(f"mode='n_stream' needs num_streams >= 1, got {num_streams!r}.")
+            hidden, visible, distance, num_main = self._n_stream_inputs(
+                input_ids, num_streams, cache, positions, visible, encoder_hidden_states.size(1)
+            )
+            self_attn_bias = _bias_from_visibility(visible, dtype)
+            buckets = relative_position_bucket(distance, self.config.num_buckets, self.config.relative_max_distance)
+            split = input_ids.size(1)
         else:
-            raise ValueError(f"mode must be one of {FORWARD_MODES}, got {mode!r}.")
+            raise ValueError(f"mode must be one of {(*FORWARD_MODES, 'n_stream')}, got {mode!r}.")
 
         hidden = _dropout(self.emb_layer_norm(hidden), self.config.dropout, self.training)
         encoder_bias = self._encoder_bias(encoder_attention_mask, hidden.dtype)
-        split = num_main or 0  # rows before `split` are the AR main stream
         states, main_states = ((hidden[:, split:],), (hidden[:, :split],)) if output_hidden_states else (None, None)
         self_attentions, cross_attentions = ((), ()) if output_attentions else (None, None)
         last, query_start = len(self.layers) - 1, 0
@@ -676,10 +865,10 @@ class BangDecoder(BangPreTrainedModel):
         skipped = query_start > 0  # the last layer returned the logit-producing stream only
         output = BangDecoderOutput(
             last_hidden_state=hidden if skipped else hidden[:, split:],
-            main_stream_hidden_state=hidden[:, :split] if mode == "ar" and not skipped and output_hidden_states else None,
+            main_stream_hidden_state=hidden[:, :split] if split and not skipped and output_hidden_states else None,
             cache=cache,
             hidden_states=states,
-            main_stream_hidden_states=main_states if mode == "ar" else None,
+            main_stream_hidden_states=main_states if split else None,
             attentions=self_attentions,
             cross_attentions=cross_attentions,
         )
@@ -702,8 +891,10 @@ class BangModel(BangPreTrainedModel):
     def __init__(self, config: BangConfig):
         super().__init__(config)
         self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
-        self.encoder = BangEncoder(config, self.shared)
-        self.decoder = BangDecoder(config, self.shared)
+        # Parameter tying through `_tied_weights_keys` (not one shared module): loading then initialises a missing
+        # `shared.weight` instead of leaving it on the meta device.
+        self.encoder = BangEncoder(config)
+        self.decoder = BangDecoder(config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -714,6 +905,7 @@ class BangModel(BangPreTrainedModel):
         self.encoder.embed_tokens = value
         self.decoder.embed_tokens = value
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # Transformers' old name for `cache`
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -729,6 +921,7 @@ class BangModel(BangPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BangSeq2SeqModelOutput | tuple:
+        output_attentions, output_hidden_states = _output_flags(self.config, output_attentions, output_hidden_states)
         if encoder_outputs is None:
             if input_ids is None:
                 raise ValueError("Pass input_ids (the source) or precomputed encoder_outputs.")
@@ -795,6 +988,7 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
     def get_decoder(self) -> BangDecoder:
         return self.model.decoder
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # Transformers' old name for `cache`
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -823,8 +1017,10 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
                 the pad pattern of `decoder_input_ids`, and without those too as many slots as the padded source
                 (the original NAR generator's rule).
             mode (`"ar"` or `"nar"`): which decoder stream produces the logits (`"semi_nar"`: see below).
-            smoothing_eps: ε of the label-smoothed loss; defaults to `config.label_smoothing`. (Not named
-                `label_*`: Trainer treats every forward argument containing "label" as a label column.)
+            smoothing_eps: ε of a label-smoothed loss; default 0, plain cross-entropy (the Transformers convention).
+                BANG's criterion uses ε = 0.1 (`config.label_smoothing`): trainers pass it, e.g. the SPMD trainer's
+                `label_smoothing_factor`. (Not named `label_*`: Trainer treats every forward argument containing
+                "label" as a label column.)
             num_items_in_batch: divide the summed loss by this (Trainer convention) instead of the local count.
             decoder_glance_ids (`[B, T]`): NAR only, glancing training: slots holding a token id (>= 0) get that
                 token's embedding instead of the [MASK] vector; -100 elsewhere. Not part of the original BANG.
@@ -837,17 +1033,13 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
                 config's `block_size`.
 
         `logits[:, t]` predicts `labels[:, t]` in both modes. `mode="semi_nar"` is the semi-NAR fine-tuning objective
-        (k [MASK] streams, `target_idx = t mod k`; a reconstruction in the bang-nar package,
-        `bang_nar.pretraining.semi_nar_forward`) and returns its `BangPreTrainingOutput`.
+        (`semi_nar_forward`: k [MASK] streams, `target_idx = t mod k`) and returns its `BangPreTrainingOutput`.
         """
+        smoothing_eps = 0.0 if smoothing_eps is None else smoothing_eps
         if mode == "semi_nar":
-            try:  # lazy, and inside `try` so trust_remote_code's import check does not require bang_nar
-                from bang_nar.pretraining import semi_nar_forward
-            except ImportError as error:
-                raise ImportError("forward(mode='semi_nar') needs the bang-nar package installed.") from error
-            return semi_nar_forward(
-                self, input_ids=input_ids, attention_mask=attention_mask, labels=labels,
-                encoder_outputs=encoder_outputs, block_size=block_size, smoothing_eps=smoothing_eps,
+            return self.semi_nar_forward(
+                input_ids=input_ids, attention_mask=attention_mask, labels=labels, encoder_outputs=encoder_outputs,
+                block_size=block_size, smoothing_eps=smoothing_eps,
             )  # fmt: skip
         if block_size is not None:
             raise ValueError(f"block_size applies to mode='semi_nar' only, got it with mode={mode!r}.")
@@ -884,8 +1076,7 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
 
         loss = None
         if labels is not None:
-            epsilon = self.config.label_smoothing if smoothing_eps is None else smoothing_eps
-            loss = label_smoothed_nll_loss(logits, labels, epsilon, num_items_in_batch)
+            loss = label_smoothed_nll_loss(logits, labels, smoothing_eps, num_items_in_batch)
         output = BangSeq2SeqLMOutput(
             loss=loss,
             logits=logits,
@@ -901,12 +1092,124 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
         )
         return output if _use_return_dict(self.config, return_dict) else output.to_tuple()
 
+    def n_stream_forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        target_idx: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        num_streams: int | None = None,
+        stream_weights: torch.Tensor | list[float] | None = None,
+        smoothing_eps: float = 0.0,
+        block_size: int | None = None,
+        return_logits: bool = False,
+        positions: torch.Tensor | None = None,
+        visible: torch.Tensor | None = None,
+    ) -> tuple[BangPreTrainingOutput, BaseModelOutput, torch.Tensor | None]:
+        """The n-stream objective (docs/pretraining.md): the cross-stream visible decoder and its loss.
+
+        Args:
+            input_ids, attention_mask: the (span-masked) source.
+            decoder_input_ids (`[B, T]`): main-stream tokens, the token before each target (`prev`); defaults to
+                `labels` shifted right with `[SEP]` first (one span = the whole target).
+            labels (`[B, T]`): targets, -100 (or pad) where unsupervised.
+            target_idx (`[B, T]`): index of each target inside its span; stream s is supervised where it is >= s.
+                Default: `arange(T) % block_size` with `block_size`, else `arange(T)` (the target is one span).
+            num_streams: n, default `config.num_streams`.
+            stream_weights: one weight per stream (default 1 each: the released criterion).
+            smoothing_eps: ε of the label-smoothed NLL (default 0: cross-entropy).
+            return_logits: also return every slot's logits [B, n, T, V] and the last layer's rows.
+            positions (`[B, T]`): each target's prev-token position in the document; None: positions 1..T.
+            visible: overrides the attention pattern (tests).
+
+        The loss sums the label-smoothed NLL over all supervised (stream, position) pairs, stream s weighted by
+        `stream_weights[s]`, divided by their number. Returns `(output, encoder_outputs, attention_mask)`.
+        """
+        config = self.config
+        num_streams = num_streams or config.num_streams
+        if labels is not None:
+            labels = labels.masked_fill(labels == config.pad_token_id, -100)
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("The n-stream forward needs decoder_input_ids (prev tokens) or labels.")
+            decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+        if encoder_outputs is None:
+            if input_ids is None:
+                raise ValueError("Pass input_ids (the masked source) or precomputed encoder_outputs.")
+            encoder_outputs = self.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs[0])
+        if attention_mask is None and input_ids is not None:
+            attention_mask = input_ids.ne(config.pad_token_id).long()
+
+        decoded = self.get_decoder()(
+            input_ids=decoder_input_ids, encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_attention_mask=attention_mask, mode="n_stream", num_streams=num_streams, positions=positions,
+            visible=visible, output_hidden_states=return_logits, output_attentions=False, return_dict=True,
+        )  # fmt: skip
+        batch_size, num_rows = decoder_input_ids.shape
+        slots = decoded.last_hidden_state.view(batch_size, num_streams, num_rows, -1)  # [B, n, T, D]
+        output = BangPreTrainingOutput()
+        if return_logits:
+            output.logits = self.lm_head(slots)
+            output.hidden_states = torch.cat([decoded.main_stream_hidden_state, decoded.last_hidden_state], dim=1)
+        if labels is None:
+            return output, encoder_outputs, attention_mask
+
+        if target_idx is None:
+            target_idx = torch.arange(num_rows, device=labels.device).expand_as(labels)
+            if block_size:
+                target_idx = target_idx % block_size
+        supervised = stream_supervision(labels, target_idx, num_streams)  # [B, n, T]
+        targets = labels[:, None, :].expand_as(supervised)[supervised]  # [N]
+        stream_of = torch.arange(num_streams, device=labels.device)[None, :, None].expand_as(supervised)[supervised]
+        logits = output.logits[supervised] if return_logits else self.lm_head(slots[supervised])  # [N, V]
+        losses = F.cross_entropy(logits.float(), targets, label_smoothing=smoothing_eps, reduction="none")  # [N]
+        sums = losses.new_zeros(num_streams).index_add(0, stream_of, losses)
+        counts = torch.bincount(stream_of, minlength=num_streams)
+        weights = torch.ones(num_streams, device=sums.device) if stream_weights is None else torch.as_tensor(
+            stream_weights, dtype=sums.dtype, device=sums.device
+        )
+        if weights.shape != (num_streams,):
+            raise ValueError(f"stream_weights needs one weight per stream ({num_streams}), got {tuple(weights.shape)}.")
+        output.loss = (weights * sums).sum() / counts.sum().clamp(min=1)
+        output.stream_losses = sums.detach() / counts  # nan (0/0) marks a stream without supervision in this batch
+        output.stream_counts = counts
+        return output, encoder_outputs, attention_mask
+
+    def semi_nar_forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        block_size: int | None = None,
+        smoothing_eps: float = 0.0,
+        return_logits: bool = False,
+    ) -> BangPreTrainingOutput:
+        """Semi-NAR fine-tuning (docs/decoding.md): the n-stream objective on (source, target) pairs with n = k =
+        `block_size` streams and `target_idx = t mod k`, so slot `P_s@t` learns to predict `target[t]` from the
+        targets before its block, as `generate(mode="semi_nar", block_size=k)` asks it to. Every stream has weight
+        1; the loss is the mean over all supervised (stream, position) pairs. This is `forward(mode="semi_nar")`
+        and the loss of `SPMDTrainingArguments(train_mode="semi_nar")`. `block_size` defaults as in
+        `resolve_block_size`."""
+        block_size = resolve_block_size(self, block_size)
+        if labels is None:
+            raise ValueError("Semi-NAR training needs labels (the target of each source).")
+        return self.n_stream_forward(
+            input_ids=input_ids, attention_mask=attention_mask, labels=labels, encoder_outputs=encoder_outputs,
+            num_streams=block_size, block_size=block_size, smoothing_eps=smoothing_eps, return_logits=return_logits,
+        )[0]  # fmt: skip
+
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
 
 __all__ = [
     "BangDecoderOutput",
+    "BangPreTrainingOutput",
     "BangSeq2SeqLMOutput",
     "BangSeq2SeqModelOutput",
     "BangForConditionalGeneration",
@@ -915,11 +1218,14 @@ __all__ = [
     "BangNARGenerateOutput",
     "ForcedEosKeepScoreLogitsProcessor",
     "constrained_argmax",
+    "cross_stream_pattern",
     "nar_candidates",
     "nar_scan",
     "label_smoothed_nll_loss",
     "make_positions",
     "nar_cut_and_dedup",
     "relative_position_bucket",
+    "semi_nar_step_pattern",
     "shift_tokens_right",
+    "stream_supervision",
 ]

@@ -1,4 +1,8 @@
-"""BANG pretraining: the cross-stream visible n-stream decoder and its loss (a reconstruction).
+"""BANG pretraining: the objective, the trainer and their helpers (a reconstruction).
+
+The cross-stream visible n-stream decoder and its loss are the model's (`BangDecoder` mode `"n_stream"`,
+`BangForConditionalGeneration.n_stream_forward` in `modeling_bang.py`); this module adds the encoder MLM term,
+`BangForPreTraining` and `BangPreTrainer`.
 
 BANG's pretraining code was never released. This module implements the reconstruction of
 `docs/pretraining.md#reconstruction` ([V] verified, [I] inferred):
@@ -33,91 +37,22 @@ defaults to the pretraining objective, and it saves as a plain `BangForCondition
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 from transformers.modeling_outputs import BaseModelOutput
-from transformers.utils import ModelOutput
 
+from .generation_bang import check_block_size, resolve_block_size, store_block_size
 from .modeling_bang import (
     BangForConditionalGeneration,
-    _bias_from_visibility,
-    _key_padding_bias,
-    relative_position_bucket,
+    BangPreTrainingOutput,
+    cross_stream_pattern,
+    stream_supervision,
 )
-
-# ---------------------------------------------------------------------------------------------------------------
-# The attention rule (docs/pretraining.md)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def cross_stream_pattern(
-    num_rows: int,
-    num_streams: int,
-    device: torch.device | str | None = None,
-    positions: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Visibility and distances of the cross-stream visible n-stream decoder (docs/pretraining.md).
-
-    Rows and columns are `[main (T), P_0 (T), ..., P_{n-1} (T)]` with T = `num_rows`, n = `num_streams`.
-    Returns `(visible [(1+n)T, (1+n)T] bool, distance [(1+n)T, (1+n)T] long)`, where `distance` = query position
-    minus key position as `relative_position_bucket` takes it: `p_t-p_j` main→main, `p_t-p_j+1` slot→main (main keys
-    are looked up at pos-1, `cal_pretrain_relative_positions`), `p_t-p_r` slot→slot. Invisible entries hold 0.
-    `p` is the row index (fine-tuning positions) or, with `positions` [B, T] (each row's document position),
-    those positions; `distance` is then `[B, (1+n)T, (1+n)T]`. Visibility depends on row indices only.
-    """
-    t = torch.arange(num_rows, device=device)
-    size = (1 + num_streams) * num_rows
-    visible = torch.zeros(size, size, dtype=torch.bool, device=device)
-    query_minus_key = t[:, None] - t[None, :] if positions is None else positions[:, :, None] - positions[:, None, :]
-    distance = query_minus_key.new_zeros(*query_minus_key.shape[:-2], size, size)
-    visible[:num_rows, :num_rows] = query_minus_key.new_ones(num_rows, num_rows, dtype=torch.bool).tril()
-    distance[..., :num_rows, :num_rows] = query_minus_key
-    for s in range(num_streams):
-        rows = slice((1 + s) * num_rows, (2 + s) * num_rows)
-        group = t - s  # the last golden main row each query of stream s may see (clamped below at 0)
-        visible[rows, :num_rows] = t[None, :] <= group.clamp(min=0)[:, None]
-        distance[..., rows, :num_rows] = query_minus_key + 1
-        for earlier in range(s + 1):  # the group's slots of streams 0..s
-            cols = slice((1 + earlier) * num_rows, (2 + earlier) * num_rows)
-            key_row = group + earlier
-            visible[rows, cols] = (t[None, :] == key_row[:, None]) & (key_row[:, None] >= 0)
-            distance[..., rows, cols] = query_minus_key
-    return visible, distance.masked_fill(~visible, 0)
-
-
-def stream_supervision(labels: torch.Tensor, target_idx: torch.Tensor, num_streams: int) -> torch.Tensor:
-    """`[B, n, T]` bool: slot `P_s@t` is supervised iff `labels[t] != -100` and `target_idx[t] >= s`."""
-    streams = torch.arange(num_streams, device=labels.device)[None, :, None]
-    return labels.ne(-100)[:, None, :] & (target_idx[:, None, :] >= streams)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Forward
 # ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class BangPreTrainingOutput(ModelOutput):
-    """Output of the n-stream pretraining forward.
-
-    - `loss`: Σ_s w_s · (summed label-smoothed NLL of stream s) / (number of supervised predictions, all streams);
-    - `stream_losses` [n]: mean loss per supervised prediction of each stream (nan where a stream has none);
-    - `stream_counts` [n]: supervised predictions per stream;
-    - `encoder_mlm_loss`: the encoder MLM term (mean label-smoothed NLL over span positions, unweighted), only
-      with `encoder_labels`;
-    - `logits` [B, n, T, V]: every slot's logits, only with `return_logits=True` (memory: n·T·V per sample);
-    - `hidden_states` [B, (1+n)T, D]: the decoder's last layer, main rows first, only with `return_logits=True`.
-    """
-
-    loss: torch.Tensor | None = None
-    stream_losses: torch.Tensor | None = None
-    stream_counts: torch.Tensor | None = None
-    encoder_mlm_loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    hidden_states: torch.Tensor | None = None
 
 
 def cross_stream_decoder(
@@ -129,44 +64,14 @@ def cross_stream_decoder(
     visible: torch.Tensor | None = None,
     positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Run the shared decoder layers on `[main, P_0..P_{n-1}]` rows → last hidden states [B, (1+n)T, D].
-
-    `positions` [B, T]: each main row's document position (MASS `positions`: the 1-based index of the prev token,
-    docs/pretraining.md); its slots sit at `positions + 1`, and buckets come from these positions. None: the fine-tuning
-    positions 1..T. `visible` overrides the visibility rule (tests restrict a group to reproduce NAR mode).
-    """
-    decoder = model.get_decoder()
-    config = model.config
-    batch_size, num_rows = decoder_input_ids.shape
-    device = decoder_input_ids.device
-    # The highest [MASK] slot position (pos+1) must have an embedding. Document positions index the source, so its
-    # length bounds them without reading the tensor (no host sync).
-    if positions is None:
-        positions = torch.arange(1, num_rows + 1, device=device).expand(batch_size, -1)
-        row_positions = None  # batch-independent buckets
-        highest, what = num_rows + 1, f"target has {num_rows} rows"
-    else:
-        positions = row_positions = positions.to(device)
-        highest, what = encoder_hidden_states.size(1), f"source has {encoder_hidden_states.size(1)} tokens"
-    if highest > config.max_position_embeddings:
-        raise ValueError(
-            f"The pretraining {what}, so its [MASK] slots need decoder position {highest}, but the model has "
-            f"max_position_embeddings={config.max_position_embeddings}; use shorter chunks or fewer spans."
-        )
-    main = decoder.embed_tokens(decoder_input_ids) + decoder.embed_positions(positions)
-    slots = decoder.ngram_input_embed.weight[0] + decoder.embed_positions(positions + 1)  # same in every stream
-    hidden = torch.cat([main, slots.repeat(1, num_streams, 1)], dim=1)
-    hidden = F.dropout(decoder.emb_layer_norm(hidden), config.dropout, model.training)
-
-    pattern_visible, distance = cross_stream_pattern(num_rows, num_streams, device, row_positions)
-    visible = pattern_visible if visible is None else visible
-    bias = _bias_from_visibility(visible, hidden.dtype)
-    buckets = relative_position_bucket(distance, config.num_buckets, config.relative_max_distance)
-    encoder_bias = _key_padding_bias(attention_mask, hidden.dtype)
-    for layer in decoder.layers:
-        # num_main=None, cache=None: one plain attention over all rows with our mask (as NAR mode calls the layer).
-        hidden = layer(hidden, bias, buckets, encoder_hidden_states, encoder_bias, None, None)
-    return hidden
+    """The decoder's n-stream mode on `[main, P_0..P_{n-1}]` rows → last hidden states [B, (1+n)T, D], main rows
+    first. `positions` [B, T]: each main row's document position; `visible` overrides the visibility rule."""
+    out = model.get_decoder()(
+        input_ids=decoder_input_ids, encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=attention_mask,
+        mode="n_stream", num_streams=num_streams, positions=positions, visible=visible, output_hidden_states=True,
+        return_dict=True,
+    )  # fmt: skip
+    return torch.cat([out.main_stream_hidden_state, out.last_hidden_state], dim=1)
 
 
 def pretraining_forward(
@@ -186,73 +91,25 @@ def pretraining_forward(
     encoder_labels: torch.Tensor | None = None,
     encoder_mlm_weight: float = 1.0,
 ) -> BangPreTrainingOutput:
-    """The n-stream pretraining forward and loss (docs/pretraining.md) of `model`, sharing all its weights.
+    """The n-stream pretraining forward and loss (docs/pretraining.md) of `model`: `model.n_stream_forward` (see its arguments)
+    plus the encoder MLM term.
 
     Args:
-        input_ids, attention_mask: the (span-masked) source.
-        decoder_input_ids (`[B, T]`): main-stream tokens, the token before each target (`prev`); defaults to
-            `labels` shifted right with `[SEP]` first (one span = the whole target).
-        labels (`[B, T]`): targets, -100 (or pad) where unsupervised.
-        target_idx (`[B, T]`): index of each target inside its span; stream s is supervised where it is >= s.
-            Default: `arange(T) % block_size` with `block_size`, else `arange(T)` (the target is one span).
-        num_streams: n, default `config.num_streams`.
-        stream_weights: one weight per stream (default 1 each: the released criterion).
-        smoothing_eps: ε of the label-smoothed loss, default `config.label_smoothing`.
-        return_logits: also return every slot's logits [B, n, T, V] (tests, analysis).
+        smoothing_eps: ε of the label-smoothed loss, default `config.label_smoothing` (BANG's criterion).
         positions (`[B, T]`): each target's prev-token position in the document (`SpanMaskingCollator` output,
             released hooks); None: the fine-tuning positions 1..T (semi-NAR fine-tuning).
         encoder_labels (`[B, S]`): the original token at each span position of the source, -100 elsewhere
             (`SpanMaskingCollator` output). With them the loss adds `encoder_mlm_weight` x the encoder MLM term
             (module docstring); 0 or None: the released criterion only.
     """
-    config = model.config
-    num_streams = num_streams or config.num_streams
-    if labels is not None:
-        labels = labels.masked_fill(labels == config.pad_token_id, -100)
-    if decoder_input_ids is None:
-        if labels is None:
-            raise ValueError("The pretraining forward needs decoder_input_ids (prev tokens) or labels.")
-        decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)
-    if encoder_outputs is None:
-        if input_ids is None:
-            raise ValueError("Pass input_ids (the masked source) or precomputed encoder_outputs.")
-        encoder_outputs = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
-    elif not isinstance(encoder_outputs, BaseModelOutput):
-        encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs[0])
-    if attention_mask is None and input_ids is not None:
-        attention_mask = input_ids.ne(config.pad_token_id).long()
-
-    hidden = cross_stream_decoder(
-        model, encoder_outputs.last_hidden_state, attention_mask, decoder_input_ids, num_streams, positions=positions
-    )
-    batch_size, num_rows = decoder_input_ids.shape
-    slots = hidden[:, num_rows:].view(batch_size, num_streams, num_rows, -1)  # [B, n, T, D]
-    output = BangPreTrainingOutput()
-    if return_logits:
-        output.logits = model.lm_head(slots)
-        output.hidden_states = hidden
-    if labels is None:
-        return output
-
-    if target_idx is None:
-        target_idx = torch.arange(num_rows, device=labels.device).expand_as(labels)
-        if block_size:
-            target_idx = target_idx % block_size
-    supervised = stream_supervision(labels, target_idx, num_streams)  # [B, n, T]
-    targets = labels[:, None, :].expand_as(supervised)[supervised]  # [N]
-    stream_of = torch.arange(num_streams, device=labels.device)[None, :, None].expand_as(supervised)[supervised]
-    logits = output.logits[supervised] if return_logits else model.lm_head(slots[supervised])  # [N, V]
-    epsilon = config.label_smoothing if smoothing_eps is None else smoothing_eps
-    losses = F.cross_entropy(logits.float(), targets, label_smoothing=epsilon, reduction="none")  # [N]
-    sums = losses.new_zeros(num_streams).index_add(0, stream_of, losses)
-    counts = torch.bincount(stream_of, minlength=num_streams)
-    weights = torch.ones(num_streams, device=sums.device) if stream_weights is None else torch.as_tensor(
-        stream_weights, dtype=sums.dtype, device=sums.device
-    )
-    if weights.shape != (num_streams,):
-        raise ValueError(f"stream_weights needs one weight per stream ({num_streams}), got {tuple(weights.shape)}.")
-    output.loss = (weights * sums).sum() / counts.sum().clamp(min=1)
-    if encoder_labels is not None and encoder_mlm_weight:
+    epsilon = model.config.label_smoothing if smoothing_eps is None else smoothing_eps
+    output, encoder_outputs, _ = model.n_stream_forward(
+        input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids, labels=labels,
+        target_idx=target_idx, encoder_outputs=encoder_outputs, num_streams=num_streams,
+        stream_weights=stream_weights, smoothing_eps=epsilon, block_size=block_size, return_logits=return_logits,
+        positions=positions,
+    )  # fmt: skip
+    if output.loss is not None and encoder_labels is not None and encoder_mlm_weight:
         # Encoder MLM (added, module docstring): each span position of the source predicts its original token.
         on_span = encoder_labels.ne(-100)
         states = encoder_outputs.last_hidden_state[on_span]  # [N_src, D]
@@ -260,55 +117,14 @@ def pretraining_forward(
                               reduction="sum") / on_span.sum().clamp(min=1)  # 0, not nan, without span tokens
         output.encoder_mlm_loss = mlm.detach()
         output.loss = output.loss + encoder_mlm_weight * mlm
-    output.stream_losses = sums.detach() / counts  # nan (0/0) marks a stream without supervision in this batch
-    output.stream_counts = counts
     return output
 
 
-def check_block_size(block_size: object, name: str = "block_size") -> int:
-    """`block_size` if it is a positive int (k, tokens per semi-NAR step), else a ValueError naming `name`."""
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"{name} must be a positive int (tokens per semi-NAR step), got {block_size!r}.")
-    return block_size
 
-
-def resolve_block_size(model: BangForConditionalGeneration, block_size: int | None) -> int:
-    """k for semi-NAR training and decoding: `block_size`, else the generation config's `block_size` (saved by
-    `train_mode="semi_nar"`), else 4."""
-    if block_size is None:
-        block_size = getattr(model.generation_config, "block_size", None) or 4
-    return check_block_size(block_size)
-
-
-def store_block_size(model: BangForConditionalGeneration, block_size: int) -> None:
-    """Make `block_size` the default k of `generate(mode="semi_nar")`, saved with the model's generation config."""
-    model.generation_config.block_size = resolve_block_size(model, block_size)
-    # A generation config derived from the model config is rebuilt from it on load, dropping extra fields.
-    model.generation_config._from_model_config = False
-
-
-def semi_nar_forward(
-    model: BangForConditionalGeneration,
-    input_ids: torch.Tensor | None = None,
-    attention_mask: torch.Tensor | None = None,
-    labels: torch.Tensor | None = None,
-    encoder_outputs: BaseModelOutput | tuple | None = None,
-    block_size: int | None = None,
-    smoothing_eps: float | None = None,
-    return_logits: bool = False,
-) -> BangPreTrainingOutput:
-    """Semi-NAR fine-tuning (docs/pretraining.md, semi-NAR): the n-stream objective on (source, target) pairs with
-    n = k = `block_size` streams and `target_idx = t mod k`, so slot `P_s@t` learns to predict `target[t]` from the
-    targets before its block, as `generate(mode="semi_nar", block_size=k)` asks it to. Every stream has weight 1; the
-    loss is the mean over all supervised (stream, position) pairs. This is `forward(mode="semi_nar")` and the loss
-    of `SPMDTrainingArguments(train_mode="semi_nar")`. `block_size` defaults as in `resolve_block_size`."""
-    block_size = resolve_block_size(model, block_size)
-    if labels is None:
-        raise ValueError("Semi-NAR training needs labels (the target of each source).")
-    return pretraining_forward(
-        model, input_ids=input_ids, attention_mask=attention_mask, labels=labels, encoder_outputs=encoder_outputs,
-        num_streams=block_size, block_size=block_size, smoothing_eps=smoothing_eps, return_logits=return_logits,
-    )  # fmt: skip
+def semi_nar_forward(model: BangForConditionalGeneration, **kwargs) -> BangPreTrainingOutput:
+    """`model.semi_nar_forward(**kwargs)`: semi-NAR fine-tuning, the n-stream objective with n = k = `block_size`
+    streams and `target_idx = t mod k` (`forward(mode="semi_nar")`; kept here for existing imports)."""
+    return model.semi_nar_forward(**kwargs)
 
 
 @torch.no_grad()

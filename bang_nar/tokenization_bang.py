@@ -14,6 +14,14 @@ from transformers import BertTokenizer, PreTrainedTokenizerFast
 SPECIAL_IDS = {"[PAD]": 0, "[X_SEP]": 2, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
 
 
+class BangTokenizerFast(PreTrainedTokenizerFast):
+    """BANG's tokenizer class: a fast WordPiece tokenizer whose post-processor appends `[SEP]` (no `[CLS]`).
+
+    Build one with `load_bang_tokenizer`; a saved one reloads with `AutoTokenizer.from_pretrained` as this class
+    (registered by `import bang_nar`, and through `auto_map` with `trust_remote_code=True`).
+    """
+
+
 def read_vocab(path: str | Path) -> dict[str, int]:
     """Read a WordPiece vocabulary: one token per line, or fairseq's `token count` lines (BANG's own `vocab.txt`).
 
@@ -27,7 +35,7 @@ def read_vocab(path: str | Path) -> dict[str, int]:
     return vocab
 
 
-def load_bang_tokenizer(vocab_file: str | Path | None = None, model_max_length: int = 512) -> PreTrainedTokenizerFast:
+def load_bang_tokenizer(vocab_file: str | Path | None = None, model_max_length: int = 512) -> BangTokenizerFast:
     """Build BANG's tokenizer from `vocab_file` (default: the bundled BERT-uncased vocab, `[unused1]` → `[X_SEP]`).
 
     transformers 5.x's `BertTokenizerFast(vocab_file=...)` silently builds a 5-token vocabulary, so the vocab is
@@ -49,7 +57,7 @@ def load_bang_tokenizer(vocab_file: str | Path | None = None, model_max_length: 
         pair="$A:0 [SEP]:0 $B:1 [SEP]:1",  # GLGE QG input: `answer [SEP] context [SEP]`
         special_tokens=[("[SEP]", SPECIAL_IDS["[SEP]"])],
     )
-    return PreTrainedTokenizerFast(
+    return BangTokenizerFast(
         tokenizer_object=backend,
         unk_token="[UNK]",
         sep_token="[SEP]",
@@ -64,4 +72,4 @@ def load_bang_tokenizer(vocab_file: str | Path | None = None, model_max_length: 
     )
 
 
-__all__ = ["SPECIAL_IDS", "load_bang_tokenizer", "read_vocab"]
+__all__ = ["SPECIAL_IDS", "BangTokenizerFast", "load_bang_tokenizer", "read_vocab"]

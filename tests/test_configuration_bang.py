@@ -31,9 +31,18 @@ def test_round_trip(tmp_path):
         ({"relative_max_distance": 8}, "must exceed num_buckets"),
         ({"label_smoothing": 1.0}, "label_smoothing must be in"),
         ({"dropout": 1.5}, "dropout must be in"),
-        ({"vocab_size": 50}, "outside the vocabulary"),
     ],
 )
 def test_invalid_values_raise_clear_errors(overrides, message):
     with pytest.raises((ValueError, StrictDataclassFieldValidationError), match=message):
         BangConfig(**overrides)
+
+
+def test_special_ids_outside_the_vocabulary_warn_like_transformers():
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging
+
+    with CaptureLogger(logging.get_logger("transformers.configuration_utils")) as captured:
+        config = BangConfig(vocab_size=57)  # [UNK]=100 .. [MASK]=103 lie outside
+    assert config.vocab_size == 57
+    assert "mask_token_id must be `None` or an integer within the vocabulary (between 0 and 56)" in captured.out

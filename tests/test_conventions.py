@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from bang_nar.convert_bang_original_checkpoint import convert_bang_checkpoint
 
@@ -31,13 +31,57 @@ def test_per_layer_hidden_states_and_attentions(model, mode):
     assert [a.shape for a in out.cross_attentions] == [(batch, heads, target, source)] * config.decoder_layers
     for probs in (*out.encoder_attentions, *out.decoder_attentions, *out.cross_attentions):
         assert torch.allclose(probs.sum(-1), torch.ones(()), atol=1e-5)
-    assert (out.cross_attentions[0][..., mask.eq(0)[0]] == 0).all() if mask[0].eq(0).any() else True
+    padded = mask[1].eq(0)  # row 1 of random_batch is right-padded
+    assert padded.any() and (out.cross_attentions[0][1][..., padded] == 0).all()
     if mode == "ar":
         assert len(out.decoder_main_stream_hidden_states) == config.decoder_layers + 1
         assert torch.equal(out.main_stream_hidden_state, out.decoder_main_stream_hidden_states[-1])
         assert plain.main_stream_hidden_state is None  # the last layer skips the discarded main stream
     else:
         assert out.main_stream_hidden_state is None and out.decoder_main_stream_hidden_states is None
+
+
+@torch.no_grad()
+def test_config_output_flags_are_the_defaults(model):
+    input_ids, mask, labels = random_batch()
+    model.config.output_hidden_states = model.config.output_attentions = True
+    out = model(input_ids=input_ids, attention_mask=mask, labels=labels, mode="nar")
+    assert len(out.decoder_hidden_states) == len(out.encoder_hidden_states) == model.config.decoder_layers + 1
+    assert len(out.decoder_attentions) == len(out.cross_attentions) == model.config.decoder_layers
+    out = model(input_ids=input_ids, attention_mask=mask, labels=labels, output_hidden_states=False,
+                output_attentions=False)  # an explicit argument wins over the config
+    assert out.decoder_hidden_states is out.encoder_hidden_states is out.decoder_attentions is None
+
+
+@torch.no_grad()
+def test_past_key_values_is_a_deprecated_alias_of_cache(model):
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    input_ids, mask, labels = random_batch()
+    decoder_input_ids = labels.clamp_min(0)[:, :3]
+    new = model(input_ids=input_ids, attention_mask=mask, decoder_input_ids=decoder_input_ids,
+                cache=EncoderDecoderCache(DynamicCache(), DynamicCache()), use_cache=True)
+    with pytest.warns(FutureWarning, match="past_key_values"):
+        old = model(input_ids=input_ids, attention_mask=mask, decoder_input_ids=decoder_input_ids,
+                    past_key_values=EncoderDecoderCache(DynamicCache(), DynamicCache()), use_cache=True)
+    assert torch.equal(old.logits, new.logits) and old.cache.get_seq_length() == new.cache.get_seq_length() == 3
+
+
+def test_missing_shared_embedding_is_initialised_and_tied_on_load(tmp_path):
+    from bang_nar import BangForConditionalGeneration
+
+    tiny_model().save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    dropped = {k for k in weights if k.endswith(("shared.weight", "embed_tokens.weight", "lm_head.weight"))}
+    assert dropped
+    save_file({k: v for k, v in weights.items() if k not in dropped}, tmp_path / "model.safetensors",
+              metadata={"format": "pt"})
+    loaded = BangForConditionalGeneration.from_pretrained(tmp_path)
+    assert not [name for name, p in loaded.named_parameters() if p.device.type == "meta"]
+    shared = loaded.model.shared.weight
+    assert shared.std() > 0 and torch.isfinite(shared).all()
+    assert loaded.lm_head.weight is shared
+    assert loaded.model.encoder.embed_tokens.weight is shared and loaded.model.decoder.embed_tokens.weight is shared
 
 
 @torch.no_grad()

@@ -55,8 +55,14 @@ def test_nar_verify_on_golden_checkpoint():
     model = convert_bang_checkpoint(golden_path("checkpoint.pt"))
     case = load_file(golden_path("cases.safetensors"))
     src = case["src_tokens_right_padded"]
-    out = model.generate(src, attention_mask=src.ne(0).long(), mode="nar_verify", return_dict_in_generate=True)
-    assert torch.equal(out.sequences, _greedy(model, src, src.ne(0).long(), src.size(1)))
+    mask = src.ne(0).long()
+    # The converted model's generation config sets original_compatible: nar_verify follows AR's rules, as AR does.
+    out = model.generate(src, attention_mask=mask, mode="nar_verify", return_dict_in_generate=True)
+    ar = model.generate(src, attention_mask=mask, mode="ar", num_beams=1, do_sample=False, max_new_tokens=src.size(1))
+    assert torch.equal(out.sequences, ar)
+    plain = model.generate(src, attention_mask=mask, mode="nar_verify", original_compatible=False)
+    assert torch.equal(plain, _greedy(model, src, mask, src.size(1)))
+    assert not torch.equal(plain, ar)  # a row whose plain greedy starts with [SEP]
 
 
 def test_constrained_argmax_hand_case():
@@ -167,7 +173,8 @@ def test_candidates_keep_repeats_without_postprocessing():
     ("mode", "option", "value", "message"),
     [
         ("nar", "do_sample", True, "does not support do_sample=True: NAR modes take the argmax"),
-        ("nar", "max_length", 9, "pass max_new_tokens instead"),
+        ("semi_nar", "do_sample", True, "does not support do_sample=True"),
+        ("semi_nar", "num_return_sequences", 2, "does not support num_return_sequences=2"),
         ("nar", "streamer", object(), "does not support streamer"),
         ("nar", "length_penalty", 2.0, "does not support length_penalty=2.0"),
         ("nar", "logits_processor", [object()], "does not support logits_processor"),
@@ -236,3 +243,93 @@ def test_nar_forward_without_decoder_inputs_uses_the_source_length(model):
     slots = torch.ones_like(input_ids)
     assert torch.equal(out.logits, model(input_ids=input_ids, attention_mask=mask, decoder_attention_mask=slots, mode="nar").logits)
     assert torch.equal(out.logits.argmax(-1), model.generate(input_ids, attention_mask=mask, mode="nar", nar_postprocess=False))
+
+
+def test_static_cache_is_refused_in_one_line_in_every_mode(model):
+    input_ids, mask, _ = random_batch()
+    for mode in ("ar", "nar", "nar_verify", "semi_nar"):
+        with pytest.raises(ValueError, match=f"mode='{mode}'.*cache_implementation='static'.*dynamic cache"):
+            model.generate(input_ids, attention_mask=mask, mode=mode, max_new_tokens=4, cache_implementation="static")
+    dynamic = model.generate(input_ids, attention_mask=mask, mode="ar", max_new_tokens=4, cache_implementation="dynamic")
+    assert torch.equal(dynamic, model.generate(input_ids, attention_mask=mask, mode="ar", max_new_tokens=4))
+
+
+@torch.no_grad()
+def test_nar_verify_scores_are_ar_greedy_per_step_scores(model):
+    input_ids, mask, _ = random_batch()
+    options = dict(attention_mask=mask, max_new_tokens=6, output_scores=True, return_dict_in_generate=True)
+    verify = model.generate(input_ids, mode="nar_verify", **options)
+    greedy = model.generate(input_ids, mode="ar", num_beams=1, do_sample=False, original_compatible=False, **options)
+    assert torch.equal(verify.sequences, greedy.sequences) and len(verify.scores) == len(greedy.scores)
+    transition = model.compute_transition_scores(verify.sequences, verify.scores, normalize_logits=True)
+    expected = model.compute_transition_scores(greedy.sequences, greedy.scores, normalize_logits=True)
+    real = verify.sequences[:, 1:].ne(model.config.pad_token_id)
+    assert real.any() and torch.allclose(transition[real], expected[real], atol=1e-5)
+
+
+def test_bang_generation_config_holds_the_mode_validates_and_survives_save_load(tmp_path):
+    from bang_nar import BangForConditionalGeneration
+    from bang_nar.generation_bang import BangGenerationConfig
+
+    model = tiny_model()
+    assert isinstance(model.generation_config, BangGenerationConfig) and model.generation_config._from_model_config
+    input_ids, mask, _ = random_batch()
+    model.generation_config.mode, model.generation_config.num_candidates = "nar", 3
+    model.generation_config.block_size = 2
+    model.save_pretrained(tmp_path)
+    loaded = BangForConditionalGeneration.from_pretrained(tmp_path).eval()
+    config = loaded.generation_config
+    assert isinstance(config, BangGenerationConfig)
+    assert (config.mode, config.num_candidates, config.block_size, config.original_compatible) == ("nar", 3, 2, False)
+    with torch.no_grad():  # plain generate() decodes in the saved mode with the saved candidates
+        assert torch.equal(loaded.generate(input_ids, attention_mask=mask, max_new_tokens=5),
+                           model.generate(input_ids, attention_mask=mask, mode="nar", num_candidates=3, max_new_tokens=5))
+        explicit = BangGenerationConfig(mode="semi_nar", block_size=3, max_new_tokens=5)
+        assert torch.equal(loaded.generate(input_ids, attention_mask=mask, generation_config=explicit),
+                           model.generate(input_ids, attention_mask=mask, mode="semi_nar", block_size=3, max_new_tokens=5))
+    for bad, message in (({"mode": "fast"}, "mode='fast' is not a BANG decoding mode"),
+                         ({"block_size": 0}, "block_size must be a positive int"),
+                         ({"num_candidates": 0}, "num_candidates must be a positive int"),
+                         ({"original_compatible": "yes"}, "original_compatible must be True or False")):
+        with pytest.raises(ValueError, match=message):
+            BangGenerationConfig(**bad)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("mode", ["nar", "nar_verify", "semi_nar"])
+def test_max_length_counts_the_start_token_like_ar(model, mode):
+    """Seq2SeqTrainer passes `max_length=generation_max_length`: the one-pass modes give that many tokens with the
+    [SEP] start, like AR (NAR has no start token: max_length - 1 slots)."""
+    input_ids, mask, _ = random_batch()
+    by_length = model.generate(input_ids, attention_mask=mask, mode=mode, max_length=5)
+    assert torch.equal(by_length, model.generate(input_ids, attention_mask=mask, mode=mode, max_new_tokens=4))
+    if mode == "nar":  # raw slots: exactly max_length - 1
+        raw = model.generate(input_ids, attention_mask=mask, mode=mode, max_length=5, nar_postprocess=False)
+        assert raw.size(1) == 4
+    both = model.generate(input_ids, attention_mask=mask, mode=mode, max_length=5, max_new_tokens=3)
+    assert torch.equal(both, model.generate(input_ids, attention_mask=mask, mode=mode, max_new_tokens=3))
+
+
+@torch.no_grad()
+def test_nar_verify_follows_original_compatible_like_ar_greedy():
+    """On a converted model (original_compatible=True) nar_verify equals AR greedy under the same rules: no [SEP]
+    first, no [PAD], [SEP] forced as the last allowed token."""
+    input_ids, mask, _ = random_batch(batch_size=4, seed=7)
+    checked_first = checked_forced = False
+    for seed in range(4):
+        model = tiny_model(seed)
+        model.generation_config.original_compatible = True
+        if seed == 3:  # favour [SEP] everywhere, so that plain greedy emits it first and the rule must act
+            bonus = torch.zeros(model.config.vocab_size).index_fill(0, torch.tensor([102]), 8.0)
+            model.lm_head.register_forward_hook(lambda module, args, out: out + bonus)
+        for limit in (3, 8):
+            verify = model.generate(input_ids, attention_mask=mask, mode="nar_verify", max_new_tokens=limit)
+            greedy = model.generate(input_ids, attention_mask=mask, mode="ar", num_beams=1, do_sample=False,
+                                    max_new_tokens=limit)
+            assert torch.equal(verify, greedy), (seed, limit)
+            plain = model.generate(input_ids, attention_mask=mask, mode="nar_verify", max_new_tokens=limit,
+                                   original_compatible=False)
+            checked_first |= bool(plain[:, 1].eq(102).any())  # the rules changed a first token
+            checked_forced |= verify.size(1) == limit + 1 and bool(verify[:, limit].eq(102).any()) and not torch.equal(
+                verify, plain)
+    assert checked_first and checked_forced

@@ -114,6 +114,20 @@ def test_batch_order_and_padding_side_independence(model, mode):
         assert torch.allclose(alone[0], base[i, :m], atol=ATOL)
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("mode", ["ar", "nar", "semi_nar"])
+def test_default_loss_is_plain_cross_entropy(model, mode):
+    """Transformers convention: `forward(labels=...)` is cross-entropy; BANG's ε = 0.1 is the trainer's to pass."""
+    input_ids, mask, labels = random_batch()
+    extra = {"block_size": 2} if mode == "semi_nar" else {}
+    out = model(input_ids=input_ids, attention_mask=mask, labels=labels, mode=mode, **extra)
+    smoothed = model(input_ids=input_ids, attention_mask=mask, labels=labels, mode=mode, smoothing_eps=0.1, **extra)
+    assert smoothed.loss.item() != pytest.approx(out.loss.item(), rel=1e-4)
+    if mode != "semi_nar":  # semi-NAR's loss averages over its k streams' predictions
+        expected = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 def test_loss_is_label_smoothed_token_mean_and_backpropagates(model):
     input_ids, mask, labels = random_batch()
     model.train()

@@ -75,7 +75,7 @@ def test_semi_nar_forward_is_the_n_stream_objective_with_t_mod_k(block_size):
     target_idx = torch.arange(labels.size(1)).expand_as(labels) % block_size
     torch.manual_seed(0)
     expected = pretraining_forward(model, input_ids, mask, labels=labels, target_idx=target_idx,
-                                   num_streams=block_size)
+                                   num_streams=block_size, smoothing_eps=0.0)  # forward's default: cross-entropy
     torch.testing.assert_close(out.loss, expected.loss)
     # Stream s is supervised at the real positions t with t mod k >= s.
     real = labels.ne(-100)
@@ -145,7 +145,7 @@ def test_semi_nar_evaluation_generates_semi_nar_and_scores_the_n_stream_loss(tmp
     assert prediction.metrics["test_loss"] == pytest.approx(plain, rel=1e-5)
     with torch.no_grad():
         loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                     mode="semi_nar", block_size=2).loss
+                     mode="semi_nar", block_size=2, smoothing_eps=generating.args.label_smoothing_factor).loss
     assert math.isfinite(plain) and float(loss) == pytest.approx(
         float(generating.prediction_step(model, dict(batch), False)[0]), rel=1e-5)
 
@@ -164,8 +164,21 @@ def test_semi_nar_on_the_distilled_best_target(tmp_path):
     best = batch["kd_labels"][:, 0]
     assert not torch.equal(best, batch["labels"][:, : best.size(1)])  # the toy's distilled targets differ from gold
     expected = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=best,
-                     mode="semi_nar", block_size=2).loss
+                     mode="semi_nar", block_size=2, smoothing_eps=trainer.args.label_smoothing_factor).loss
     torch.testing.assert_close(loss, expected)
     with pytest.raises(ValueError, match="kd_labels"):
         spmd_trainer(tmp_path, dataset=dataset.remove_columns("kd_labels"), train_mode="semi_nar",
                      semi_nar_targets="ar_kd")
+
+
+@torch.no_grad()
+def test_former_entry_points_are_the_models(model):
+    from bang_nar.pretraining import semi_nar_forward
+    from bang_nar.semi_nar import generate_semi_nar
+
+    input_ids, mask, labels = random_batch()
+    assert torch.equal(generate_semi_nar(model, input_ids, attention_mask=mask, block_size=2, max_new_tokens=5),
+                       model.generate(input_ids, attention_mask=mask, mode="semi_nar", block_size=2, max_new_tokens=5))
+    old = semi_nar_forward(model, input_ids=input_ids, attention_mask=mask, labels=labels, block_size=2)
+    new = model(input_ids=input_ids, attention_mask=mask, labels=labels, mode="semi_nar", block_size=2)
+    torch.testing.assert_close(old.loss, new.loss)

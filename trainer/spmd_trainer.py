@@ -170,7 +170,7 @@ class SelfPacedState:
 
 class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer for BANG: `train_mode` 'ar' / 'nar' / 'mixed' / 'semi_nar'; NAR batches use the SPMD loss
-    (Eq. 7), semi-NAR training the n-stream objective with n = k (`bang_nar.pretraining.semi_nar_forward`).
+    (Eq. 7), semi-NAR training the n-stream objective with n = k (`BangForConditionalGeneration.semi_nar_forward`).
 
     Conventions kept from Trainer: `num_items_in_batch` (the AR term is a token mean over the whole update),
     gradient accumulation (micro-batch SPMD losses are averaged), data parallelism (Σ v_i and the percentile are
@@ -223,7 +223,7 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         `return_outputs=True` returns `(training loss, {"loss", "logits"})` (the NAR or AR logits of the batch)."""
         if not model.training:
             return self._evaluation_loss(model, inputs, return_outputs, num_items_in_batch)
-        if self.args.train_mode == "semi_nar":  # n-stream objective, n = k (bang_nar.pretraining.semi_nar_forward)
+        if self.args.train_mode == "semi_nar":  # n-stream objective, n = k (BangForConditionalGeneration.semi_nar_forward)
             return self._semi_nar_batch_loss(model, inputs, return_outputs)
         if self._draw_mode() == "ar":  # 1. mode (BANG's nar_ratio policy)
             loss, logits = self._ar_batch_loss(model, inputs, num_items_in_batch)
