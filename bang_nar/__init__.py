@@ -1,22 +1,11 @@
 """bang-nar: BANG (Qi et al. 2021) for Hugging Face Transformers, with SPMD fine-tuning."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+from __future__ import annotations
 
-from .configuration_bang import BangConfig
-from .modeling_bang import BangForConditionalGeneration, BangModel, BangPreTrainedModel
-from .postprocess import postprocess_nar
-from .tokenization_bang import load_bang_tokenizer
+import os
+import sys
 
 __version__ = "0.1.0"
-
-# In-process Auto registration (fla pattern) and `auto_map` in saved configs, so a checkpoint also loads with
-# `trust_remote_code=True` where this package is not installed.
-AutoConfig.register("bang", BangConfig, exist_ok=True)
-AutoModel.register(BangConfig, BangModel, exist_ok=True)
-AutoModelForSeq2SeqLM.register(BangConfig, BangForConditionalGeneration, exist_ok=True)
-BangConfig.register_for_auto_class()
-BangModel.register_for_auto_class("AutoModel")
-BangForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 
 __all__ = [
     "BangConfig",
@@ -26,3 +15,57 @@ __all__ = [
     "load_bang_tokenizer",
     "postprocess_nar",
 ]
+
+# Where each public name lives, for the lazy imports of the `bang-nar` command (PEP 562 `__getattr__` below).
+_HOMES = {
+    "BangConfig": "configuration_bang",
+    "BangForConditionalGeneration": "modeling_bang",
+    "BangModel": "modeling_bang",
+    "BangPreTrainedModel": "modeling_bang",
+    "postprocess_nar": "postprocess",
+    "load_bang_tokenizer": "tokenization_bang",
+}
+
+
+def register_auto_classes() -> None:
+    """Register BANG with `AutoConfig` / `AutoModel` / `AutoModelForSeq2SeqLM` (in process, fla pattern) and add
+    `auto_map` to saved configs, so a checkpoint also loads with `trust_remote_code=True` where this package is not
+    installed. Idempotent; `import bang_nar` calls it, except under the `bang-nar` command, which calls it once its
+    arguments are checked (so `--help` and argument errors never import torch: docs/cli.md)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+
+    from .configuration_bang import BangConfig
+    from .modeling_bang import BangForConditionalGeneration, BangModel
+
+    AutoConfig.register("bang", BangConfig, exist_ok=True)
+    AutoModel.register(BangConfig, BangModel, exist_ok=True)
+    AutoModelForSeq2SeqLM.register(BangConfig, BangForConditionalGeneration, exist_ok=True)
+    BangConfig.register_for_auto_class()
+    BangModel.register_for_auto_class("AutoModel")
+    BangForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+
+
+def __getattr__(name: str):
+    """A public name imported on first use, when the package was imported by the `bang-nar` command."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    register_auto_classes()
+    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def _started_by_the_cli() -> bool:
+    """Whether this import is the `bang-nar` console script or `python -m bang_nar` starting up."""
+    argv = getattr(sys, "argv", None) or [""]
+    return os.path.basename(argv[0]) in ("bang-nar", "bang-nar.exe") or argv[0] == "-m"
+
+
+if not _started_by_the_cli():
+    register_auto_classes()
+    from .configuration_bang import BangConfig
+    from .modeling_bang import BangForConditionalGeneration, BangModel, BangPreTrainedModel
+    from .postprocess import postprocess_nar
+    from .tokenization_bang import load_bang_tokenizer

@@ -41,18 +41,18 @@ def _hf_parser():
 
 def parse(argv: list[str]):
     """`(distill_args, data_args)` from the command line, numbers checked; no arguments is a usage error."""
-    from ._args import parse_dataclasses
+    from ._args import check_counts, check_writable_dir, parse_dataclasses
 
     parser = _hf_parser()
     distill_args, data_args = parse_dataclasses(parser, argv, "--model, --data and --output_dir.")
     if distill_args.num_return_sequences is None:  # the default: the whole beam (k-best lists, issue 10)
         distill_args.num_return_sequences = distill_args.num_beams
-    for name in ("num_beams", "num_return_sequences", "max_new_tokens", "batch_size"):
-        if getattr(distill_args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(distill_args, name)}")
+    check_counts(parser, distill_args, ("num_beams", "num_return_sequences", "max_new_tokens", "batch_size"))
+    check_counts(parser, data_args, ("max_source_length", "max_target_length", "max_samples"))
     if distill_args.num_return_sequences > distill_args.num_beams:
         parser.error(f"--num_return_sequences ({distill_args.num_return_sequences}) cannot exceed --num_beams "
                      f"({distill_args.num_beams}); raise --num_beams")
+    check_writable_dir(distill_args.output_dir, "--output_dir")
     return distill_args, data_args
 
 

@@ -8,7 +8,7 @@ underscores (--output-dir, --output_dir).
 
 import argparse
 
-from ._args import accept_both_spellings, positive_int
+from ._args import accept_both_spellings, non_negative_int, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--length-penalty", type=float, default=1.2, help="AR length penalty")
     parser.add_argument("--max-new-tokens", type=positive_int, default=64, help="AR length limit")
     parser.add_argument("--num-candidates", type=positive_int, default=1, help="NAR candidates rescored by the AR stream")
-    parser.add_argument("--no-repeat-ngram-size", type=int, default=0, help="NAR n-gram blocking during argmax")
+    parser.add_argument("--no-repeat-ngram-size", type=non_negative_int, default=0, help="NAR n-gram blocking during argmax")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--update-card", action="store_true",
@@ -42,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from bang_nar.evaluation import write_results
     from bang_nar.pipeline import evaluate_model
 
-    from ._args import DataArguments, check_source_lengths, load_data, load_model_and_tokenizer
+    from ._args import DataArguments, check_source_lengths, check_writable_dir, load_data, load_model_and_tokenizer
 
+    check_writable_dir(args.output_dir, "--output-dir")  # before decoding: an unwritable folder must not cost the work
     data = load_data(DataArguments(data=args.data, target_file=args.target_file, split=args.split,
                                    source_column=args.source_column, target_column=args.target_column,
                                    max_samples=args.max_samples))

@@ -42,9 +42,14 @@ def _hf_parser():
 
 def parse(argv: list[str]):
     """`(data_args, model_args, training_args)` from the command line; no arguments at all is a usage error."""
-    from ._args import parse_dataclasses
+    from ._args import check_counts, check_training_arguments, parse_dataclasses
 
-    return parse_dataclasses(_hf_parser(), argv, "--data and --output_dir (`bang-nar train --help` lists every flag).")
+    parser = _hf_parser()
+    data_args, model_args, training_args = parse_dataclasses(
+        parser, argv, "--data and --output_dir (`bang-nar train --help` lists every flag).")
+    check_counts(parser, data_args, ("max_source_length", "max_target_length", "max_samples"))
+    check_training_arguments(parser, model_args, training_args)
+    return data_args, model_args, training_args
 
 
 def _given(argv: list[str], name: str) -> bool:
