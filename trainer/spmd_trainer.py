@@ -45,6 +45,9 @@ from .spmd_loss import (
 )
 
 SPMD_STATE_NAME = "spmd_state.pt"
+# Checkpoints are written under this sub-folder of the run folder and renamed into place when complete, so a kill
+# during a save never leaves a `checkpoint-N` that resuming would pick (docs/training-on-gpus.md, "Resuming").
+STAGING_DIR = ".checkpoint-staging"
 MODEL_CARD_TEMPLATE = "spmd_model_card"
 # Columns of the per-sample statistics gathered across ranks in `SelfPacedState.update`.
 STATS = ("difficulty", "nar_loss", "kd_loss", "from_gold", "ar_loss_sum", "ar_tokens")
@@ -575,6 +578,41 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
                     loss = self._evaluation_loss(model, inputs, False, None).detach()
                 return loss, generated, inputs["labels"]
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+
+    def _get_output_dir(self, trial: Any) -> str:
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, STAGING_DIR) if getattr(self, "_staging_checkpoint", False) else run_dir
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """Trainer's checkpoint, written under `STAGING_DIR` and renamed to `checkpoint-N` once every file is there:
+        a `checkpoint-N` folder is always complete. Older checkpoints are rotated after the rename."""
+        import shutil
+
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+        run_dir = self._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staged, final = os.path.join(run_dir, STAGING_DIR, name), os.path.join(run_dir, name)
+        if self.args.should_save and os.path.isdir(staged):
+            shutil.rmtree(staged)  # left by a run killed while saving
+        self.accelerator.wait_for_everyone()
+        self._staging_checkpoint = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_checkpoint = False
+        self.accelerator.wait_for_everyone()  # every rank's files (RNG states, optimizer shards) are in `staged`
+        if self.args.should_save:
+            if self.state.best_model_checkpoint and STAGING_DIR in self.state.best_model_checkpoint:
+                self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(
+                    os.path.join(run_dir, STAGING_DIR), run_dir)
+            if os.path.isdir(final):  # the same step saved again (a resumed run): the new one replaces it
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            rotate_checkpoints(
+                output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        self.accelerator.wait_for_everyone()
 
     def _save_rng_state(self, output_dir: str) -> None:
         """Checkpoint RNG states, plus the SPMD state (schedule, λ, threshold, mixing RNG): like the RNG states it

@@ -19,6 +19,7 @@ its latest checkpoint-N (checkpoints are written with --save_strategy steps --sa
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -117,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _resolve_checkpoint(resume: str | None) -> Path | None:
-    """--resume_from_checkpoint: a checkpoint-N folder, or a folder whose latest checkpoint-N is used."""
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """--resume_from_checkpoint: a checkpoint-N folder, or a folder whose newest complete checkpoint-N is used (one
+    with its trainer_state.json, written last; folders that lack it, from a run killed while saving, are skipped
+    and named). Says which checkpoint it resumes from."""
     from ._args import CLIError
 
     if not resume:
@@ -130,11 +131,19 @@ def _resolve_checkpoint(resume: str | None) -> Path | None:
                        "run (written with --save_strategy steps), or that run's --output_dir.")
     if (path / "trainer_state.json").is_file():
         return path
-    latest = get_last_checkpoint(str(path))
-    if latest is None:
+    steps = sorted((int(match.group(1)), child) for child in path.iterdir()
+                   if child.is_dir() and (match := re.fullmatch(r"checkpoint-(\d+)", child.name)))
+    complete = [child for _, child in steps if (child / "trainer_state.json").is_file()]
+    incomplete = [child.name for _, child in steps if not (child / "trainer_state.json").is_file()]
+    if not complete and incomplete:
+        raise CLIError(f"--resume_from_checkpoint {resume}: its checkpoint folders {incomplete} are incomplete "
+                       "(no trainer_state.json: the run stopped while saving); start without --resume_from_checkpoint.")
+    if not complete:
         raise CLIError(f"--resume_from_checkpoint {resume}: no checkpoint-N folder (with trainer_state.json) in it. "
                        "Checkpoints are written with --save_strategy steps --save_steps N.")
-    return Path(latest)
+    skipped = f"; skipped incomplete {incomplete}" if incomplete else ""
+    print(f"bang-nar train: resuming from {complete[-1]} (the newest complete checkpoint{skipped}).", file=sys.stderr)
+    return complete[-1]
 
 
 def _report_unknown_words(data, tokenizer, vocab_size: int, texts: list[str]) -> None:

@@ -1,0 +1,61 @@
+"""Issue 24, lost work: real kills (SIGKILL at a chosen point, in a subprocess), then the same command resumes and
+loses nothing already finished. Tiny models, a few steps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+
+from bang_nar.cli.train import _resolve_checkpoint
+from tests.spmd_toy import single_thread, spmd_trainer  # noqa: F401 (autouse fixture)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
+TRAIN = dict(max_steps=4, save_strategy="steps", save_steps=1, pace_mode="none")
+
+
+def run_killed(script: str, cwd: Path) -> None:
+    """Run `script` in a fresh interpreter; it must die by SIGKILL (the kill it arranges itself)."""
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=cwd, env=ENV, capture_output=True,
+                            text=True, timeout=300, check=False)  # fmt: skip
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+
+
+def test_a_kill_while_saving_a_checkpoint_leaves_only_complete_ones(tmp_path):
+    out = tmp_path / "run"
+    # Killed inside the save of step 3, after the weights are written and before the optimizer and trainer state.
+    run_killed(f"""
+        import os, signal
+        from transformers import Trainer
+        from tests.spmd_toy import spmd_trainer
+        def save(self, output_dir):
+            if self.state.global_step == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(self, output_dir)
+        original, Trainer._save_optimizer_and_scheduler = Trainer._save_optimizer_and_scheduler, save
+        spmd_trainer({str(out)!r}, **{TRAIN!r}).train()
+        """, tmp_path)  # fmt: skip
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert _resolve_checkpoint(str(out)) == out / "checkpoint-2"
+    resumed = spmd_trainer(str(out), **TRAIN)
+    resumed.train(resume_from_checkpoint=str(out / "checkpoint-2"))
+    straight = spmd_trainer(str(tmp_path / "straight"), **TRAIN)
+    straight.train()
+    for (name, a), b in zip(resumed.model.state_dict().items(), straight.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert (out / "checkpoint-3" / "trainer_state.json").is_file()  # saved again, complete, by the resumed run
+
+
+def test_resume_skips_an_incomplete_checkpoint_of_an_older_run_and_says_so(tmp_path, capsys):
+    for step in (1, 2):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-2" / "model.safetensors").write_bytes(b"\0" * 8)  # cut by a kill
+    assert _resolve_checkpoint(str(tmp_path)) == tmp_path / "checkpoint-1"
+    assert "skipped incomplete ['checkpoint-2']" in capsys.readouterr().err
