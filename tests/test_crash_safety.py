@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from bang_nar.cli.train import _resolve_checkpoint
@@ -59,3 +60,43 @@ def test_resume_skips_an_incomplete_checkpoint_of_an_older_run_and_says_so(tmp_p
     (tmp_path / "checkpoint-2" / "model.safetensors").write_bytes(b"\0" * 8)  # cut by a kill
     assert _resolve_checkpoint(str(tmp_path)) == tmp_path / "checkpoint-1"
     assert "skipped incomplete ['checkpoint-2']" in capsys.readouterr().err
+
+
+def test_distillation_killed_mid_run_resumes_and_refuses_another_teacher_or_data(tmp_path):
+    from bang_nar.trainer import distill_dataset
+    from bang_nar.trainer.sequence_kd import StaleChunksError
+    from tests.conftest import tiny_model
+    from tests.spmd_toy import toy_dataset
+
+    settings = dict(num_beams=2, num_return_sequences=2, max_new_tokens=5, batch_size=3, show_progress=False)
+    out = tmp_path / "run"
+    # SIGKILL in the third generate call: two chunks are on disk, the third is not.
+    run_killed(f"""
+        import os, signal
+        from bang_nar.trainer import distill_dataset
+        from tests.conftest import tiny_model
+        from tests.spmd_toy import toy_dataset
+        model, calls = tiny_model(seed=5), []
+        real = model.generate
+        def generate(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+        model.generate = generate
+        distill_dataset(model, toy_dataset(num=8).remove_columns("kd_labels"), {str(out)!r}, **{settings!r})
+        """, tmp_path)  # fmt: skip
+    assert sorted(p.name for p in (out / "kd_chunks").glob("0*.json")) == ["00000000.json", "00000001.json"]
+    data = toy_dataset(num=8).remove_columns("kd_labels")
+    retrained = tiny_model(seed=6)  # the same name, other weights
+    with pytest.raises(StaleChunksError, match="teacher_weights_sha256"):
+        distill_dataset(retrained, data, out, **settings)
+    with pytest.raises(StaleChunksError, match="sources_sha256"):
+        distill_dataset(tiny_model(seed=5), toy_dataset(num=8, seed=1).remove_columns("kd_labels"), out, **settings)
+    model, calls = tiny_model(seed=5), []
+    real = model.generate
+    model.generate = lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs)
+    resumed = distill_dataset(model, data, out, **settings)
+    assert len(calls) == 1  # only the chunk the kill lost
+    clean = distill_dataset(tiny_model(seed=5), data, tmp_path / "clean", **settings)
+    assert list(resumed["kd_labels"]) == list(clean["kd_labels"])
