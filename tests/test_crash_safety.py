@@ -3,6 +3,7 @@ loses nothing already finished. Tiny models, a few steps."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -100,3 +101,68 @@ def test_distillation_killed_mid_run_resumes_and_refuses_another_teacher_or_data
     assert len(calls) == 1  # only the chunk the kill lost
     clean = distill_dataset(tiny_model(seed=5), data, tmp_path / "clean", **settings)
     assert list(resumed["kd_labels"]) == list(clean["kd_labels"])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A random tiny BANG with a word tokenizer of the multi-modality task, saved as `bang-nar train` saves one."""
+    from bang_nar.multimodality import build_word_tokenizer, make_multimodality_task
+    from bang_nar.pipeline import build_model
+
+    folder = tmp_path_factory.mktemp("crash") / "model"
+    task = make_multimodality_task(2, 16, 8, seed=0)
+    tokenizer = build_word_tokenizer(task)
+    build_model(tokenizer=tokenizer, size="tiny", seed=0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    task.eval.to_json(str(folder.parent / "eval.jsonl"))
+    (folder.parent / "sources.txt").write_text("".join(s + "\n" for s in task.eval["source"]))
+    return folder
+
+
+KILL_ON_CALL = """
+    import os, signal, sys
+    import bang_nar.pipeline as pipeline
+    from bang_nar.cli import main
+    real, calls = pipeline.{function}, []
+    def killing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == {call}:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    pipeline.{function} = killing
+    main({argv!r})
+    """
+
+
+def test_generate_killed_mid_file_resumes_where_it_stopped(model_dir, capsys, monkeypatch):
+    from bang_nar.cli import generate, main
+
+    monkeypatch.setattr(generate, "CHUNK_BATCHES", 1)
+    root = model_dir.parent
+    argv = ["generate", "--model", str(model_dir), "--mode", "nar", "--input", str(root / "sources.txt"),
+            "--output", str(root / "out.txt"), "--batch-size", "3"]  # fmt: skip
+    run_killed(KILL_ON_CALL.format(function="generate_texts", call=2, argv=argv).replace(
+        "from bang_nar.cli import main", "from bang_nar.cli import main, generate; generate.CHUNK_BATCHES = 1"), root)
+    assert not (root / "out.txt").exists()
+    assert (root / "out.txt.partial").read_text().count("\n") == 3  # the first chunk of 3, flushed before the kill
+    assert main(argv) == 0
+    assert "3 of 8 outputs already written" in capsys.readouterr().err
+    resumed = (root / "out.txt").read_text()
+    assert main([*argv[:-4], "--output", str(root / "straight.txt"), "--batch-size", "3"]) == 0
+    assert resumed == (root / "straight.txt").read_text() and resumed.count("\n") == 8
+    assert not list(root.glob("*.partial*"))
+
+
+def test_evaluate_killed_between_modes_keeps_the_finished_rows(model_dir, capsys):
+    from bang_nar.cli import main
+
+    root = model_dir.parent
+    argv = ["evaluate", "--model", str(model_dir), "--data", str(root / "eval.jsonl"), "--modes", "nar", "ar",
+            "--output-dir", str(root / "eval"), "--max-new-tokens", "8"]  # fmt: skip
+    run_killed(KILL_ON_CALL.format(function="evaluate_model", call=2, argv=argv), root)
+    assert list(json.loads((root / "eval" / "results.partial.json").read_text())["rows"]) == ["nar"]
+    assert main(argv) == 0
+    assert "rows ['nar'] already scored" in capsys.readouterr().err
+    results = json.loads((root / "eval" / "results.json").read_text())
+    assert list(results) == ["nar", "ar (beam 4)"] and results["nar"]["num_samples"] == 8
+    assert not (root / "eval" / "results.partial.json").exists()

@@ -7,6 +7,11 @@ underscores (--output-dir, --output_dir).
 """
 
 import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
 
 from ._args import accept_both_spellings, non_negative_int, positive_int
 
@@ -61,9 +66,7 @@ def run(args: argparse.Namespace) -> int:
                               "no_repeat_ngram_size": args.no_repeat_ngram_size}
         else:
             systems[mode] = {"mode": mode}
-    results = evaluate_model(model, tokenizer, data, systems, batch_size=args.batch_size,
-                             max_source_length=args.max_source_length, show_progress=True)
-    table = {name: {k: v for k, v in row.items() if k != "examples"} for name, row in results.items()}
+    table = _evaluate_resumably(args, model, tokenizer, data, systems)
     json_path, md_path = write_results(table, args.output_dir, title=f"{args.model} on {args.data}")
     print(md_path.read_text())
     print(f"Wrote {json_path} and {md_path}")
@@ -74,3 +77,29 @@ def run(args: argparse.Namespace) -> int:
                                          device=describe_device(model.device))
         print(f"Updated the model card {card}")
     return 0
+
+
+def _evaluate_resumably(args: argparse.Namespace, model, tokenizer, data, systems: dict) -> dict:
+    """`evaluate_model` one system (row) at a time; each finished row goes to OUTPUT_DIR/results.partial.json at
+    once, keyed by the model, data and settings, so the same command after a kill skips the rows already done."""
+    from bang_nar.pipeline import evaluate_model
+
+    partial = Path(args.output_dir) / "results.partial.json"
+    key = hashlib.sha256(json.dumps([os.path.abspath(args.model), list(data["source"]), list(data["target"]), systems,
+                                     args.max_source_length, args.batch_size], sort_keys=True).encode()).hexdigest()
+    saved = json.loads(partial.read_text()) if partial.is_file() else {}
+    table = saved.get("rows", {}) if saved.get("key") == key else {}
+    if table:
+        print(f"Resuming {partial}: rows {sorted(table)} already scored.", file=sys.stderr)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    for name, options in systems.items():
+        if name in table:
+            continue
+        row = evaluate_model(model, tokenizer, data, {name: options}, batch_size=args.batch_size,
+                             max_source_length=args.max_source_length, show_progress=True)[name]
+        table[name] = {k: v for k, v in row.items() if k != "examples"}
+        scratch = partial.with_suffix(".tmp")
+        scratch.write_text(json.dumps({"key": key, "rows": table}))
+        os.replace(scratch, partial)  # never a half-written file
+    partial.unlink()
+    return {name: table[name] for name in systems}
