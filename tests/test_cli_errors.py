@@ -147,3 +147,17 @@ def test_a_dataset_with_several_splits_needs_split(tmp_path, capsys):
         (folder / f"{split}.jsonl").write_text('{"source": "a b", "target": "c d"}\n')
     error = one_line(capsys, ["evaluate", "--model", "m", "--data", str(folder), "--output-dir", str(tmp_path / "o")])
     assert "choose one with --split" in error
+
+
+def test_a_multi_process_launch_without_a_backend_refuses_in_one_line(tmp_path):
+    """`torchrun --nproc_per_node 2 -m bang_nar train` on CPU without --use_cpu: each process would train alone and
+    write the same folder; each refuses instead, before any work."""
+    env = {**ENV, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "bang_nar", "train", "--data", "d.jsonl", "--output_dir", "out"],
+                            cwd=tmp_path, env=env, text=True, capture_output=True, timeout=300, check=False)  # fmt: skip
+    output = result.stdout + result.stderr
+    refusals = [line for line in output.splitlines() if "this is a launch of 2 processes, but they run as 1" in line]
+    assert len(refusals) == 2 and all("--use_cpu" in line for line in refusals), output[-3000:]
+    assert "bang_nar/" not in output  # no traceback through our code (torchrun reports the exit codes itself)
+    assert result.returncode != 0 and not (tmp_path / "out").exists()

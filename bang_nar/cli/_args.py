@@ -179,6 +179,13 @@ def check_training_arguments(parser: argparse.ArgumentParser, model_args: ModelA
     if model_args.word_vocab_size and (model_args.model_name_or_path or model_args.tokenizer_name_or_path):
         parser.error("--word_vocab_size builds a new tokenizer for a model trained from scratch; a model or tokenizer "
                      "path brings its own. Drop --word_vocab_size or the path")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and args.world_size != launched:
+        # torchrun/accelerate started several processes, but no process group formed (no GPU and no --use_cpu):
+        # each would train alone and all would write the same output folder.
+        parser.error(f"this is a launch of {launched} processes, but they run as {args.world_size} (no usable "
+                     "distributed backend: no GPU per process); pass --use_cpu to train them together on CPU (gloo), "
+                     "or start one process")
     check_writable_dir(args.output_dir, "--output_dir")  # a CLIError: `bang-nar` prints it as one line
 
 
