@@ -236,6 +236,14 @@ def check_model_folder(name: str, flag: str = "--model", *, tokenizer_only: bool
                        "`bang-nar train` or `convert` have it).")
 
 
+def check_model_paths(model_args: ModelArguments) -> None:
+    """`check_model_folder` for --model_name_or_path and --tokenizer_name_or_path, before any data is read."""
+    if model_args.model_name_or_path:
+        check_model_folder(model_args.model_name_or_path, "--model_name_or_path")
+    if model_args.tokenizer_name_or_path:
+        check_model_folder(model_args.tokenizer_name_or_path, "--tokenizer_name_or_path", tokenizer_only=True)
+
+
 def load_auto_tokenizer(name: str, flag: str = "--model", *, tokenizer_only: bool = False):
     """`AutoTokenizer.from_pretrained(name)` after `check_model_folder`, never running or asking about remote code."""
     from transformers import AutoTokenizer
@@ -243,7 +251,8 @@ def load_auto_tokenizer(name: str, flag: str = "--model", *, tokenizer_only: boo
     check_model_folder(name, flag, tokenizer_only=tokenizer_only)
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=False)
-    except OSError as error:  # not local and not on the Hub (or offline): transformers explains in its first line
+    except (OSError, ValueError) as error:  # not local, not on the Hub (or offline), or a folder without tokenizer
+        # files: transformers explains in its first line
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CLIError(f"{flag} {name}: cannot load a tokenizer: {first}") from None
 

@@ -64,12 +64,13 @@ def run(args: argparse.Namespace) -> int:
     check_port_free(args.host, args.port)
     from bang_nar.app import DEMO_MODEL, build_app, default_model_path
 
-    from ._args import load_model_and_tokenizer
+    from ._args import check_model_folder, load_model_and_tokenizer
 
     model_path = args.model or default_model_path()
     if model_path is None:
         raise CLIError(f"no --model given and no demo model in ./{DEMO_MODEL.as_posix()}; make it with "
                        "`bang-nar demo --quick` (or pass --model DIR_OR_HUB_ID).")
+    check_model_folder(str(model_path))  # before "Loading": a wrong path is one line
     print(f"Loading {model_path} ...", file=sys.stderr)
     model, tokenizer = load_model_and_tokenizer(str(model_path))
     page = build_app(model_path, model=model, tokenizer=tokenizer, concurrency_limit=args.concurrency,

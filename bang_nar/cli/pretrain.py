@@ -99,13 +99,23 @@ def pretrain(data_args: PretrainArguments, model_args, training_args):
     from bang_nar.pretraining import BangForPreTraining, BangPreTrainer
     from bang_nar.pretraining_data import SpanMaskingCollator, load_text_dataset, pack_documents
 
-    from ._args import CLIError, load_tokenizer
+    from ._args import CLIError, check_model_paths, load_tokenizer
 
+    check_model_paths(model_args)
     source = Path(data_args.data)
     if source.is_file() and source.stat().st_size == 0:
         raise CLIError(f"--data {data_args.data}: the file is empty; give raw text, one document per line.")
-    text = load_text_dataset(data_args.data, text_column=data_args.text_column, split=data_args.split,
-                             streaming=data_args.streaming, dataset_config=data_args.dataset_config)
+    try:
+        text = load_text_dataset(data_args.data, text_column=data_args.text_column, split=data_args.split,
+                                 streaming=data_args.streaming, dataset_config=data_args.dataset_config)
+    except Exception as error:  # datasets/pyarrow could not parse the user's own file: one line, as train says it
+        from bang_nar.data import DataFormatError
+
+        if not source.is_file() or isinstance(error, DataFormatError):
+            raise
+        cause = " ".join(str(error.__cause__ or error).split())[:300]
+        raise CLIError(f"--data {data_args.data}: could not be read as {source.suffix[1:] or 'text'} ({cause}); "
+                       "give raw text, one document per line (.txt) or one record per line (.jsonl).") from None
     if data_args.max_documents is not None:
         text = text.take(data_args.max_documents) if data_args.streaming else text.select(
             range(min(data_args.max_documents, len(text))))

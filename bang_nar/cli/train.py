@@ -62,11 +62,13 @@ def _given(argv: list[str], name: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     from bang_nar.pipeline import build_model, prepare_dataset, train_model
 
-    from ._args import CLIError, load_auto_tokenizer, load_tokenizer
+    from ._args import CLIError, check_model_paths, load_auto_tokenizer, load_tokenizer
 
     argv = list(args.args or [])
     data_args, model_args, training_args = parse(argv)
+    check_model_paths(model_args)
     checkpoint = _resolve_checkpoint(training_args.resume_from_checkpoint)
+    teacher_note = ""
     data = _load_training_data(data_args, training_args)
     if training_args.uses_distilled_targets and training_args.kd_column not in data.column_names:
         if training_args.train_mode == "semi_nar":
@@ -86,10 +88,11 @@ def run(args: argparse.Namespace) -> int:
         argv += ["--train_mode", "ar"]
         data_args, model_args, training_args = parse(argv)
         out = training_args.output_dir
-        print(f"bang-nar train: {data_args.data} has no distilled targets and no --train_mode was given, so this "
-              f"trains the AR teacher (--train_mode ar). Next: `bang-nar distill --model {out} --data "
-              f"{data_args.data} --output_dir DISTILLED`, then `bang-nar train --model_name_or_path {out} --data "
-              "DISTILLED --train_mode nar --output_dir OUT`.", file=sys.stderr)
+        teacher_note = (
+            f"bang-nar train: {data_args.data} has no distilled targets and no --train_mode was given, so this "
+            f"trains the AR teacher (--train_mode ar). Next: `bang-nar distill --model {out} --data "
+            f"{data_args.data} --output_dir DISTILLED`, then `bang-nar train --model_name_or_path {out} --data "
+            "DISTILLED --train_mode nar --output_dir OUT`.")
     texts = list(data["source"]) + list(data["target"]) if "source" in data.column_names else None
     if checkpoint is not None and model_args.tokenizer_name_or_path is None and (checkpoint / "tokenizer_config.json").is_file():
         # The checkpoint's own tokenizer: a word-level one (--word_vocab_size) must keep the ids it was trained with.
@@ -97,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         tokenizer = load_tokenizer(model_args, texts)
     model = build_model(model_args.model_name_or_path, tokenizer, size=model_args.model_size, seed=training_args.seed)
+    if teacher_note:  # once the model loaded: an error before it stays the only line
+        print(teacher_note, file=sys.stderr)
     if "input_ids" not in data.column_names:
         data = prepare_dataset(data, tokenizer, data_args.max_source_length, data_args.max_target_length)
     if model_args.word_vocab_size and model_args.model_name_or_path is None and texts is not None:
