@@ -109,6 +109,7 @@ def test_generate_checks_its_output_path_before_anything_else(tmp_path, capsys):
     (["generate", "--model", "m", "--mode", "ar", "--num-candidates", "2"], "--num-candidates applies to --mode nar"),
     (["generate", "--model", "m", "--mode", "nar", "--block-size", "2"], "--block-size applies to --mode semi_nar"),
     (["app", "--port", "99999"], "a port is 1-65535"),
+    (["convert", "x.pt", "out", "--max-source-positions", "-1"], "must be at least 1"),
     (["app", "--max-upload-mb", "0"], "must be above 0"),
     (["distill", "--model", "m", "--data", "d", "--output_dir", "o", "--max_source_length", "0"],
      "--max_source_length must be at least 1"),
