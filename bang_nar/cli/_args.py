@@ -18,26 +18,24 @@ class CLIError(Exception):
     """A mistake the user fixes from the command line; `bang-nar` prints the message as one line and exits 2."""
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (batch sizes, beams, candidates)."""
+def _integer(text: str, minimum: int, requirement: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (batch sizes, beams, candidates)."""
+    return _integer(text, 1, "at least 1")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0 (0 switches a feature off, e.g. --no-repeat-ngram-size)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (off) or more, got {value}")
-    return value
+    return _integer(text, 0, "0 (off) or more")
 
 
 def port_number(text: str) -> int:
