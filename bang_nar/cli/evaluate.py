@@ -45,7 +45,6 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bang_nar.evaluation import write_results
-    from bang_nar.pipeline import evaluate_model
 
     from ._args import DataArguments, check_source_lengths, check_writable_dir, load_data, load_model_and_tokenizer
 
