@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ._extras import require
 from .pipeline import ids_to_text
 from .postprocess import decode_nar
 
@@ -335,7 +336,7 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
     before tokenizing; `max_upload_mb` bounds the file tab's uploads (bigger ones are refused unread).
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry
-    import gradio as gr
+    gr = require("gradio", "bang_nar.app's page")
 
     if model is None or tokenizer is None:
         from .cli._args import load_model_and_tokenizer

@@ -1,4 +1,4 @@
-"""BANG model configuration (spec §1.2, §5.3; defaults = `bang_AR_NAR_mixed.py::transformer_base`)."""
+"""BANG model configuration (docs/architecture.md; defaults = `bang_AR_NAR_mixed.py::transformer_base`)."""
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
@@ -17,7 +17,7 @@ class BangConfig(PreTrainedConfig):
     One set of weights decodes two ways:
     - `"ar"`: the predicting stream of a ProphetNet decoder with one stream (ngram = 1), teacher-forced or incremental;
     - `"nar"`: every decoder slot is the learned [MASK]-like vector `ngram_input_embed` plus a position embedding, with
-      causal self-attention among slots (spec §2.6), decoded in one pass.
+      causal self-attention among slots (docs/architecture.md#nar-mode), decoded in one pass.
 
     Example:
 
@@ -38,7 +38,7 @@ class BangConfig(PreTrainedConfig):
         "num_hidden_layers": "decoder_layers",
     }
 
-    # --- architecture (spec §1.2) ---
+    # --- architecture (docs/architecture.md#model) ---
     vocab_size: int = 30522
     d_model: int = 768
     encoder_layers: int = 6
@@ -53,21 +53,21 @@ class BangConfig(PreTrainedConfig):
     activation_dropout: float | int = 0.1
     layer_norm_eps: float = 1e-5
     # Longest source and target. The encoder table has max+1 rows and the decoder table max+2 rows (row 0 = pad),
-    # exactly as the original (spec §1.3), because the predicting stream looks positions up at pos+1.
+    # exactly as the original (docs/architecture.md#model), because the predicting stream looks positions up at pos+1.
     max_position_embeddings: int = 512
     # Longest source when it differs from the target limit (the original's `--max-source-positions`); None = same.
     max_source_positions: int | None = None
 
-    # --- n-stream self-attention (spec §2.1-2.2) ---
+    # --- n-stream self-attention (docs/architecture.md#buckets) ---
     ngram: int = 1
     num_buckets: int = 32
     relative_max_distance: int = 128
-    # Pretraining only (bang_nar/pretraining.py, reconstruction of shared/docs/bang_pretraining.md §3): the number n
+    # Pretraining only (bang_nar/pretraining.py, docs/pretraining.md#reconstruction): the number n
     # of [MASK] streams of the cross-stream visible decoder. 9 is inferred from "9gram" and 9-token MASS spans
-    # (§2.5-2.6), not documented. Fine-tuning and AR/NAR inference ignore it.
+    # (docs/pretraining.md), not documented. Fine-tuning and AR/NAR inference ignore it.
     num_streams: int = 9
 
-    # --- special ids (spec §5.3: BERT-uncased ids, no fairseq offset) ---
+    # --- special ids (docs/architecture.md#tokens) ---
     pad_token_id: int | None = 0
     unk_token_id: int | None = 100
     bos_token_id: int | None = 101
@@ -76,7 +76,7 @@ class BangConfig(PreTrainedConfig):
     mask_token_id: int | None = 103
 
     # --- training and decoding defaults ---
-    # ε of the original criterion (spec §3.2): (1-ε)·NLL + ε/V·Σ_v −log p_v, averaged over target tokens.
+    # ε of the original criterion (docs/architecture.md#loss): (1-ε)·NLL + ε/V·Σ_v −log p_v, averaged over target tokens.
     label_smoothing: float = 0.1
     generation_mode: str = "ar"
 
@@ -99,7 +99,7 @@ class BangConfig(PreTrainedConfig):
         if self.ngram != 1:
             raise ValueError(
                 f"ngram={self.ngram} is not supported: BANG fine-tuning and inference use one predicting stream "
-                "(the original asserts ngram == 1, spec §1.2). Set ngram=1."
+                "(the original asserts ngram == 1). Set ngram=1."
             )
         if self.num_streams < 1:
             raise ValueError(f"num_streams must be >= 1 (the [MASK] streams of pretraining), got {self.num_streams}.")
@@ -108,7 +108,7 @@ class BangConfig(PreTrainedConfig):
         if self.relative_max_distance <= self.num_buckets // 2:
             raise ValueError(
                 f"relative_max_distance ({self.relative_max_distance}) must exceed num_buckets // 2 "
-                f"({self.num_buckets // 2}) for the logarithmic buckets (spec §2.2)."
+                f"({self.num_buckets // 2}) for the logarithmic buckets (docs/architecture.md#buckets)."
             )
         if self.generation_mode not in GENERATION_MODES:
             raise ValueError(f"generation_mode must be one of {GENERATION_MODES}, got {self.generation_mode!r}.")

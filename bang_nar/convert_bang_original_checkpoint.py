@@ -1,6 +1,6 @@
 """Convert an original fairseq BANG checkpoint (fine-tuned, or the pretraining `checkpoint_base_9gram_ck35.pt`).
 
-Spec §6: a rename table plus the loader's adjustments of §6.2 (position-table growth, 2-row ngram table,
+docs/converter.md#mapping: a rename table plus the original loader's adjustments (position-table growth, 2-row ngram table,
 `--load-sep`). Files are read with `torch.load(weights_only=True)`; the only extra classes allowed are
 `argparse.Namespace` (fairseq's `args`) and inert stand-ins for the fairseq 0.9 training meters that `fairseq-train`
 pickles into `extra_state["train_meters"]`. Anything unknown or missing is refused with the key list.
@@ -103,7 +103,7 @@ def load_fairseq_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], 
 
 
 def _grow_positions(table: torch.Tensor, rows: int) -> torch.Tensor:
-    """Spec §6.2 item 2: append copies of the whole table, copy k with features rotated left by k; then cut."""
+    """Position tables (docs/converter.md): append copies of the whole table, copy k with features rotated left by k; then cut."""
     if table.size(0) >= rows:
         return table[:rows]
     index = torch.arange(table.size(1))
@@ -120,7 +120,7 @@ def adapt_pretrained_state(
     load_sep: bool = False,
     max_source_positions: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """What `BANGARNarMixedModel.build_model` does to a loaded state before its strict load (spec §6.2).
+    """What `BANGARNarMixedModel.build_model` does to a loaded state before its strict load (docs/converter.md#mapping).
 
     Position tables become `max_source_positions`+1 (encoder; default `max_positions`) and `max_positions`+2
     (decoder) rows; a 2-row ngram table keeps row 1; with `load_sep`, token row 2 (`[X_SEP]`) becomes a copy of
@@ -181,7 +181,7 @@ def config_from_fairseq(
     return BangConfig(**values)
 
 
-# fairseq-generate's defaults in the original fine-tuning scripts (spec §3.5, §4.4): beam 4, lenpen 1.2, max_len_b 200.
+# fairseq-generate's defaults in the original fine-tuning scripts (docs/decoding.md#original): beam 4, lenpen 1.2, max_len_b 200.
 ORIGINAL_AR_BEAM, ORIGINAL_AR_LENPEN, ORIGINAL_MAX_LEN_B = 4, 1.2, 200
 
 
@@ -207,7 +207,7 @@ def original_generation_config(config: BangConfig, max_len_b: int = ORIGINAL_MAX
 
 
 def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename fairseq keys to this package's names (spec §6.3) and split packed `in_proj` rows into q, k, v."""
+    """Rename fairseq keys to this package's names (docs/converter.md#mapping) and split packed `in_proj` rows into q, k, v."""
     unknown_embed = [k for k in state if k.endswith("embed_out.weight")]
     if unknown_embed:
         raise ValueError(
@@ -229,7 +229,7 @@ def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
         if key.endswith(("ngram_self_attn.in_proj_weight", "ngram_self_attn.in_proj_bias")):
             prefix = key.rsplit(".", 1)[0].replace("ngram_self_attn", "self_attn")
             kind = "weight" if key.endswith("weight") else "bias"
-            for name, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):  # order q, k, v (§2.1)
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):  # order q, k, v
                 converted[f"model.{prefix}.{name}.{kind}"] = part.clone()
             continue
         new_key = key
@@ -279,7 +279,7 @@ def convert_bang_checkpoint(
     config, generation config, tokenizer and a model card there.
 
     Position tables follow the checkpoint's `--max-source-positions` / `--max-target-positions` (512 without `args`);
-    `max_source_positions` / `max_target_positions` override them (tables grow or are cut as in spec §6.2).
+    `max_source_positions` / `max_target_positions` override them (tables grow or are cut as in docs/converter.md).
     `max_len_b` is fairseq-generate's length limit stored in the AR generation config (default 200).
     """
     state, args = load_fairseq_checkpoint(checkpoint_path)

@@ -19,18 +19,18 @@ import csv
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any
 
 import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 
-
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 # Extension -> `datasets` builder name. ".txt" is handled here: one example per line, in two parallel files.
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}

@@ -126,32 +126,16 @@ def summary_table(results: dict[str, dict[str, Any]], title: str) -> str:
 
 
 def plot_results(results: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
-    """Quality (BLEU, mode consistency when present) and ms/sample per system, side by side."""
-    import matplotlib
+    """Quality (mode consistency when every row has it, else BLEU-4) against speed-up over AR beam 4, one point each."""
+    from .plotting import System, quality_vs_speedup_figure, save_figure, speedups
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(results)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    quality = [("bleu", "BLEU-4")] + ([("mode_consistency", "mode consistency %")] if all("mode_consistency" in r for r in results.values()) else [])
-    width = 0.8 / len(quality)
-    for j, (key, label) in enumerate(quality):
-        left.bar([i + j * width for i in range(len(names))], [results[n][key] for n in names], width, label=label)
-    left.set_xticks([i + width * (len(quality) - 1) / 2 for i in range(len(names))], names, rotation=20, ha="right")
-    left.set_ylim(0, 118)  # headroom so the legend never covers a bar at 100
-    left.set_title("quality (higher is better)")
-    left.legend(loc="upper right", ncol=len(quality), fontsize=8)
-    right.bar(names, [results[n]["ms_per_sample"] for n in names], color="tab:gray")
-    right.set_yscale("log")
-    right.set_ylabel("ms / sample (log)")
-    right.set_title("decoding latency (lower is better)")
-    right.tick_params(axis="x", rotation=20)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    key, label = ("mode_consistency", "mode consistency %") if all(
+        r.get("mode_consistency") is not None for r in results.values()) else ("bleu", "BLEU-4")
+    baseline = next((name for name in results if name.startswith("AR beam")), next(iter(results)))
+    speed = speedups({name: row["ms_per_sample"] for name, row in results.items()}, baseline)
+    systems = [System(name, speed[name], row[key]) for name, row in results.items()]
+    fig = quality_vs_speedup_figure([(title, systems)], quality_label=label, baseline=baseline)
+    return save_figure(fig, path, dpi=110)
 
 
 def run_demo(

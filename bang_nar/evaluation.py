@@ -9,14 +9,20 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-import evaluate
+from ._extras import require
+
+if TYPE_CHECKING:
+    import evaluate
 
 
 METRICS_DIR = Path(__file__).parent / "metrics"
 METRIC_NAMES = ("corpus_bleu", "sentence_bleu", "rouge", "meteor", "distinct", "repetition")
+# The library each metric script imports besides `evaluate` (all from the `metrics` extra).
+_METRIC_LIBRARY = {"corpus_bleu": "sacrebleu", "sentence_bleu": "nltk", "rouge": "rouge_score", "meteor": "nltk"}
 
 # Column order of the Markdown table; any other numeric key follows in the order it first appears.
 _COLUMN_ORDER = (
@@ -46,7 +52,10 @@ def load_metric(name: str, **kwargs: Any) -> evaluate.EvaluationModule:
         **kwargs: passed to `evaluate.load` (e.g. `experiment_id` for distributed evaluation).
     """
     kwargs.setdefault("keep_in_memory", True)  # no Arrow cache files for a few thousand strings
-    return evaluate.load(str(metric_path(name)), **kwargs)
+    path = metric_path(name)
+    if name in _METRIC_LIBRARY:
+        require(_METRIC_LIBRARY[name], f"the {name} metric")
+    return require("evaluate", "scoring generations").load(str(path), **kwargs)
 
 
 def compute_generation_metrics(

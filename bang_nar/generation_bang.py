@@ -1,6 +1,6 @@
 """BANG decoding beyond `GenerationMixin`: the one-pass NAR modes and the original beam-search rules.
 
-- `mode="nar"`: one encoder and one decoder pass, an argmax per slot (spec §4.1), optionally constrained
+- `mode="nar"`: one encoder and one decoder pass, an argmax per slot (docs/decoding.md#original), optionally constrained
   (`constrained_argmax`) or rescored over candidates by the AR stream (`nar_candidates`);
 - `mode="nar_verify"`: a NAR draft verified by the AR stream (token-for-token AR greedy, fewer AR passes);
 - `mode="ar"`: `GenerationMixin.generate`, plus `original_compatible` (fairseq 0.9 beam-search rules through
@@ -32,7 +32,7 @@ from .configuration_bang import GENERATION_MODES
 
 
 def nar_scan(row: list[int], sep_token_id: int, cls_token_id: int | None = None, dedup: bool = True) -> list[int]:
-    """One row of the original first post-processing pass (`post_processed_nar.py`, spec §4.2), on ids.
+    """One row of the original first post-processing pass (`post_processed_nar.py`, docs/decoding.md#original), on ids.
 
     A leading `[SEP]` is skipped; a `[SEP]` after something was kept ends the output; `[CLS]` is dropped; with
     `dedup`, a token equal to the previously *kept* token is dropped. `cls_token_id=None, dedup=False` only cuts.
@@ -150,7 +150,7 @@ def nar_candidates(
 class BangNARGenerateOutput(ModelOutput):
     """`generate(mode="nar", return_dict_in_generate=True)` output.
 
-    - `sequences` [B, L']: post-processed ids (first pass of spec §4.2; raw when `nar_postprocess=False`);
+    - `sequences` [B, L']: post-processed ids (first pass of the original post-processing; raw when `nar_postprocess=False`);
     - `raw_sequences` [B, L]: the argmax at every decoder slot, as the original generator returns it;
     - `scores` [B, L]: the raw max logit per slot (the original `positional_scores`, not a log-prob);
     - `logits` [B, L, V]: full logits, only with `output_logits=True`;
@@ -174,7 +174,7 @@ class BangNARGenerateOutput(ModelOutput):
 class ForcedEosKeepScoreLogitsProcessor(LogitsProcessor):
     """At the last allowed step, only `[SEP]` may follow, and it keeps the model's own log-prob.
 
-    fairseq 0.9 forces eos at `max_len` this way (golden README §3.7); HF's `forced_eos_token_id` sets the forced
+    fairseq 0.9 forces eos at `max_len` this way (docs/decoding.md#options); HF's `forced_eos_token_id` sets the forced
     score to 0 instead, which changes which hypothesis wins.
     """
 
@@ -288,7 +288,7 @@ class BangGenerationMixin(GenerationMixin):
             return self._generate_nar(inputs, **kwargs)
         if mode == "nar_verify":
             return self._generate_nar_verify(inputs, **kwargs)
-        if mode == "semi_nar":  # reconstruction (bang_pretraining.md §5), in the bang-nar package only
+        if mode == "semi_nar":  # reconstruction (docs/pretraining.md#semi-nar), in the bang-nar package only
             try:  # lazy, and inside `try` so trust_remote_code's import check does not require bang_nar
                 from bang_nar.semi_nar import generate_semi_nar
             except ImportError as error:
@@ -297,9 +297,9 @@ class BangGenerationMixin(GenerationMixin):
         raise ValueError(f"mode must be one of {GENERATION_MODES}, got {mode!r}.")
 
     def _generate_ar(self, inputs: torch.Tensor | None = None, *args, original_compatible: bool | None = None, **kwargs):
-        """AR decoding through `GenerationMixin.generate` with the KV cache (spec §4.4).
+        """AR decoding through `GenerationMixin.generate` with the KV cache (docs/decoding.md#original).
 
-        `original_compatible=True` reproduces fairseq 0.9's beam search (golden README §3.7): it stops a sentence
+        `original_compatible=True` reproduces fairseq 0.9's beam search (docs/decoding.md#options): it stops a sentence
         once `num_beams` hypotheses finished (`early_stopping=True`), bans `[SEP]` at the first step
         (`min_new_tokens=1`), never emits `[PAD]`, and forces `[SEP]` as the last allowed token (`max_new_tokens`,
         else `max_length`) while keeping its log-prob. fairseq's `max_len_b=M` corresponds to `max_new_tokens=M + 1`
@@ -388,10 +388,10 @@ class BangGenerationMixin(GenerationMixin):
         input_ids: torch.Tensor | None = None,
         **generation_options,
     ) -> torch.Tensor | BangNARGenerateOutput:
-        """One encoder pass, one decoder pass, argmax per slot (spec §4.1, `BANGNARSequenceGenerator.generate`).
+        """One encoder pass, one decoder pass, argmax per slot (docs/decoding.md#original).
 
         - The decoder has `max_new_tokens` slots, or the padded source length when None (the original rule). NAR
-          attention is causal, so slot t is the same whatever the number of slots (spec §2.6).
+          attention is causal, so slot t is the same whatever the number of slots (docs/architecture.md#nar-mode).
         - `nar_postprocess=True` (default) cuts at the first non-leading `[SEP]` and drops `[CLS]` and consecutive
           repeats on ids (`nar_cut_and_dedup`); False returns the raw argmax of every slot.
         - `suppress_repeats` / `no_repeat_ngram_size` constrain the argmax itself (`constrained_argmax`).

@@ -76,7 +76,8 @@ def project_reference() -> str:
     for entry in urls:  # "Homepage, https://..."
         label, _, url = entry.partition(",")
         url = url.strip()
-        if url and "pypi.org" not in url and label.strip().lower() in ("homepage", "home", "repository", "source"):
+        # Absolute URLs only: a card on the Hub cannot follow a repository-relative one such as README.md.
+        if url.startswith(("https://", "http://")) and "pypi.org" not in url and label.strip().lower() in ("homepage", "home", "repository", "source"):
             return f"[bang-nar]({url})"
     return "bang-nar"
 
@@ -293,13 +294,13 @@ def _hub_error(error: Exception, repo_id: str) -> HubError:
     return HubError(f"the Hub answered {status} while pushing {repo_id}{detail}.")
 
 
-def _transport_errors() -> tuple[type[BaseException], ...]:
+def _transport_errors() -> tuple[type[Exception], ...]:
     """Network failures of whichever HTTP client huggingface_hub uses (and the OS's)."""
     import importlib
 
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-    errors: list[type[BaseException]] = [HfHubHTTPError, OfflineModeIsEnabled, OSError]
+    errors: list[type[Exception]] = [HfHubHTTPError, OfflineModeIsEnabled, OSError]
     for module in ("httpx2", "httpx"):
         try:
             errors.append(importlib.import_module(module).TransportError)

@@ -1,9 +1,9 @@
-"""PyTorch BANG: one encoder–decoder, two decoding modes (Qi et al. 2021; spec = shared/docs/bang_spec.md).
+"""PyTorch BANG: one encoder–decoder, two decoding modes (Qi et al. 2021; see docs/architecture.md).
 
-- `mode="ar"`: the ProphetNet predicting stream with ngram = 1 (spec §2.5). Logits come from the predicting stream;
+- `mode="ar"`: the ProphetNet predicting stream with ngram = 1 (docs/architecture.md#ar-mode). Logits come from the predicting stream;
   the main stream only supplies keys and values. Incremental decoding caches the main stream.
 - `mode="nar"`: every decoder slot is `e_ng + P[pos+1]` with causal self-attention among slots and main-stream
-  relative buckets (spec §2.6). One pass; position t never depends on later slots or on the decoder length.
+  relative buckets (docs/architecture.md#nar-mode). One pass; position t never depends on later slots or on the decoder length.
 
 Every AR/NAR difference of the network sits in two places: the stream-input builders (`_ar_stream_inputs`,
 `_nar_stream_inputs`) and the mask builders (`_ar_attention_mask`, `_nar_attention_mask`). Decoding (the
@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_bang import FORWARD_MODES, BangConfig
@@ -48,7 +48,7 @@ Mode = Literal["ar", "nar"]
 
 
 def relative_position_bucket(distance: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
-    """Unidirectional relative bucket of `distance = query_pos - key_pos` (spec §2.2).
+    """Unidirectional relative bucket of `distance = query_pos - key_pos` (docs/architecture.md#buckets).
 
     Future keys (distance < 0) collapse to bucket 0. Mirrors
     `ngram_multihead_attention_AR_NAR_mixed.py::_relative_positions_bucket`, including its fp32 log and its
@@ -67,14 +67,14 @@ def relative_position_bucket(distance: torch.Tensor, num_buckets: int, max_dista
 def make_positions(is_token: torch.Tensor, offset: int = 0) -> torch.Tensor:
     """fairseq `utils.make_positions`: real tokens get offset+1, offset+2, ... in order; pads get 0 (the zero row).
 
-    Works for left and right padding (spec §1.3); `offset` is the number of cached decoder positions.
+    Works for left and right padding (docs/architecture.md#model); `offset` is the number of cached decoder positions.
     """
     is_token = is_token.long()
     return (torch.cumsum(is_token, dim=1) + offset) * is_token
 
 
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
-    """Labels `y1..yn [SEP] (-100)*` → decoder input `[SEP] y1..yn pad*` (fairseq `move_eos_to_beginning`, spec §3.1)."""
+    """Labels `y1..yn [SEP] (-100)*` → decoder input `[SEP] y1..yn pad*` (fairseq `move_eos_to_beginning`, docs/architecture.md#tokens)."""
     shifted = labels.new_zeros(labels.shape)
     shifted[:, 1:] = labels[:, :-1].clone()
     shifted[:, 0] = decoder_start_token_id
@@ -98,7 +98,7 @@ def _ar_attention_mask(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """AR self-attention pattern over queries `[main (T), predict (T)]` and keys `[main (P+T), predict (T)]`.
 
-    Spec §2.4-2.5 and §2.9 (`cal_finetune_relative_positions`, `ngram_attention_bias`): the main query at absolute
+    docs/architecture.md#buckets (`cal_finetune_relative_positions`, `ngram_attention_bias`): the main query at absolute
     step a = P+i sees main keys j <= a with bucket(a - j); the predicting query at a sees main keys j <= a with
     bucket(a + 1 - j) and only its own predicting slot, with bucket 0. P = cached steps (0 when teacher-forced).
     Returns `(bias [2T, P+2T], buckets [2T, P+2T])`.
@@ -122,7 +122,7 @@ def _ar_attention_mask(
 def _nar_attention_mask(
     num_slots: int, config: BangConfig, device: torch.device, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """NAR self-attention pattern (spec §2.6, `buffered_future_mask` + main-stream buckets).
+    """NAR self-attention pattern (docs/architecture.md#nar-mode).
 
     [MASK] slot i sees slots j <= i with bucket(i - j). Returns `(bias [T, T], buckets [T, T])`.
     """
@@ -138,7 +138,7 @@ def label_smoothed_nll_loss(
     epsilon: float,
     num_items_in_batch: int | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`(1-ε)·NLL + ε/V·Σ_v −log p_v` summed over labelled tokens, divided by their count (spec §3.2-3.3).
+    """`(1-ε)·NLL + ε/V·Σ_v −log p_v` summed over labelled tokens, divided by their count (docs/architecture.md#loss).
 
     This is the original criterion (`NgramLmMixedLoss`) normalised by `sample_size` = the number of target tokens
     (each final `[SEP]` included). `num_items_in_batch` (Trainer convention) replaces the local count so that
@@ -229,7 +229,7 @@ def bang_eager_attention_forward(
 
 
 class BangAttention(nn.Module):
-    """Encoder self-attention and decoder cross-attention: fairseq 0.9 `MultiheadAttention` (spec §1.4-1.5).
+    """Encoder self-attention and decoder cross-attention: fairseq 0.9 `MultiheadAttention` (docs/architecture.md#model).
 
     Separate q/k/v/out projections with bias; q (bias included) scaled by head_dim**-0.5. The attention kernel
     comes from `config._attn_implementation` ("eager" = `bang_eager_attention_forward`, the reference, or "sdpa");
@@ -298,12 +298,12 @@ class BangAttention(nn.Module):
 
 
 class BangNgramSelfAttention(BangAttention):
-    """Decoder self-attention with relative-position logits (spec §2.1-2.3;
+    """Decoder self-attention with relative-position logits (docs/architecture.md#buckets;
     `ngram_multihead_attention_AR_NAR_mixed.py::NgramMultiheadAttentionARNARMixed`).
 
     The original packs q, k, v into one `in_proj`; here they are separate (the converter splits them). Relative
     logits come from the *layer input* of each query: `relative_linear(h)` viewed as [buckets, H] (feature
-    j = bucket*H + head), added unscaled. Written fresh from spec §2.3 / §7.3: HF ProphetNet's predicting-stream
+    j = bucket*H + head), added unscaled. Written fresh from docs/architecture.md#hf-prophetnet: HF ProphetNet's predicting-stream
     gather scrambles (time, head) rows and must not be copied.
 
     AR (`num_main` = T): queries are `[main, predict]`; the main stream's keys/values go through the KV cache and
@@ -358,7 +358,7 @@ class BangNgramSelfAttention(BangAttention):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Layers (post-LN, spec §1.4-1.5)
+# Layers (post-LN, docs/architecture.md#model)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -483,12 +483,12 @@ def _check_length(length: int, limit: int, what: str, fix: str) -> None:
 
 
 class BangEncoder(BangPreTrainedModel):
-    """`bang_AR_NAR_mixed.py::TransformerEncoder` (spec §1.4): tokens + learned positions, LN, post-LN layers."""
+    """`bang_AR_NAR_mixed.py::TransformerEncoder` (docs/architecture.md#model): tokens + learned positions, LN, post-LN layers."""
 
     def __init__(self, config: BangConfig, embed_tokens: nn.Embedding | None = None):
         super().__init__(config)
         self.embed_tokens = embed_tokens if embed_tokens is not None else nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
-        # 513 rows for 512 positions: row 0 is the pad row (spec §1.3).
+        # 513 rows for 512 positions: row 0 is the pad row (docs/architecture.md#model).
         self.embed_positions = nn.Embedding(config.encoder_max_positions + 1, config.d_model, padding_idx=0)
         self.emb_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.layers = nn.ModuleList([BangEncoderLayer(config) for _ in range(config.encoder_layers)])
@@ -511,7 +511,7 @@ class BangEncoder(BangPreTrainedModel):
         )
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id).long()
-        # Positions from the mask: real tokens get 1..n whatever the padding side (spec §7.2 item 3).
+        # Positions from the mask: real tokens get 1..n whatever the padding side (docs/architecture.md#hf-prophetnet).
         hidden = self.embed_tokens(input_ids) + self.embed_positions(make_positions(attention_mask))
         hidden = _dropout(self.emb_layer_norm(hidden), self.config.dropout, self.training)
         hidden = hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)  # the original zeroes pad rows
@@ -535,14 +535,14 @@ def _use_return_dict(config: BangConfig, return_dict: bool | None) -> bool:
 
 
 class BangDecoder(BangPreTrainedModel):
-    """`bang_AR_NAR_mixed.py::NgramTransformerDecoder` (spec §1.6, §2.5-2.6) for both modes."""
+    """`bang_AR_NAR_mixed.py::NgramTransformerDecoder` (docs/architecture.md#ar-mode, NAR mode) for both modes."""
 
     def __init__(self, config: BangConfig, embed_tokens: nn.Embedding | None = None):
         super().__init__(config)
         self.embed_tokens = embed_tokens if embed_tokens is not None else nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
-        # 514 rows for 512 positions: the predicting / [MASK] stream looks up pos + 1 (spec §1.3).
+        # 514 rows for 512 positions: the predicting / [MASK] stream looks up pos + 1 (docs/architecture.md#model).
         self.embed_positions = nn.Embedding(config.max_position_embeddings + 2, config.d_model, padding_idx=0)
-        self.ngram_input_embed = nn.Embedding(config.ngram, config.d_model)  # e_ng, the [MASK]-like vector (§2.8)
+        self.ngram_input_embed = nn.Embedding(config.ngram, config.d_model)  # e_ng, the [MASK]-like vector (docs/architecture.md)
         self.emb_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.layers = nn.ModuleList([BangDecoderLayer(config, i) for i in range(config.decoder_layers)])
         # Incremental AR steps reuse their (bias, buckets) across steps and generate calls: ~15 small ops per step.
@@ -573,7 +573,7 @@ class BangDecoder(BangPreTrainedModel):
         return bias
 
     def _ar_stream_inputs(self, input_ids: torch.Tensor, num_past: int) -> torch.Tensor:
-        """Spec §2.5: main stream `E[y_i] + P[pos_i]`, predicting stream `e_ng + P[pos_i + 1]` → [B, 2T, D].
+        """docs/architecture.md#ar-mode: main stream `E[y_i] + P[pos_i]`, predicting stream `e_ng + P[pos_i + 1]` → [B, 2T, D].
 
         pos_i = num_past + i + 1 for every slot. fairseq gives right-padding slots position 0 instead, but those
         slots come after every real one, are invisible to them (causal) and are never scored, so real positions
@@ -586,7 +586,7 @@ class BangDecoder(BangPreTrainedModel):
         return torch.cat([main_stream, predict_stream], dim=1)
 
     def _nar_stream_inputs(self, slot_mask: torch.Tensor, glance_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Spec §2.6: slot i gets `e_ng + P[pos_i + 1]` (= P[i+2] for real slots, P[1] for pads) → [B, T, D].
+        """docs/architecture.md#nar-mode: slot i gets `e_ng + P[pos_i + 1]` (= P[i+2] for real slots, P[1] for pads) → [B, T, D].
 
         No token embedding is looked up: only the pad pattern (the length) reaches the decoder. Glancing training
         (Qian et al. 2021; training only, not in the original) passes `glance_ids` [B, T]: where it holds a token id
@@ -786,7 +786,7 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
     def __init__(self, config: BangConfig):
         super().__init__(config)
         self.model = BangModel(config)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)  # tied, no bias (spec §1.6)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)  # tied, no bias (docs/architecture.md#model)
         self.post_init()
 
     def get_encoder(self, modality: str | None = None) -> BangEncoder:

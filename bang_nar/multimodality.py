@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import datasets
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
-
 
 SOURCE_WORDS = tuple(
     """apple river stone cloud garden window forest candle mirror ladder

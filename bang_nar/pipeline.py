@@ -26,7 +26,7 @@ from .postprocess import decode_nar
 
 logger = logging.getLogger(__name__)
 
-# From-scratch sizes. "base" is BANG base (spec §1.2); the others are for CPU runs and tests.
+# From-scratch sizes. "base" is BANG base (docs/architecture.md#model); the others are for CPU runs and tests.
 MODEL_SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                  decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256),

@@ -1,4 +1,4 @@
-"""Text-level NAR post-processing, exactly as the original `bang/post_processed_nar.py` (spec §4.2).
+"""Text-level NAR post-processing, exactly as the original `bang/post_processed_nar.py` (docs/decoding.md#original).
 
 `generate(mode="nar")` already applies the first pass on ids (`modeling_bang.nar_cut_and_dedup`); the second pass
 needs words, i.e. wordpieces merged at `##`, so it lives here.

@@ -1,16 +1,16 @@
 """BANG pretraining: the cross-stream visible n-stream decoder and its loss (a reconstruction).
 
 BANG's pretraining code was never released. This module implements the reconstruction of
-`shared/docs/bang_pretraining.md` (tags there: [V] verified, [I] inferred):
+`docs/pretraining.md#reconstruction` ([V] verified, [I] inferred):
 
 - decoder rows `[main (T), P_0 (T), ..., P_{n-1} (T)]`. Main row j is `E[prev_j] + P[p_j]`, where p_j is the
-  document position of prev_j (MASS `positions`, the released hooks' "real positions", §2.1 [V]); every [MASK] slot
-  is the same `e_ng + P[p_t + 1]` whatever its stream (§2.2 [V]). Without `positions`, p_j = j + 1 (fine-tuning);
-- the visibility rule of §3.1 [I]: slot `P_s@t` (predicts `target[t]`) sees main rows `j <= max(t-s, 0)` and the
+  document position of prev_j (MASS `positions`, the released hooks' "real positions", [V]); every [MASK] slot
+  is the same `e_ng + P[p_t + 1]` whatever its stream ([V]). Without `positions`, p_j = j + 1 (fine-tuning);
+- the visibility rule [I]: slot `P_s@t` (predicts `target[t]`) sees main rows `j <= max(t-s, 0)` and the
   slots `P_{s'}@(t-s+s')`, `s' <= s`, of its own anti-diagonal group; main rows are causal among themselves;
-- buckets from the same positions, as `cal_pretrain_relative_positions` computes them (§2.1 [V code]):
-  `bucket(p_t-p_j+1)` for main keys, `bucket(p_t-p_r)` for slot keys (§3.1 [I]);
-- the loss of §2.3 [V code]: stream s is supervised at t iff `target_idx[t] >= s`; label-smoothed NLL summed over
+- buckets from the same positions, as `cal_pretrain_relative_positions` computes them ([V code]):
+  `bucket(p_t-p_j+1)` for main keys, `bucket(p_t-p_r)` for slot keys ([I]);
+- the loss [V code]: stream s is supervised at t iff `target_idx[t] >= s`; label-smoothed NLL summed over
   all supervised (stream, position) pairs with equal weight and divided by their number. Per-stream weights are an
   option (default all 1, i.e. the released criterion).
 
@@ -21,11 +21,11 @@ within ~50 steps in every CPU run: the decoder learns the spans as a language mo
 gradient, through cross-attention, pushes it to a constant. With it, the encoder carries each source and the decoder
 learns to read it (`encoder_gap` grows instead of staying 0).
 
-Choices where the sources are silent (open questions of §6), each a parameter:
-- whether pretraining really fed document positions (§6 item 8): `SpanMaskingCollator(document_positions=True)`
+Choices where the sources are silent (docs/pretraining.md#open-questions), each a parameter:
+- whether pretraining really fed document positions (open question 8): `SpanMaskingCollator(document_positions=True)`
   (default) emits them, as the hooks expect; `False` pretrains on the fine-tuning positions 1..T of the concatenated
   spans instead;
-- `num_streams` n defaults to `config.num_streams` (9, inferred from "9gram", §2.5).
+- `num_streams` n defaults to `config.num_streams` (9, inferred from "9gram", open question 1).
 
 Every weight is the fine-tuning model's: `BangForPreTraining` is a `BangForConditionalGeneration` whose forward
 defaults to the pretraining objective, and it saves as a plain `BangForConditionalGeneration`.
@@ -48,9 +48,8 @@ from .modeling_bang import (
     relative_position_bucket,
 )
 
-
 # ---------------------------------------------------------------------------------------------------------------
-# The attention rule (§3.1)
+# The attention rule (docs/pretraining.md)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -60,13 +59,13 @@ def cross_stream_pattern(
     device: torch.device | str | None = None,
     positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Visibility and distances of the cross-stream visible n-stream decoder (§3.1, §3.3).
+    """Visibility and distances of the cross-stream visible n-stream decoder (docs/pretraining.md).
 
     Rows and columns are `[main (T), P_0 (T), ..., P_{n-1} (T)]` with T = `num_rows`, n = `num_streams`.
     Returns `(visible [(1+n)T, (1+n)T] bool, distance [(1+n)T, (1+n)T] long)`, where `distance` = query position
     minus key position as `relative_position_bucket` takes it: `p_t-p_j` main→main, `p_t-p_j+1` slot→main (main keys
     are looked up at pos-1, `cal_pretrain_relative_positions`), `p_t-p_r` slot→slot. Invisible entries hold 0.
-    `p` is the row index (fine-tuning positions) or, with `positions` [B, T] (each row's document position, §2.1),
+    `p` is the row index (fine-tuning positions) or, with `positions` [B, T] (each row's document position),
     those positions; `distance` is then `[B, (1+n)T, (1+n)T]`. Visibility depends on row indices only.
     """
     t = torch.arange(num_rows, device=device)
@@ -90,7 +89,7 @@ def cross_stream_pattern(
 
 
 def stream_supervision(labels: torch.Tensor, target_idx: torch.Tensor, num_streams: int) -> torch.Tensor:
-    """`[B, n, T]` bool: slot `P_s@t` is supervised iff `labels[t] != -100` and `target_idx[t] >= s` (§2.3)."""
+    """`[B, n, T]` bool: slot `P_s@t` is supervised iff `labels[t] != -100` and `target_idx[t] >= s`."""
     streams = torch.arange(num_streams, device=labels.device)[None, :, None]
     return labels.ne(-100)[:, None, :] & (target_idx[:, None, :] >= streams)
 
@@ -133,8 +132,8 @@ def cross_stream_decoder(
     """Run the shared decoder layers on `[main, P_0..P_{n-1}]` rows → last hidden states [B, (1+n)T, D].
 
     `positions` [B, T]: each main row's document position (MASS `positions`: the 1-based index of the prev token,
-    §2.1); its slots sit at `positions + 1`, and buckets come from these positions. None: the fine-tuning
-    positions 1..T. `visible` overrides the §3.1 pattern (tests restrict a group to reproduce NAR mode).
+    docs/pretraining.md); its slots sit at `positions + 1`, and buckets come from these positions. None: the fine-tuning
+    positions 1..T. `visible` overrides the visibility rule (tests restrict a group to reproduce NAR mode).
     """
     decoder = model.get_decoder()
     config = model.config
@@ -187,7 +186,7 @@ def pretraining_forward(
     encoder_labels: torch.Tensor | None = None,
     encoder_mlm_weight: float = 1.0,
 ) -> BangPreTrainingOutput:
-    """The n-stream pretraining forward (§3) and loss (§2.3) of `model`, sharing all its weights.
+    """The n-stream pretraining forward and loss (docs/pretraining.md) of `model`, sharing all its weights.
 
     Args:
         input_ids, attention_mask: the (span-masked) source.
@@ -201,7 +200,7 @@ def pretraining_forward(
         smoothing_eps: ε of the label-smoothed loss, default `config.label_smoothing`.
         return_logits: also return every slot's logits [B, n, T, V] (tests, analysis).
         positions (`[B, T]`): each target's prev-token position in the document (`SpanMaskingCollator` output,
-            §2.1 hooks); None: the fine-tuning positions 1..T (semi-NAR fine-tuning).
+            released hooks); None: the fine-tuning positions 1..T (semi-NAR fine-tuning).
         encoder_labels (`[B, S]`): the original token at each span position of the source, -100 elsewhere
             (`SpanMaskingCollator` output). With them the loss adds `encoder_mlm_weight` x the encoder MLM term
             (module docstring); 0 or None: the released criterion only.
@@ -298,7 +297,7 @@ def semi_nar_forward(
     smoothing_eps: float | None = None,
     return_logits: bool = False,
 ) -> BangPreTrainingOutput:
-    """Semi-NAR fine-tuning (bang_pretraining.md §5 item 5): the n-stream objective on (source, target) pairs with
+    """Semi-NAR fine-tuning (docs/pretraining.md, semi-NAR): the n-stream objective on (source, target) pairs with
     n = k = `block_size` streams and `target_idx = t mod k`, so slot `P_s@t` learns to predict `target[t]` from the
     targets before its block, as `generate(mode="semi_nar", block_size=k)` asks it to. Every stream has weight 1; the
     loss is the mean over all supervised (stream, position) pairs. This is `forward(mode="semi_nar")` and the loss

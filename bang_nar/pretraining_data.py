@@ -1,7 +1,7 @@
-"""Raw text → span-masked pretraining batches for `bang_nar.pretraining` (shared/docs/bang_pretraining.md §2.6).
+"""Raw text → span-masked pretraining batches for `bang_nar.pretraining` (docs/pretraining.md#reconstruction).
 
 The data pipeline the released pretraining hooks expect is MASS's `MaskedLanguagePairDataset` [V code; its use by
-BANG is inferred]. This module reproduces it with `datasets` and a collator, adding `target_idx` (§2.3, §2.6):
+BANG is inferred]. This module reproduces it with `datasets` and a collator, adding `target_idx` (docs/pretraining.md):
 
 1. `load_text_dataset`: local `.txt` (one document per line), `.json`/`.jsonl`/`.csv`/`.parquet` files, a folder
    of `.txt` files, or a Hub dataset; `streaming=True` for corpora that do not fit on disk or in memory.
@@ -10,7 +10,7 @@ BANG is inferred]. This module reproduces it with `datasets` and a collator, add
 3. `SpanMaskingCollator`: per chunk and per `span_block_size`-token block from index 1, one span of
    `int(len(block) · mask_ratio)` tokens at a uniform start. The spans of a chunk are concatenated into one target;
    the decoder input is the token before each target; `target_idx` is the index inside its span; `positions` is
-   each target's index in the chunk, which is its prev token's 1-based position (MASS `positions`, §2.1). In the
+   each target's index in the chunk, which is its prev token's 1-based position (MASS `positions`). In the
    source, span tokens become `[MASK]` / stay / become a random token with probabilities 0.8 / 0.1 / 0.1.
 
 Every ratio is a field. Defaults are MASS's (64-token blocks, 15%: 9-token spans for full blocks, hence the
@@ -20,9 +20,10 @@ inferred n = 9 streams).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import datasets
 import torch
@@ -126,7 +127,7 @@ class SpanMaskingCollator:
         generator: a seeded `torch.Generator` for reproducible masks (default: torch's global RNG, which the
             Trainer seeds).
         document_positions: emit `positions`, so the decoder places each target at its place in the document,
-            as the released hooks expect (§2.1, §6 item 8). False: the fine-tuning positions 1..T of the
+            as the released hooks expect (docs/pretraining.md). False: the fine-tuning positions 1..T of the
             concatenated spans.
         encoder_labels: emit `encoder_labels` for the encoder MLM term of `pretraining_forward` (an addition to
             the reconstruction: it keeps a from-scratch encoder from collapsing, README "Pretraining").

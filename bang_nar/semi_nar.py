@@ -1,13 +1,13 @@
-"""Block-wise semi-NAR decoding (a reconstruction: shared/docs/bang_pretraining.md §5 [I]).
+"""Block-wise semi-NAR decoding (a reconstruction: docs/pretraining.md#semi-nar).
 
 No source describes BANG's semi-NAR inference. This is the decoding that fits the cross-stream pretraining
 (`bang_nar.pretraining`) exactly: k tokens per step, AR across blocks. At a step whose known prefix ends at row g,
 the decoder runs the new main-stream tokens (KV-cached across steps, as in AR mode) and k [MASK] slots
-`P_0@g .. P_{k-1}@(g+k-1)`, the anti-diagonal group g of §3.1: slot s sees main rows <= g and the slots before it.
+`P_0@g .. P_{k-1}@(g+k-1)`, the anti-diagonal group g of pretraining: slot s sees main rows <= g and the slots before it.
 The argmax of each slot gives y_{g+1} .. y_{g+k}; they become main-stream tokens of the next step.
 
 k = 1 is AR greedy (slot 0 is the AR predicting stream); k covering the whole output is NAR except that the slots
-see M0 = `[SEP]` (§3.3 caveat). Blocks of k <= `num_streams` are what pretraining trained.
+see M0 = `[SEP]` (the M0 caveat). Blocks of k <= `num_streams` are what pretraining trained.
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import ModelOutput
 
-from .modeling_bang import BangForConditionalGeneration, _bias_from_visibility, _key_padding_bias, relative_position_bucket
+from .modeling_bang import (
+    BangForConditionalGeneration,
+    _bias_from_visibility,
+    _key_padding_bias,
+    relative_position_bucket,
+)
 from .pretraining import resolve_block_size
 
 
@@ -39,7 +44,7 @@ def semi_nar_step_pattern(
     """Visibility and distances of one step: queries `[main (m new), slots (k)]`, keys `[main (P+m), slots (k)]`.
 
     Main query at row a = P+i sees main keys j <= a (distance a-j); slot s (row t = g+s, g = P+m-1) sees every main
-    key (distance t-j+1) and slots s' <= s (distance s-s'): the §3.1 rule restricted to group g.
+    key (distance t-j+1) and slots s' <= s (distance s-s'): the pretraining rule restricted to group g.
     """
     g = num_past + num_new - 1
     main_rows = num_past + torch.arange(num_new, device=device)

@@ -1,7 +1,7 @@
 """BANG's tokenizer: BERT-uncased WordPiece with the bundled `vocab.txt` and BANG's special-token layout.
 
-Spec §5: ids have no fairseq offset (`[PAD]`=0, `[X_SEP]`=2, `[UNK]`=100, `[CLS]`=101, `[SEP]`=102, `[MASK]`=103).
-A source is `tokens [SEP]` with no `[CLS]` (fairseq `encode_line(append_eos=True)`, spec §3.1); targets are the same,
+docs/architecture.md#tokens: ids have no fairseq offset (`[PAD]`=0, `[X_SEP]`=2, `[UNK]`=100, `[CLS]`=101, `[SEP]`=102, `[MASK]`=103).
+A source is `tokens [SEP]` with no `[CLS]` (fairseq `encode_line(append_eos=True)`, docs/architecture.md); targets are the same,
 so `labels = tokenizer(text_target=...)["input_ids"]` ends with `[SEP]` as the original criterion expects.
 """
 
@@ -17,7 +17,7 @@ SPECIAL_IDS = {"[PAD]": 0, "[X_SEP]": 2, "[UNK]": 100, "[CLS]": 101, "[SEP]": 10
 def read_vocab(path: str | Path) -> dict[str, int]:
     """Read a WordPiece vocabulary: one token per line, or fairseq's `token count` lines (BANG's own `vocab.txt`).
 
-    Line i is id i. The count column is dropped by splitting on the *last* space (golden README §1.3).
+    Line i is id i. The count column is dropped by splitting on the *last* space (the original's `vocab.txt` format).
     """
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     tokens = [line.rsplit(" ", 1)[0] if " " in line else line for line in lines]
@@ -41,7 +41,7 @@ def load_bang_tokenizer(vocab_file: str | Path | None = None, model_max_length: 
     if wrong:
         raise ValueError(
             f"{vocab_file or 'bundled vocab'}: special tokens at unexpected ids {wrong} (token: (found, expected)); "
-            "BANG checkpoints need the BERT-uncased layout of spec §5.3."
+            "BANG checkpoints need the BERT-uncased layout (docs/architecture.md)."
         )
     backend = BertTokenizer(vocab=vocab, do_lower_case=True).backend_tokenizer
     backend.post_processor = processors.TemplateProcessing(
@@ -60,7 +60,7 @@ def load_bang_tokenizer(vocab_file: str | Path | None = None, model_max_length: 
         mask_token="[MASK]",
         extra_special_tokens=["[X_SEP]"],
         model_max_length=model_max_length,
-        padding_side="right",  # HF-style positions need right padding or an attention mask (spec §7.2 item 3)
+        padding_side="right",  # HF-style positions need right padding or an attention mask (docs/architecture.md#hf-prophetnet)
     )
 
 

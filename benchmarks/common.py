@@ -1,7 +1,7 @@
 """Shared plumbing of the benchmark scripts: machine description, paired timing, tables, result files.
 
 Imported by the scripts in this folder only (they run as `python benchmarks/<name>.py`, which puts this folder on
-`sys.path`); no test or model file imports it (house style §22).
+`sys.path`); no test or model file imports it (docs/benchmarks.md#the-scripts).
 """
 
 from __future__ import annotations

@@ -47,7 +47,6 @@ from common import (
     markdown_table,
     mean_sd,
     print_json_line,
-    save_plot,
     set_threads,
     write_json,
 )
@@ -235,30 +234,26 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> Path:
-    import matplotlib
+    """Mode consistency against speed-up over the AR teacher's beam 4, one panel per M, at the first NAR budget.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    One point per recipe (the ablation rows stay in the table); the AR rows are the teacher's.
+    """
+    from bang_nar.plotting import System, quality_vs_speedup_figure, save_figure, speedups
 
-    modes = sorted({r["M"] for r in rows})
-    keys = [k for k in dict.fromkeys(r["row"] for r in rows) if "w/o" not in k and "+ gold" not in k]
-    fig, ax = plt.subplots(1, 1, figsize=(9, 4.5))
-    for key in keys:
-        points = [next((r for r in rows if r["M"] == m and r["row"] == key), None) for m in modes]
-        xs = [m for m, p in zip(modes, points) if p]
-        if len(xs) < 2:
-            continue
-        ys = [p["mode_consistency"] for p in points if p]
-        es = [p["mode_consistency_sd"] for p in points if p]
-        style = "--" if key.startswith("AR") else (":" if "oracle" in key else "-")
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=key, linestyle=style)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(modes, [str(m) for m in modes])
-    ax.set_xlabel("M (valid targets per source)")
-    ax.set_ylabel("mode consistency % (mean ± sd over seeds)")
-    ax.legend(fontsize=7, loc="lower left")
-    ax.set_title("Controlled multi-modality: tiny BANG, NAR recipes vs the AR teacher")
-    return save_plot(fig, path)
+    budget = min(r["budget"] for r in rows if "@" in r["row"])  # NAR rows are named "<recipe> @<steps>"
+    panels = []
+    for m in sorted({r["M"] for r in rows}):
+        chosen = {r["row"].replace(f" @{budget}", ""): r for r in rows if r["M"] == m
+                  and (r["row"].startswith("AR") or r["row"].endswith(f"@{budget}"))
+                  and not any(word in r["row"] for word in ("w/o", "+ gold", "min_loss", "glancing"))}
+        baseline = next(name for name in chosen if name.startswith("AR beam"))
+        speed = speedups({name: r["ms_per_sample"] for name, r in chosen.items()}, baseline)
+        panels.append((f"M = {m} valid targets per source",
+                       [System(name, speed[name], r["mode_consistency"]) for name, r in chosen.items()]))
+    fig = quality_vs_speedup_figure(panels, quality_label="mode consistency % (mean over seeds)", baseline="AR beam 4",
+                                    title=f"Controlled multi-modality: NAR recipes after {budget} steps vs the AR teacher",
+                                    panel_size=(7.0, 5.0))
+    return save_figure(fig, path, dpi=80)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

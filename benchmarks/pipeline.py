@@ -197,7 +197,7 @@ def decode(
     NAR rows use `nar_postprocess=False` and only cut at [SEP] here: BANG's default post-processing also removes
     consecutive repeats, which would hide the repetition this benchmark measures (and break legitimate repeats).
     AR rows are cut at [SEP] the same way. NAR decodes `max_new_tokens` slots (slot t never depends on later
-    slots, spec §2.6, so extra slots cost time but do not change the cut output).
+    slots, docs/architecture.md#nar-mode, so extra slots cost time but do not change the cut output).
     """
     model.eval().to(device)
     config = model.config

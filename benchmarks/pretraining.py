@@ -243,7 +243,7 @@ def part_controlled(args) -> dict[str, Any]:
         "ar": ({"train_mode": "ar"}, {"ar greedy": {"mode": "ar", "num_beams": 1},
                                       "semi_nar k=4": {"mode": "semi_nar", "block_size": 4}}),
         "nar": ({"spmd_preset": "bang_nar"}, {"nar": {"mode": "nar"}}),
-        # Semi-NAR fine-tuning (§5 item 5): the n-stream objective on pairs, n = k = 4, target_idx = t mod 4.
+        # Semi-NAR fine-tuning (docs/pretraining.md): the n-stream objective on pairs, n = k = 4, target_idx = t mod 4.
         "semi_nar k=4": ({"train_mode": "semi_nar", "semi_nar_block_size": 4},
                          {"semi_nar k=4": {"mode": "semi_nar", "block_size": 4}}),
     }

@@ -38,7 +38,6 @@ from common import (
     machine_info,
     markdown_table,
     print_json_line,
-    save_plot,
     set_threads,
     write_json,
 )
@@ -163,22 +162,17 @@ def run_dataset(name: str, args: argparse.Namespace, methods: list[str]) -> dict
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> Path:
-    import matplotlib
+    """BLEU-4 against speed-up over AR beam 4, one panel per dataset, one labelled point per system."""
+    from bang_nar.plotting import System, quality_vs_speedup_figure, save_figure, speedups
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.8), squeeze=False)
-    for ax, result in zip(axes[0], results):
-        names = [r["method"] for r in result["rows"]]
-        ax.barh(names, [r["bleu"] for r in result["rows"]], color="tab:blue", label="BLEU-4")
-        ax.barh(names, [r["rougeL"] for r in result["rows"]], color="tab:orange", alpha=0.4, label="ROUGE-L")
-        ax.invert_yaxis()
-        ax.set_title(f"{result['dataset']} (smoke test)", fontsize=9)
-        ax.tick_params(labelsize=7)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle("Tiny from-scratch BANG on CPU: smoke-test scores, not paper numbers", fontsize=9)
-    return save_plot(fig, path)
+    panels = []
+    for result in results:
+        rows = {r["method"]: r for r in result["rows"]}
+        speed = speedups({name: r["ms_per_sample"] for name, r in rows.items()}, "ar beam4")
+        panels.append((f"{result['dataset']} (smoke test)", [System(n, speed[n], r["bleu"]) for n, r in rows.items()]))
+    fig = quality_vs_speedup_figure(panels, quality_label="BLEU-4", baseline="ar beam4",
+                                    title="Tiny from-scratch BANG on CPU: smoke-test scores, not paper numbers")
+    return save_figure(fig, path, dpi=90)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

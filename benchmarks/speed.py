@@ -51,7 +51,7 @@ from common import (
 )
 
 SIZES: dict[str, dict[str, int]] = {
-    # BangConfig() defaults = BANG base (spec §1.2).
+    # BangConfig() defaults = BANG base (docs/architecture.md#model).
     "base": {"d_model": 768, "layers": 6, "heads": 12, "ffn": 3072},
     "small": {"d_model": 256, "layers": 3, "heads": 4, "ffn": 1024},
     "tiny": {"d_model": 64, "layers": 2, "heads": 2, "ffn": 128},
@@ -411,6 +411,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from bang_nar.plotting import plain_log_axis
+
     methods = list(rows[0]["ms_per_sample"])
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(rows)), 4))
     width = 0.8 / len(methods)
@@ -424,9 +426,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))])
     ax.set_xticklabels([f"{r['size']}\nb={r['batch']} s={r['source_length']}" for r in rows], fontsize=8)
     ax.set_yscale("log")
-    ax.set_ylabel("ms / sample (log)")
+    values = [v for r in rows for v in r["ms_per_sample"].values()]
+    plain_log_axis(ax.yaxis, min(values) / 1.5, max(values) * 1.5)  # ticks read `20`, not `2 × 10^1`
+    ax.set_ylabel("ms / sample (log scale)")
     ax.set_title("BANG NAR vs AR vs peers (random weights, median)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     return save_plot(fig, path)
 
 

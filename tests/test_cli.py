@@ -342,11 +342,12 @@ def test_every_example_in_every_help_text_parses(capsys):
         texts.append(capsys.readouterr().out)
     examples = [command for text in texts for command in _example_commands(text)]
     assert len(examples) >= 12 and {argv[0] for argv in examples if argv[0] != "--help"} == set(SUBCOMMANDS)
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    if readme.is_file():  # and the README's examples (not installed with the package)
-        readme_examples = _example_commands(readme.read_text(encoding="utf-8"))
-        assert len(readme_examples) >= 8
-        examples += readme_examples
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "README.md").is_file():  # and the examples of the README and the docs (not installed with the package)
+        page_examples = [command for page in [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
+                         for command in _example_commands(page.read_text(encoding="utf-8"))]
+        assert len(page_examples) >= 20
+        examples += page_examples
     for argv in examples:
         if argv == ["--help"]:
             continue

@@ -1,4 +1,4 @@
-"""Converter: key mapping (spec §6.3), strictness, safe loading, pretraining layout (§6.2), CLI."""
+"""Converter: key mapping, strictness, safe loading, pretraining layout (docs/converter.md), CLI."""
 
 import argparse
 import collections
@@ -31,7 +31,7 @@ def golden_state():
 def test_reads_args_and_all_keys(golden_state):
     state, args = golden_state
     assert isinstance(args, argparse.Namespace)
-    assert len(state) == 91  # 11 + 16·2 + 24·2 (golden README §2.1)
+    assert len(state) == 91  # 11 + 16·2 + 24·2 (the golden model's layout)
 
 
 def test_in_proj_split_is_q_k_v(golden_state):
@@ -117,7 +117,7 @@ def fairseq_meters(monkeypatch):
 
 
 def _fairseq_train_checkpoint(state, args, meters):
-    """What fairseq 0.9 `Trainer.save_checkpoint` / `checkpoint_utils.save_state` write (spec §6.1)."""
+    """What fairseq 0.9 `Trainer.save_checkpoint` / `checkpoint_utils.save_state` write (docs/converter.md)."""
     train_meters = collections.OrderedDict()
     for name in ("train_loss", "train_nll_loss", "valid_loss", "valid_nll_loss", "wpb", "bsz", "gnorm", "clip", "oom"):
         train_meters[name] = meters.AverageMeter()
@@ -194,7 +194,7 @@ def test_position_tables_follow_source_and_target_limits(golden_state, tmp_path)
     with pytest.raises(ValueError, match="The source has 101 positions"):
         model.get_encoder()(input_ids=torch.ones(1, 101, dtype=torch.long))
     overridden = convert_bang_checkpoint(path, max_source_positions=600, max_target_positions=300)
-    assert overridden.model.encoder.embed_positions.weight.shape[0] == 601  # grown by rotated copies (spec §6.2)
+    assert overridden.model.encoder.embed_positions.weight.shape[0] == 601  # grown by rotated copies (docs/converter.md#mapping)
     assert overridden.model.decoder.embed_positions.weight.shape[0] == 302
     assert overridden.config.encoder_max_positions == 600
 
@@ -223,7 +223,7 @@ def test_cli_convert_writes_a_loadable_folder(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "2,203,520 parameters" in result.stdout  # unique parameters of the golden model (README §1)
+    assert "2,203,520 parameters" in result.stdout  # unique parameters of the golden model (golden fixtures)
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md", "modeling_bang.py", "generation_bang.py"):
         assert (out / name).exists(), name
     tokenizer = AutoTokenizer.from_pretrained(out)

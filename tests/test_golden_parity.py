@@ -1,6 +1,6 @@
-"""Parity with the ORIGINAL fairseq BANG code (../shared/golden, README there): converter + model, fp32, eager.
+"""Parity with the ORIGINAL fairseq BANG code (golden fixtures, docs/development.md#golden): converter + model, fp32, eager.
 
-Tolerances follow the golden README §5: logits/hidden atol 1e-4, losses rtol 1e-5, tokens exact.
+Tolerances (docs/development.md#golden): logits/hidden atol 1e-4, losses rtol 1e-5, tokens exact.
 Rows at pad positions of the target are meaningless in the original and are excluded.
 """
 
@@ -152,7 +152,7 @@ def test_nar_generator_tokens_scores_and_postprocessing(golden):
 
 @torch.no_grad()
 def test_beam_search_original_compatible_best_hypotheses():
-    """Golden README §3.7: beam 4, lenpen 1.2, max_len_b 16 (→ max_new_tokens 17, forced [SEP] keeps its score)."""
+    """docs/decoding.md#options: beam 4, lenpen 1.2, max_len_b 16 (→ max_new_tokens 17, forced [SEP] keeps its score)."""
     model = convert_bang_checkpoint(golden_path("checkpoint.pt"))
     case = load_file(golden_path("cases.safetensors"))
     src = case["src_tokens_right_padded"]
@@ -168,7 +168,7 @@ def test_beam_search_original_compatible_best_hypotheses():
 
 @torch.no_grad()
 def test_converted_model_decodes_like_the_original_with_plain_generate(tmp_path):
-    """The converter stores fairseq-generate's settings (spec §3.5, §4.4); golden §3.7 used max_len_b 16."""
+    """The converter stores fairseq-generate's settings (docs/decoding.md#original); the golden beam used max_len_b 16."""
     model = convert_bang_checkpoint(golden_path("checkpoint.pt"))
     settings = model.generation_config
     assert (settings.num_beams, settings.length_penalty, settings.max_length) == (4, 1.2, 202)  # max_len_b 200
@@ -188,7 +188,7 @@ def test_converted_model_decodes_like_the_original_with_plain_generate(tmp_path)
 
 @torch.no_grad()
 def test_beam_search_without_original_settings_differs_on_forced_eos_sentence():
-    """Documented difference (golden README §3.7): HF's default stopping keeps searching past fairseq's point."""
+    """Documented difference (docs/decoding.md#options): HF's default stopping keeps searching past fairseq's point."""
     model = convert_bang_checkpoint(golden_path("checkpoint.pt"))
     case = load_file(golden_path("cases.safetensors"))
     src = case["src_tokens_right_padded"]
@@ -203,7 +203,7 @@ def test_beam_search_without_original_settings_differs_on_forced_eos_sentence():
 
 
 def test_pretrained_adaptation_rules():
-    """Spec §6.2 / golden README §7: position growth by rotated copies, 2-row ngram keeps row 1, --load-sep."""
+    """docs/converter.md#mapping: position growth by rotated copies, 2-row ngram keeps row 1, --load-sep."""
     state, _ = load_fairseq_checkpoint(golden_path("checkpoint.pt"))
     golden = load_file(golden_path("pretrained_adaptation.safetensors"))
     pretrained = dict(state)

@@ -117,7 +117,7 @@ def test_ar_card_says_what_was_trained_and_has_no_results_yet(tmp_path):
     card = ModelCard.load(tmp_path / "teacher" / "README.md")
     assert card.data.base_model == "someone/bang-base" and card.data.datasets == ["someone/qg-data"]
     assert "qg" in card.data.tags and not card.data.eval_results
-    assert "AR fine-tuning (BANG, bang_spec.md §3.2)" in card.text
+    assert "AR fine-tuning (BANG, docs/architecture.md)" in card.text
     assert "The SPMD options below are recorded but unused" in card.text
     assert "SPMD reconstruction" in card.text
     assert f"{METRICS_START}\n{NO_METRICS}\n{METRICS_END}" in card.text

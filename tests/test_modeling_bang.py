@@ -18,7 +18,7 @@ ATOL = 1e-5
 
 
 def test_relative_bucket_thresholds_match_spec_table():
-    """Spec §2.2 thresholds for (32, 128), n = query - key; future keys collapse to 0."""
+    """docs/architecture.md#buckets thresholds for (32, 128), n = query - key; future keys collapse to 0."""
     starts = {16: 16, 19: 17, 21: 18, 24: 19, 27: 20, 31: 21, 35: 22, 40: 23, 46: 24, 52: 25, 59: 26, 67: 27, 77: 28, 87: 29, 99: 30, 113: 31}
     n = torch.arange(-5, 600)
     buckets = relative_position_bucket(n, 32, 128)

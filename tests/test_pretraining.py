@@ -1,4 +1,4 @@
-"""The cross-stream visible n-stream pretraining decoder (shared/docs/bang_pretraining.md §3) on tiny models."""
+"""The cross-stream visible n-stream pretraining decoder (docs/pretraining.md#reconstruction) on tiny models."""
 
 import pytest
 import torch
@@ -18,7 +18,7 @@ from .conftest import random_batch, tiny_model
 
 ATOL = 1e-5
 
-# §3.2, verbatim: visible keys per predicting query, n = 3 streams, T = 4 rows, target_idx = [0, 1, 2, 3].
+# The worked example of the design notes: visible keys per predicting query, n = 3, T = 4, target_idx = [0, 1, 2, 3].
 WORKED_EXAMPLE = {
     "P0@0": "M0 P0@0",
     "P0@1": "M0 M1 P0@1",
@@ -50,7 +50,7 @@ def test_worked_example_table():
         assert {names[k] for k in visible[row].nonzero().flatten().tolist()} == set(keys.split()), query
     for t in range(4):  # main stream: causal over main rows only
         assert {names[k] for k in visible[t].nonzero().flatten().tolist()} == {f"M{j}" for j in range(t + 1)}
-    # Buckets (§3.1): slot -> main key j is t - j + 1, slot -> slot key r is t - r.
+    # Buckets (docs/pretraining.md): slot -> main key j is t - j + 1, slot -> slot key r is t - r.
     assert distance[names.index("P2@3"), names.index("M1")] == 3
     assert distance[names.index("P2@3"), names.index("P0@1")] == 2
     assert distance[names.index("P2@3"), names.index("P2@3")] == 0
@@ -90,7 +90,7 @@ def test_one_stream_reproduces_ar_mode_logits(model):
 
 @torch.no_grad()
 def test_restricted_group_reproduces_nar_mode(model):
-    """Group 0 (slots P_s@s) with M0 hidden too is exactly NAR mode over n slots (§3.3 sanity test)."""
+    """Group 0 (slots P_s@s) with M0 hidden too is exactly NAR mode over n slots (a sanity test of the reconstruction)."""
     n = 5
     input_ids, mask, _ = random_batch()
     prev = torch.randint(1, 100, (input_ids.size(0), n), generator=torch.Generator().manual_seed(3))
@@ -102,7 +102,7 @@ def test_restricted_group_reproduces_nar_mode(model):
     pretrain_logits = model.lm_head(hidden[:, group0])
     nar = model(input_ids=input_ids, attention_mask=mask, decoder_attention_mask=torch.ones_like(prev), mode="nar")
     assert torch.allclose(pretrain_logits, nar.logits, atol=ATOL)
-    # Without the restriction the group sees M0 (the caveat of §3.3), which changes the logits.
+    # Without the restriction the group sees M0 (the M0 caveat), which changes the logits.
     hidden = cross_stream_decoder(model, encoder_states, mask, prev, n)
     assert not torch.allclose(model.lm_head(hidden[:, group0]), nar.logits, atol=1e-3)
 
@@ -164,7 +164,7 @@ def test_pretraining_model_saves_as_plain_bang(tmp_path):
 
 
 def test_block_targets_for_semi_nar_fine_tuning(model):
-    """Without target_idx, `block_size` = k makes target_idx = t mod k (fixed blocks, §5 item 5)."""
+    """Without target_idx, `block_size` = k makes target_idx = t mod k (fixed blocks, docs/pretraining.md)."""
     input_ids, mask, labels = random_batch(batch_size=1, target_length=7)
     out = pretraining_forward(model, input_ids, mask, labels=labels, num_streams=2, block_size=2)
     assert out.stream_counts.tolist() == [7, 3]  # stream 1 only at odd rows 1, 3, 5
@@ -173,7 +173,7 @@ def test_block_targets_for_semi_nar_fine_tuning(model):
 
 
 def test_document_positions_set_embeddings_and_buckets_per_sample(model):
-    """Document positions (§2.1 hooks): buckets follow them per sample; 1..T reproduces the default positions."""
+    """Document positions (the released hooks): buckets follow them per sample; 1..T reproduces the default positions."""
     input_ids, mask, labels = random_batch(batch_size=2, target_length=5)
     labels = labels.masked_fill(labels.eq(-100), 5)
     prev = model.prepare_decoder_input_ids_from_labels(labels)

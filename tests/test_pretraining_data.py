@@ -1,4 +1,4 @@
-"""Span-masking pretraining data (shared/docs/bang_pretraining.md §2.6): loading, packing, the collator."""
+"""Span-masking pretraining data (docs/pretraining.md#reconstruction): loading, packing, the collator."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Block-wise semi-NAR decoding (shared/docs/bang_pretraining.md §5 reconstruction) on tiny models."""
+"""Block-wise semi-NAR decoding (docs/pretraining.md#semi-nar) on tiny models."""
 
 import math
 
@@ -29,7 +29,7 @@ def test_block_size_one_is_ar_greedy_token_for_token(seed):
 @torch.no_grad()
 @pytest.mark.parametrize("block_size", [2, 3, 5])
 def test_each_block_is_the_pretraining_group_argmax(block_size):
-    """Every block equals the argmax of the §3.1 group that pretraining trains, given the decoded prefix: the cached
+    """Every block equals the argmax of the docs/pretraining.md group that pretraining trains, given the decoded prefix: the cached
     incremental decode computes exactly the n-stream forward's slots P_s@(g+s)."""
     model = tiny_model(1)
     input_ids, mask, _ = random_batch(batch_size=3, source_length=9, seed=7)

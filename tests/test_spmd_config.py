@@ -1,4 +1,4 @@
-"""SPMDTrainingArguments: presets (docs/spmd.md ablation table), explicit overrides, range checks, CLI parsing."""
+"""SPMDTrainingArguments: presets (docs/spmd.md presets table), explicit overrides, range checks, CLI parsing."""
 
 import pytest
 from transformers import HfArgumentParser

@@ -35,7 +35,7 @@ class SPMDDataCollator:
     - `kd_column` `[B, k, T_kd]` (when the features carry it): the k AR-stream targets of each sample, each ending
       with `[SEP]`, right-padded with -100; a sample with fewer than k gets all -100 rows (absent candidates).
 
-    Each target keeps its own real length: the NAR decoder length of a candidate is its length (bang_spec.md §3.3);
+    Each target keeps its own real length: the NAR decoder length of a candidate is its length (docs/architecture.md#nar-mode);
     the trainer reads the pad pattern. Gold and candidates are padded separately (T and T_kd may differ).
     """
 

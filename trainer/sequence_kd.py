@@ -1,4 +1,4 @@
-"""AR-stream distillation targets ŷ¹..ŷᵏ for SPMD (docs/spmd.md, "Notation") and sequence-KD NAR training.
+"""AR-stream distillation targets ŷ¹..ŷᵏ for SPMD (docs/spmd.md#notation) and sequence-KD NAR training.
 
 `distill_dataset` decodes every source with the AR mode of a BANG model (beam search, by default beam 4 and length
 penalty 1.2 as in BANG's README) and adds the k best hypotheses (default: the whole beam) as a column of token-id

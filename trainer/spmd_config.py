@@ -13,12 +13,12 @@ from transformers import Seq2SeqTrainingArguments
 
 TARGET_SOURCES = ("gold", "ar_kd")
 
-# docs/spmd.md, "Baselines the same trainer must express": target_sources, α, pace_mode, β (self teacher).
+# The presets table of docs/spmd.md: target_sources, α, pace_mode, β (self teacher).
 SPMD_PRESETS: dict[str, dict[str, object]] = {
     "bang_nar": {"target_sources": ["gold"], "kd_alpha": 0.0, "pace_mode": "none", "ar_loss_weight": 0.0},
     "seq_kd": {"target_sources": ["ar_kd"], "kd_alpha": 0.0, "pace_mode": "none", "ar_loss_weight": 0.0},
     "spmd": {"target_sources": ["ar_kd"], "kd_alpha": 0.5, "pace_mode": "percentile", "ar_loss_weight": 0.5},
-    # docs/spmd.md's default row as written (gold + AR-stream targets in C_i).
+    # The method of docs/spmd.md as first written (gold + AR-stream targets in C_i).
     "spmd_reconstruction": {
         "target_sources": ["gold", "ar_kd"], "kd_alpha": 0.5, "pace_mode": "percentile", "ar_loss_weight": 0.5
     },
@@ -37,7 +37,7 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
     """Seq2SeqTrainingArguments plus SPMD (docs/spmd.md, a reconstruction from the paper's abstract).
 
     - `spmd_preset`: row of the ablation table (`bang_nar`, `seq_kd`, `spmd`) filling the four fields below left None.
-    - `train_mode` / `nar_ratio`: BANG's per-batch mode policy (bang_spec.md §3.4), drawn from a seeded generator.
+    - `train_mode` / `nar_ratio`: BANG's per-batch mode policy (docs/architecture.md#loss), drawn from a seeded generator.
     - `target_sources` (C_i), `mix_strategy` and `p_mix` (Eq. 3), `kd_alpha` (α, Eq. 4), `kd_temperature` (τ, Eq. 2),
       `ar_loss_weight` (β, Eq. 7), `ar_loss_target` (y or m_i in Eq. 7), `teacher` ("self" or a frozen checkpoint
       path, for q_AR), `teacher_dropout` (the self-teacher in training or eval mode), `pace_mode` (Eq. 6),
@@ -65,7 +65,7 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
         metadata={
             "help": "Decoder mode per batch: 'nar' (the SPMD loss of Eq. 7), 'ar' (label-smoothed AR cross-entropy "
             "on gold: BANG AR fine-tuning, e.g. to train the teacher), 'mixed' (each batch is NAR with "
-            "probability nar_ratio, drawn from a seeded generator; bang_spec.md §3.4) or 'semi_nar' (the n-stream "
+            "probability nar_ratio, drawn from a seeded generator; docs/architecture.md) or 'semi_nar' (the n-stream "
             "objective on gold with n = k = semi_nar_block_size streams and target_idx = t mod k, for "
             "generate(mode='semi_nar'); a reconstruction, bang_nar/pretraining.py). The SPMD fields apply to NAR "
             "batches only."
@@ -218,7 +218,7 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
         if self.spmd_preset not in SPMD_PRESETS:
             raise ValueError(f"spmd_preset must be one of {sorted(SPMD_PRESETS)}, got {self.spmd_preset!r}.")
         preset = dict(SPMD_PRESETS[self.spmd_preset])
-        # docs/spmd.md Eq. 7: "β = 0.5 when the teacher is the same model, 0 with a frozen teacher".
+        # docs/spmd.md Eq. 7: β = 0.5 with the self-teacher, 0 with a frozen teacher.
         if self.teacher != "self":
             preset["ar_loss_weight"] = 0.0
         for name, value in preset.items():

@@ -50,7 +50,7 @@ def _smoothed_token_nll(
 
     logits `[B, T', V]` with T' >= T; targets `[B, K, T]`. Returns `(smoothed [B, K, T], nll [B, K, T], mask)`,
     zero where the target is -100. Sharing is exact for the NAR stream: slot t depends only on the source and t
-    (causal [MASK] attention, bang_spec.md §2.6), so one pass scores every candidate.
+    (causal [MASK] attention, docs/architecture.md#nar-mode), so one pass scores every candidate.
     """
     if logits.size(1) < targets.size(-1):
         raise ValueError(
@@ -109,7 +109,7 @@ def gold_nll(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. (1) of docs/spmd.md on the gold target y: label-smoothed cross-entropy, AR or NAR stream.
 
-    The same formula as the original criterion (bang_spec.md §3.2) and the model's `labels` loss:
+    The same formula as the original criterion (docs/architecture.md#loss) and the model's `labels` loss:
     `(1-ε)·NLL + ε/V·Σ_v −log p(v)` per token.
 
     Args:

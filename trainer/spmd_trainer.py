@@ -186,6 +186,7 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
     global), mixed precision (losses in fp32), `predict_with_generate` (NAR generate, or AR when `train_mode='ar'`).
     """
 
+    args: SPMDTrainingArguments  # for the type checker: Trainer declares `TrainingArguments`
     _tag_names = ["bang-nar", "bang", "spmd", "non-autoregressive", "text2text-generation"]
     _paper = {
         "title": "A Self-Paced Mixed Distillation Method for Non-Autoregressive Generation",
@@ -237,7 +238,7 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             return (loss, {"loss": loss.detach(), "logits": logits}) if return_outputs else loss
         args, eps = self.args, self.args.label_smoothing_factor
         # 2. student: one NAR pass runs the encoder once and scores every candidate (slot t depends only on x and t,
-        #    §2.6); its encoder output is shared by the AR passes below
+        #    docs/architecture.md); its encoder output is shared by the AR passes below
         candidates, is_distilled = self._candidates(inputs)  # [B, K, T], [K]
         glancing = args.uses_glancing
         with torch.no_grad() if glancing else contextlib.nullcontext():  # glancing: this pass only chooses m_i
@@ -296,7 +297,7 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
     def _ar_batch_loss(
         self, model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """BANG AR fine-tuning (bang_spec.md §3.2): label-smoothed AR cross-entropy on gold, Trainer-normalised;
+        """BANG AR fine-tuning (docs/architecture.md#loss): label-smoothed AR cross-entropy on gold, Trainer-normalised;
         returns `(loss, logits)`."""
         logits = self._decode(model, inputs, None, "ar")
         labels = self._gold_labels(inputs)
@@ -371,7 +372,7 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         return self.pace_state.draw_uniform(num_local, self.accelerator, device)
 
     def _draw_mode(self) -> str:
-        """BANG's per-batch mode (bang_spec.md §3.4), from the seeded state generator, the same on every rank."""
+        """BANG's per-batch mode (docs/architecture.md#loss), from the seeded state generator, the same on every rank."""
         if self.args.train_mode != "mixed":
             return self.args.train_mode
         return "nar" if float(torch.rand((), generator=self.pace_state.generator)) < self.args.nar_ratio else "ar"
@@ -778,13 +779,13 @@ def _card_recipe(args: SPMDTrainingArguments) -> str:
     ar_gold = f"label-smoothed (ε={args.label_smoothing_factor}) cross-entropy of the AR predicting stream on gold"
     if args.train_mode == "ar":
         return (
-            f"- AR fine-tuning (BANG, bang_spec.md §3.2): {ar_gold} targets.\n"
+            f"- AR fine-tuning (BANG, docs/architecture.md): {ar_gold} targets.\n"
             "- The SPMD options below are recorded but unused: they apply to NAR batches only."
         )
     if args.train_mode == "semi_nar":
         k = args.semi_nar_block_size
         return (
-            f"- Semi-NAR fine-tuning (a reconstruction, bang_pretraining.md §5): label-smoothed (ε="
+            f"- Semi-NAR fine-tuning (a reconstruction, docs/pretraining.md): label-smoothed (ε="
             f"{args.label_smoothing_factor}) cross-entropy of the cross-stream n-stream decoder on "
             f"{'gold targets' if args.semi_nar_targets == 'gold' else f'the best distilled target (`{args.kd_column}`)'}, "
             f"n = k = {k} [MASK] streams, target_idx = t mod {k}; decode with `generate(mode=\"semi_nar\")` "

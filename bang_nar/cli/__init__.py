@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except CLIError as error:
         parser.exit(2, f"bang-nar {args.command}: error: {error}\n")
+    except ImportError as error:
+        from bang_nar._extras import MissingExtraError
+
+        if not isinstance(error, MissingExtraError):  # a missing extra is the user's to install: one line, no traceback
+            raise
+        parser.exit(2, f"bang-nar {args.command}: error: {error}\n")
     except (ValueError, FileNotFoundError) as error:
         from bang_nar.data import DataFormatError
 

@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("checkpoint", help="fairseq .pt file (fine-tuned or pretraining layout)")
     parser.add_argument("output_dir", help="folder to write config.json, model.safetensors, tokenizer and README.md")
     parser.add_argument("--load-sep", action="store_true",
-                        help="copy the [SEP] embedding row into [X_SEP] (original --load-sep, spec §5.3)")
+                        help="copy the [SEP] embedding row into [X_SEP] (the original's --load-sep)")
     parser.add_argument("--vocab-file", default=None, help="vocab.txt to bundle (default: BANG's BERT-uncased vocab)")
     parser.add_argument("--generation-mode", choices=["ar", "nar"], default=None,
                         help="default generate() mode to store (default: from the checkpoint's --nar-ratio)")

@@ -14,7 +14,6 @@ import sys
 
 from ._args import accept_both_spellings, positive_int
 
-
 SMOKE_NOTE = ("demo --quick is a smoke run: tiny budgets check that the pipeline runs end to end; its scores mean "
               "nothing. Run `bang-nar demo` (a few minutes) for the real comparison.")
 

@@ -7,7 +7,6 @@ stderr. Flags take underscores or dashes (--num_beams, --num-beams).
 """
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 
 

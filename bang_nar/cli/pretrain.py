@@ -18,7 +18,7 @@ from pathlib import Path
 
 @dataclass
 class PretrainArguments:
-    """Raw text and the reconstructed objective's knobs (defaults: MASS's, shared/docs/bang_pretraining.md §2.6)."""
+    """Raw text and the reconstructed objective's knobs (defaults: MASS's, docs/pretraining.md#reconstruction)."""
 
     data: str = field(metadata={"help": "Raw text: a .txt file (one document per line), a .json/.jsonl/.csv/.parquet "
                                         "file, a folder of .txt files, or a Hub dataset name."})

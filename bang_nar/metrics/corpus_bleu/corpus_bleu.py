@@ -7,7 +7,6 @@ import datasets
 import evaluate
 import sacrebleu
 
-
 _DESCRIPTION = """\
 Corpus-level BLEU-4 computed by sacrebleu (default 13a tokenization, no lowercasing), on a 0-100 scale.
 Each prediction may have its own number of references: missing ones are passed to sacrebleu as None.

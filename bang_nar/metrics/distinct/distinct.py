@@ -6,7 +6,6 @@ An `evaluate` metric script shipped in bang-nar; load it by local path (`bang_na
 import datasets
 import evaluate
 
-
 _DESCRIPTION = """\
 Corpus-level distinct-n: the number of distinct n-grams divided by the total number of n-grams, pooled over all
 predictions (whitespace tokens, or token lists as given), on a 0-100 scale. None when there is no n-gram at all.

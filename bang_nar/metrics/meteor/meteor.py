@@ -8,7 +8,6 @@ import evaluate
 import nltk
 from nltk.translate.meteor_score import meteor_score
 
-
 _DESCRIPTION = """\
 Mean sentence METEOR from nltk.translate.meteor_score (exact, Porter-stem and WordNet-synonym matching) on
 whitespace tokens, 0-100 scale, best reference when there are several. METEOR's synonym stage needs the WordNet

@@ -6,7 +6,6 @@ An `evaluate` metric script shipped in bang-nar; load it by local path (`bang_na
 import datasets
 import evaluate
 
-
 _DESCRIPTION = """\
 Repetition rate = (number of positions i >= 2 with t_i == t_{i-1}) / (number of tokens), pooled over all
 predictions, on a 0-100 scale. Compute it on the raw NAR output, before the post-processing that removes

@@ -7,7 +7,6 @@ import datasets
 import evaluate
 from rouge_score import rouge_scorer
 
-
 _DESCRIPTION = """\
 ROUGE-1, ROUGE-2 and ROUGE-L F1 from the rouge-score package (its tokenizer lowercases and keeps only [a-z0-9]
 tokens; no stemming unless use_stemmer=True), each the plain mean over predictions on a 0-100 scale (no bootstrap).

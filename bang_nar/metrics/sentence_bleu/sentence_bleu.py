@@ -7,7 +7,6 @@ import datasets
 import evaluate
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
-
 _DESCRIPTION = """\
 Sentence-level BLEU-4 (uniform weights, NLTK SmoothingFunction().method4: Chen & Cherry 2014's length-aware smoothing
 of zero n-gram counts) on whitespace tokens, averaged over all predictions, on a 0-100 scale: an exact match scores
