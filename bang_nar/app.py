@@ -46,7 +46,12 @@ DEFAULT_MODES = ["nar", "nar_verify", "ar_greedy", "ar_beam"]
 # words verification would change (on a multi-modal task AR beam may pick another valid mode, marking every word).
 REFERENCE_MODES = ("ar_greedy", "nar_verify", "ar_beam")
 DIFF_LABEL = "differs from AR"
+SAME_LABEL = "identical to AR"  # the diff box's only label when no word differs
 MAX_BATCH_LINES = 1000  # the page is a demo; `bang-nar generate` decodes big files in batches
+# Request bounds (`bang-nar app --max-chars / --max-upload-mb`): a source is cut to MAX_CHARS characters before it is
+# tokenized (a 512-position model reads about 3,000 characters of English), and bigger uploads are refused unread.
+MAX_CHARS = 10_000
+MAX_UPLOAD_MB = 2.0
 DEMO_MODEL = Path("bang-nar-demo") / "nar_spmd"  # where `bang-nar demo` saves its SPMD model
 # Used when neither the model card nor the demo data give examples.
 FALLBACK_EXAMPLES = [
@@ -114,10 +119,12 @@ class ModeComparison:
     `max_source_tokens` is the model's position table: longer sources are truncated and `Comparison.note` says so.
     """
 
-    def __init__(self, model, tokenizer) -> None:
+    def __init__(self, model, tokenizer, *, max_chars: int = MAX_CHARS, max_upload_mb: float = MAX_UPLOAD_MB) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_source_tokens = int(model.config.max_position_embeddings)
+        self.max_chars = max_chars
+        self.max_upload_mb = max_upload_mb
 
     def generate_options(self, mode: str, options: DecodeOptions) -> dict[str, Any]:
         """The `model.generate` keyword arguments of `mode` (besides the inputs)."""
@@ -138,11 +145,15 @@ class ModeComparison:
         note says so. Raises `EmptyInput` for an empty source."""
         if not source or not source.strip():
             raise EmptyInput("Type a source text first (the input is empty).")
+        note = ""
+        if len(source) > self.max_chars:  # cut before tokenizing: a huge paste must not hold the decode slot
+            note = (f"The source has {len(source):,} characters; the page reads the first {self.max_chars:,} "
+                    "(`bang-nar app --max-chars`). ")
+            source = source[: self.max_chars]
         encoded = self.tokenizer([source], truncation=False, verbose=False, return_tensors="pt")
         length = encoded["input_ids"].size(1)
-        note = ""
         if length > self.max_source_tokens:  # tokenized again only then, with the tokenizer's own truncation
-            note = (f"The source has {length} tokens but the model takes {self.max_source_tokens}: it was truncated "
+            note += (f"The source has {length} tokens but the model takes {self.max_source_tokens}: it was truncated "
                     f"to its first {self.max_source_tokens} tokens for every mode.")
             encoded = self.tokenizer([source], truncation=True, max_length=self.max_source_tokens, return_tensors="pt")
         return {k: v.to(self.model.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}, note
@@ -184,9 +195,13 @@ class ModeComparison:
         """Decode every line of a UTF-8 .txt file with each mode: (rows, header, note).
 
         Rows are `[source, output per mode...]`; empty lines are skipped and counted in the note, as are truncated
-        sources. Raises ValueError (one line naming the file) for a non-UTF-8, empty or too long file.
+        sources. Raises ValueError (one line naming the file) for a non-UTF-8, empty, too big or too long file.
         """
         name = Path(path).name
+        size = os.path.getsize(path)
+        if size > self.max_upload_mb * 2**20:  # refused unread
+            raise ValueError(f"{name}: {size / 2**20:.1f} MB, the page takes at most {self.max_upload_mb:g} "
+                             "MB (`bang-nar app --max-upload-mb`); use `bang-nar generate --input FILE` for big files.")
         raw = Path(path).read_bytes()
         try:
             text = raw.decode("utf-8")
@@ -216,6 +231,19 @@ class ModeComparison:
         if truncated:
             notes.append(f"{truncated} source(s) were longer than {self.max_source_tokens} tokens and were truncated.")
         return rows, ["source"] + [MODES[m] for m in modes], " ".join(notes)
+
+
+CSV_KEEP_SECONDS = 600  # a request's CSV folder outlives the request long enough for Gradio to copy the file
+
+
+def _remove_old_folders(root: str | os.PathLike, age: float) -> None:
+    """Remove the sub-folders of `root` older than `age` seconds (earlier requests' CSV files)."""
+    import shutil
+
+    now = time.time()
+    for folder in Path(root).iterdir():
+        if folder.is_dir() and now - folder.stat().st_mtime > age:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_csv(rows: Sequence[Sequence[str]], header: Sequence[str], path: str | os.PathLike) -> Path:
@@ -281,25 +309,31 @@ def _stats(comparison: Comparison, mode: str) -> str:
     return " · ".join(parts)
 
 
-def _highlight(comparison: Comparison, mode: str) -> list[tuple[str, str | None]]:
+def _highlight(comparison: Comparison, mode: str) -> tuple[list[tuple[str, str | None]], dict[str, str]]:
+    """The diff box of `mode`: (value, color map). The map, hence the legend, names only the label the value uses:
+    "differs from AR" when a word differs, "identical to AR" (the whole text) when none does."""
     result, reference = comparison.results.get(mode), comparison.reference()
     if result is None:
-        return []
+        return [], {}
     if reference is None:
-        return [(result.text, None)]
+        return [(result.text, None)], {}
     marked = diff_tokens(result.text.split(), reference.text.split())
+    if all(label is None for _, label in marked):
+        return [(result.text, SAME_LABEL)], {SAME_LABEL: "green"}
     spaced: list[tuple[str, str | None]] = []
     for i, pair in enumerate(marked):
         spaced += [(" ", None)] * bool(i) + [pair]
-    return spaced
+    return spaced, {DIFF_LABEL: "red"}
 
 
 def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, examples: Sequence[str] | None = None,
-              concurrency_limit: int = 1, max_queue: int = 64):
+              concurrency_limit: int = 1, max_queue: int = 64, max_chars: int = MAX_CHARS,
+              max_upload_mb: float = MAX_UPLOAD_MB):
     """The page for one model, as a `gradio.Blocks` (not launched; call `.launch()`).
 
     The model and tokenizer are loaded once here (or passed in), then shared by every request; the queue runs
-    `concurrency_limit` decodes at a time and holds up to `max_queue` waiting requests.
+    `concurrency_limit` decodes at a time and holds up to `max_queue` waiting requests. `max_chars` cuts each source
+    before tokenizing; `max_upload_mb` bounds the file tab's uploads (bigger ones are refused unread).
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry
     gr = require("gradio", "bang_nar.app's page")
@@ -308,7 +342,7 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
         from .cli._args import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(str(model_path))
-    logic = ModeComparison(model, tokenizer)
+    logic = ModeComparison(model, tokenizer, max_chars=max_chars, max_upload_mb=max_upload_mb)
     workdir = tempfile.TemporaryDirectory(prefix="bang-nar-app-")  # the CSV files; removed with the page
     examples = list(examples) if examples is not None else example_sources(model_path)
     logic.compare(examples[0] if examples else FALLBACK_EXAMPLES[0], list(MODES))  # warm-up: first timings not skewed
@@ -324,7 +358,8 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
             result = comparison.results.get(mode)
             values += [result.text if result else "", _stats(comparison, mode) if comparison.results else ""]
             if mode in NAR_MODES:
-                values.append(_highlight(comparison, mode))
+                value, color_map = _highlight(comparison, mode)
+                values.append(gr.update(value=value, color_map=color_map))
         return values
 
     def run_batch(file, modes, num_candidates, ngram, num_beams):
@@ -332,18 +367,24 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
             return [], None, "**Note:** upload a .txt file first (one source per line)."
         if not modes:
             return [], None, "**Note:** tick at least one decoding mode."
+        if not Path(file).is_file():
+            return [], None, "**Note:** upload the file again (each upload is decoded once, then removed)."
         options = DecodeOptions(num_candidates=int(num_candidates), no_repeat_ngram_size=int(ngram),
                                 num_beams=int(num_beams))
         try:
             rows, header, note = logic.decode_file(file, modes, options)
         except ValueError as error:
             return [], None, f"**Note:** {error}"
+        finally:
+            Path(file).unlink(missing_ok=True)  # the upload's copy in Gradio's cache: read once, not kept
+        _remove_old_folders(workdir.name, CSV_KEEP_SECONDS)
         # A folder per request keeps the download's name plain; Gradio copies the file into its own cache.
         path = write_csv(rows, header, Path(tempfile.mkdtemp(dir=workdir.name)) / "bang-nar-outputs.csv")
         return gr.update(value=rows, headers=header), str(path), note
 
     title = f"bang-nar: decoding modes of {Path(str(model_path)).name if Path(str(model_path)).exists() else model_path}"
-    with gr.Blocks(title="bang-nar decoding modes") as page:
+    # Gradio's own copies (uploads, downloads) go after an hour, checked every ten minutes.
+    with gr.Blocks(title="bang-nar decoding modes", delete_cache=(600, 3600)) as page:
         gr.Markdown(f"## {title}\nOne set of weights, several decoders: one-pass NAR, NAR with AR rescoring or "
                     "n-gram blocking, `nar_verify` (exactly AR greedy, fewer AR passes) and AR greedy / beam. "
                     f"Sources longer than {logic.max_source_tokens} tokens are truncated (the page says so).")
@@ -369,7 +410,7 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
                             outputs.append(gr.Markdown(elem_id=f"stats-{mode}"))
                             if mode in NAR_MODES:
                                 outputs.append(gr.HighlightedText(label="vs AR greedy (else AR beam)", elem_id=f"diff-{mode}",
-                                                                  color_map={DIFF_LABEL: "red"}, show_legend=True,
+                                                                  color_map={}, show_legend=True,
                                                                   show_inline_category=False))
             inputs = [source, modes, num_candidates, ngram, num_beams]
             # One concurrency group for every event: they all decode with the one loaded model.

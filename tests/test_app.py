@@ -549,3 +549,37 @@ def test_the_space_app_runs_the_page_on_the_model(model_dir, tmp_path, monkeypat
     monkeypatch.setattr(gradio.Blocks, "launch", lambda self, *a, **k: launched.append(self))
     exec(compile(space_files(str(model_dir))["app.py"], "app.py", "exec"), {"__name__": "__main__"})
     assert len(launched) == 1 and launched[0].bang_nar_logic.max_source_tokens == MAX_POSITIONS
+
+
+# ---- issue 24: bounded requests, a legend that says what it shows ----------------------------------------------------
+
+
+def test_a_huge_source_is_cut_to_max_chars_before_tokenizing(loaded, monkeypatch):
+    model, tokenizer = loaded
+    bounded = ModeComparison(model, tokenizer, max_chars=50)
+    seen = []
+    real_call = type(tokenizer).__call__
+    monkeypatch.setattr(type(tokenizer), "__call__", lambda self, texts, **kw: seen.append(texts) or real_call(self, texts, **kw))
+    _, note = bounded.encode("word " * 200_000)  # 1 MB of text
+    assert max(len(text) for texts in seen for text in texts) == 50
+    assert "1,000,000 characters; the page reads the first 50" in note
+
+
+def test_an_upload_over_max_upload_mb_is_refused_unread(loaded, tmp_path, monkeypatch):
+    model, tokenizer = loaded
+    bounded = ModeComparison(model, tokenizer, max_upload_mb=0.001)
+    big = tmp_path / "big.txt"
+    big.write_text("a source\n" * 200)  # 1.8 KB > 1 KB
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("the upload was read"))
+    with pytest.raises(ValueError, match=r"big.txt: 0.0 MB, the page takes at most 0.001 MB"):
+        bounded.decode_file(big, ["nar"])
+
+
+def test_the_diff_legend_says_identical_when_no_word_differs():
+    from bang_nar.app import SAME_LABEL, Comparison, ModeResult, _highlight
+
+    same = Comparison(results={"nar": ModeResult("nar", "a b c", 1.0), "ar_greedy": ModeResult("ar_greedy", "a b c", 2.0)})
+    assert _highlight(same, "nar") == ([("a b c", SAME_LABEL)], {SAME_LABEL: "green"})
+    other = Comparison(results={"nar": ModeResult("nar", "a x c", 1.0), "ar_greedy": ModeResult("ar_greedy", "a b c", 2.0)})
+    value, color_map = _highlight(other, "nar")
+    assert color_map == {DIFF_LABEL: "red"} and ("x", DIFF_LABEL) in value

@@ -62,14 +62,18 @@ class TestCorpusBleu:
 
 
 class TestSentenceBleu:
-    def test_identical_hand_computed_method7(self, metrics):
-        # NLTK method 7 = method 4 (no zero counts here: no-op) then method 5, which averages each p_n with its
-        # neighbours, starting from m[-1] = p_1 + 1 = 2 and using p_5 = 2/2 = 1:
-        # p1 = (2 + 1 + 1)/3 = 4/3, p2 = (4/3 + 2)/3 = 10/9, p3 = (10/9 + 2)/3 = 28/27, p4 = (28/27 + 2)/3 = 82/81.
-        # So an exact match scores (4/3 * 10/9 * 28/27 * 82/81) ** (1/4) = 1.1167 > 1: NLTK's own behaviour, kept so
-        # the numbers compare with other GLGE-style scripts.
-        result = metrics["sentence_bleu"].compute(predictions=["the cat sat on the mat"], references=["the cat sat on the mat"])
-        assert result["sentence_bleu"] == pytest.approx(100 * (4 / 3 * 10 / 9 * 28 / 27 * 82 / 81) ** 0.25)
+    def test_an_exact_match_scores_100_and_nothing_scores_more(self, metrics):
+        # Issue 24: smoothing method 7 gave an exact match 111.67 on a scale documented as 0-100.
+        exact = metrics["sentence_bleu"].compute(predictions=["the cat sat on the mat"], references=["the cat sat on the mat"])
+        assert exact["sentence_bleu"] == pytest.approx(100.0)
+        pairs = [("a b c d", "a b c d"), ("the the the the", "the the the"), ("x y z w v", "x y z w v u")]
+        for prediction, reference in pairs:
+            assert metrics["sentence_bleu"].compute(predictions=[prediction], references=[reference])["sentence_bleu"] <= 100.0
+
+    def test_zero_counts_follow_nltk_method4(self, metrics):
+        # "the cat sat on a mat" vs "the cat sat on the mat": p = 5/6, 3/5, 2/4, 1/3, no zero counts to smooth.
+        result = metrics["sentence_bleu"].compute(predictions=["the cat sat on a mat"], references=["the cat sat on the mat"])
+        assert result["sentence_bleu"] == pytest.approx(100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)
 
     def test_average_with_empty_prediction(self, metrics):
         one = metrics["sentence_bleu"].compute(predictions=["the cat sat on the mat"], references=["the cat sat on the mat"])

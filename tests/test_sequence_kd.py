@@ -61,7 +61,7 @@ def test_refuses_to_mix_settings_and_bad_input(tmp_path):
     model = tiny_model(seed=5)
     (tmp_path / "kd_chunks").mkdir()
     (tmp_path / "kd_chunks" / "settings.json").write_text(json.dumps({"num_beams": 8}))
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match="holds chunks made with another .*num_beams"):
         distill_dataset(model, _source_only(), tmp_path, **SETTINGS)
     with pytest.raises(ValueError, match="already has"):
         distill_dataset(model, toy_dataset(num=3), tmp_path / "x", **SETTINGS)

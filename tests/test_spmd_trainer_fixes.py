@@ -104,3 +104,63 @@ def test_metric_buffers_stay_bounded_without_logging(tmp_path):
         sizes.append(stored(trainer))
         assert trainer._metrics["train"]["nar_loss"][1] == steps
     assert sizes[0] == sizes[1] > 0
+
+
+# ---- issue 24: trainer details ---------------------------------------------------------------------------------------
+
+
+def test_num_items_in_batch_does_not_count_pad_id_labels(tmp_path):
+    trainer = spmd_trainer(tmp_path, train_mode="ar", dataset=toy_dataset().remove_columns("kd_labels"))
+    batch = _batch()
+    labels = batch["labels"].masked_fill(batch["labels"] == -100, 0)  # padded with the pad id (0) instead
+    real = int(((labels != 0) & (labels != -100)).sum())
+    assert int(trainer._get_num_items_in_batch([{**batch, "labels": labels}], torch.device("cpu"))) == real
+    assert int(trainer._get_num_items_in_batch([batch], torch.device("cpu"))) == real
+
+
+def test_a_frozen_teacher_follows_the_training_precision(tmp_path):
+    tiny_model(seed=1).save_pretrained(tmp_path / "teacher")
+    trainer = spmd_trainer(tmp_path, teacher=str(tmp_path / "teacher"), kd_alpha=0.5, bf16=True)
+    assert trainer.teacher is not None and trainer.teacher.dtype == torch.bfloat16
+
+
+class OneProcess:
+    num_processes, process_index, even_batches = 1, 0, True
+
+
+def test_a_calibrated_lambda0_is_restored_bit_exact(tmp_path):
+    state = SelfPacedState(mode="linear", lambda0=None, growth=1.3)
+    state.update(0, 0.0, 10, torch.rand(6, 6, generator=torch.Generator().manual_seed(0)) * 3.7, OneProcess())
+    assert isinstance(state.lambda0, torch.Tensor) and state.lambda0.dtype == torch.float32
+    torch.save(state.state_dict(), tmp_path / "spmd_state.pt")
+    restored = SelfPacedState(mode="linear", lambda0=None, growth=1.3)
+    restored.load_state_dict(torch.load(tmp_path / "spmd_state.pt", weights_only=True))
+    assert restored.lambda0.dtype == torch.float32 and torch.equal(restored.lambda0, state.lambda0)
+    stats = torch.rand(6, 6, generator=torch.Generator().manual_seed(1)) * 3.7
+    for epoch in (1.0, 3.0):  # λ(s) = λ0·μ^epoch in float32 on both sides: the same weights, bit for bit
+        a, b = state.update(5, epoch, 10, stats, OneProcess()), restored.update(5, epoch, 10, stats, OneProcess())
+        assert torch.equal(torch.as_tensor(state.lam), torch.as_tensor(restored.lam))
+        assert torch.equal(a.weights, b.weights)
+
+
+def test_resuming_without_spmd_state_warns(tmp_path):
+    trainer = spmd_trainer(tmp_path)
+    (tmp_path / "checkpoint-1").mkdir()
+    with pytest.warns(UserWarning, match="spmd_state.pt is missing"):
+        trainer._load_rng_state(str(tmp_path / "checkpoint-1"))
+
+
+def test_glancing_draws_from_a_seeded_per_rank_generator(tmp_path, monkeypatch):
+    trainer = spmd_trainer(tmp_path, glance_ratio=0.5)
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.randint(5, 60, (8, 1, 12), generator=generator)
+    logits = torch.zeros(8, 12, 64)  # every slot wrong: half of each target is revealed
+    global_rng = torch.get_rng_state()
+    _, rank0 = trainer._glance(logits, targets)
+    assert torch.equal(torch.get_rng_state(), global_rng)  # the global RNG is left alone
+    assert torch.equal(trainer._glance(logits, targets)[1].ne(-100).sum(), rank0.ne(-100).sum())
+    trainer._glance_key = None  # a fresh run at the same step draws the same slots
+    assert torch.equal(trainer._glance(logits, targets)[1], rank0)
+    monkeypatch.setattr(type(trainer.args), "process_index", property(lambda self: 1))
+    trainer._glance_key = None
+    assert not torch.equal(trainer._glance(logits, targets)[1], rank0)  # another rank reveals other slots

@@ -15,6 +15,7 @@ Example (any number of processes):
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -148,6 +149,10 @@ def distill_dataset(
         "batch_size": batch_size,
         "num_examples": len(dataset),
         "length_sorted": True,  # chunk c holds the c-th batch of length-sorted sources (not rows c·b ... c·b + b - 1)
+        # What the chunks were computed from, not just its names: a retrained teacher at the same path or an edited
+        # data file changes these, so its chunks are never reused for the other (issue 24).
+        "sources_sha256": sources_fingerprint(dataset, source_column),
+        "teacher_weights_sha256": weights_fingerprint(model),
     }
     if state.is_main_process:
         _prepare_chunk_dir(chunk_dir, settings, resume)
@@ -201,6 +206,27 @@ def load_provenance(output_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(output_dir) / PROVENANCE_NAME).read_text(encoding="utf-8"))
 
 
+def sources_fingerprint(dataset: datasets.Dataset, source_column: str) -> str:
+    """sha256 of the dataset's `source_column`, in order (the content, independent of cache files and mtimes)."""
+    digest = hashlib.sha256()
+    for batch in dataset.select_columns([source_column]).iter(batch_size=10_000):
+        digest.update(json.dumps(batch[source_column]).encode())
+    return digest.hexdigest()
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of the model's weights (names, dtypes, shapes and bytes of its state dict), read once per run."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class StaleChunksError(ValueError):
+    """`kd_chunks/` holds chunks of another teacher, other data or other settings; resuming would mix them."""
+
+
 def _prepare_chunk_dir(chunk_dir: Path, settings: dict[str, Any], resume: bool) -> None:
     """Create the chunk folder; on resume, refuse chunks made with other settings (they would mix teachers)."""
     settings_path = chunk_dir / "settings.json"
@@ -210,9 +236,10 @@ def _prepare_chunk_dir(chunk_dir: Path, settings: dict[str, Any], resume: bool) 
             for file in chunk_dir.glob("*.json"):
                 file.unlink()
         elif previous != settings:
-            raise ValueError(
-                f"{chunk_dir} holds chunks made with other settings ({previous}); pass resume=False to start over "
-                "or use another output_dir."
+            changed = sorted(key for key in {*previous, *settings} if previous.get(key) != settings.get(key))
+            raise StaleChunksError(
+                f"{chunk_dir} holds chunks made with another {', '.join(changed)}; pass resume=False (`bang-nar "
+                "distill --no_resume`) to start over or use another output_dir."
             )
     chunk_dir.mkdir(parents=True, exist_ok=True)
     _write_json(settings_path, settings)

@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,9 @@ from .spmd_loss import (
 )
 
 SPMD_STATE_NAME = "spmd_state.pt"
+# Checkpoints are written under this sub-folder of the run folder and renamed into place when complete, so a kill
+# during a save never leaves a `checkpoint-N` that resuming would pick (docs/training-on-gpus.md, "Resuming").
+STAGING_DIR = ".checkpoint-staging"
 MODEL_CARD_TEMPLATE = "spmd_model_card"
 # Columns of the per-sample statistics gathered across ranks in `SelfPacedState.update`.
 STATS = ("difficulty", "nar_loss", "kd_loss", "from_gold", "ar_loss_sum", "ar_tokens")
@@ -131,6 +135,8 @@ class SelfPacedState:
             raise RuntimeError("Ranks passed micro-batches of different sizes; keep Trainer's even_batches=True.")
         if self.lambda0 is None and self.mode in ("hard", "linear"):
             self._calibrate_lambda0(gathered[:, 0])
+        elif isinstance(self.lambda0, torch.Tensor) and self.lambda0.device != gathered.device:
+            self.lambda0 = self.lambda0.to(gathered.device)  # restored on the host from a checkpoint
         self.schedule(step, epoch, max_steps)  # after the calibration, which sets the λ0 that λ(s) grows from
         weights, components = self_paced_weights(gathered[:, 0], self.mode, self.keep_fraction, self.lam)
         self.threshold = components["threshold"]
@@ -155,7 +161,8 @@ class SelfPacedState:
     def state_dict(self) -> dict[str, Any]:
         """Plain Python values (tensors become floats here, at checkpoint time only) plus the generator state."""
         keys = ("mode", "step", "epoch", "keep_fraction", "lam", "threshold", "lambda0")
-        return {**{k: _to_float(getattr(self, k)) for k in keys}, "generator": self.generator.get_state()}
+        return {**{k: _to_float(getattr(self, k)) for k in keys}, "generator": self.generator.get_state(),
+                "lambda0_calibrated": isinstance(self.lambda0, torch.Tensor)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["mode"] != self.mode:
@@ -165,6 +172,8 @@ class SelfPacedState:
             )
         for key in ("step", "epoch", "keep_fraction", "lam", "threshold", "lambda0"):
             setattr(self, key, state.get(key, getattr(self, key)))  # lambda0 is absent from older checkpoints
+        if state.get("lambda0_calibrated"):  # a float32 tensor when saved: the same float32 value, bit for bit
+            self.lambda0 = torch.tensor(self.lambda0, dtype=torch.float32)
         self.generator.set_state(state["generator"])
 
 
@@ -408,11 +417,23 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         wrong = (nar_logits[:, : target.size(-1)].argmax(-1) != target) & real
         num_glance = (wrong.sum(-1).float() * ratio).ceil()  # [B]
         # Uniform random order of the real slots: the first num_glance of them are revealed.
-        scores = torch.rand(target.shape, device=target.device).masked_fill(~real, 2.0)
+        scores = torch.rand(target.shape, device=target.device, generator=self._glance_generator(target.device))
+        scores = scores.masked_fill(~real, 2.0)
         rank = scores.argsort(-1).argsort(-1)
         reveal = real & (rank < num_glance.unsqueeze(-1))
         glance_ids = target.masked_fill(~reveal, IGNORE_INDEX)
         return targets.masked_fill(reveal.unsqueeze(1), IGNORE_INDEX), glance_ids
+
+    def _glance_generator(self, device: torch.device) -> torch.Generator:
+        """The glancing draws' generator on `device`, seeded from (seed, rank, optimizer step) at the first draw of
+        each step: independent of the global RNG, different on every rank (each rank reveals its own slots), and a
+        run resumed at a step continues with the same draws without any saved state."""
+        key = (device, self.state.global_step)
+        if getattr(self, "_glance_key", None) != key:
+            # Tuple hashes of ints are not randomised per process; the CPU generator keeps 32 bits of its seed.
+            seed = hash((self.args.seed, self.args.process_index, self.state.global_step)) % 2**32
+            self._glance_rng, self._glance_key = torch.Generator(device=device).manual_seed(seed), key
+        return self._glance_rng
 
     def _decode(
         self, model: nn.Module, inputs: dict[str, torch.Tensor], encoder_outputs: BaseModelOutput | None, mode: str,
@@ -502,7 +523,9 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             return None
         from bang_nar import BangForConditionalGeneration
 
-        teacher = BangForConditionalGeneration.from_pretrained(args.teacher).to(args.device).eval()
+        # The training precision: a frozen fp32 teacher under bf16/fp16 would cost twice the memory and time.
+        dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+        teacher = BangForConditionalGeneration.from_pretrained(args.teacher, dtype=dtype).to(args.device).eval()
         return teacher.requires_grad_(False)
 
     # ---- logging ------------------------------------------------------------------------------------------------
@@ -584,6 +607,49 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
                 return loss, generated, inputs["labels"]
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
 
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | int | None:
+        """Trainer's count of the update's label tokens, with pad-id labels (collators that pad with the pad id
+        instead of -100) left out, as the AR term leaves them out (`_gold_labels`)."""
+        pad = self._unwrapped().config.pad_token_id
+        masked = [{**batch, "labels": batch["labels"].masked_fill(batch["labels"] == pad, IGNORE_INDEX)}
+                  if isinstance(batch.get("labels"), torch.Tensor) else batch for batch in batch_samples]
+        return super()._get_num_items_in_batch(masked, device)
+
+    def _get_output_dir(self, trial: Any) -> str:
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, STAGING_DIR) if getattr(self, "_staging_checkpoint", False) else run_dir
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """Trainer's checkpoint, written under `STAGING_DIR` and renamed to `checkpoint-N` once every file is there:
+        a `checkpoint-N` folder is always complete. Older checkpoints are rotated after the rename."""
+        import shutil
+
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+        run_dir = self._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staged, final = os.path.join(run_dir, STAGING_DIR, name), os.path.join(run_dir, name)
+        if self.args.should_save and os.path.isdir(staged):
+            shutil.rmtree(staged)  # left by a run killed while saving
+        self.accelerator.wait_for_everyone()
+        self._staging_checkpoint = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_checkpoint = False
+        self.accelerator.wait_for_everyone()  # every rank's files (RNG states, optimizer shards) are in `staged`
+        if self.args.should_save:
+            if self.state.best_model_checkpoint and STAGING_DIR in self.state.best_model_checkpoint:
+                self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(
+                    os.path.join(run_dir, STAGING_DIR), run_dir)
+            if os.path.isdir(final):  # the same step saved again (a resumed run): the new one replaces it
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            rotate_checkpoints(
+                output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        self.accelerator.wait_for_everyone()
+
     def _save_rng_state(self, output_dir: str) -> None:
         """Checkpoint RNG states, plus the SPMD state (schedule, λ, threshold, mixing RNG): like the RNG states it
         is what a resumed run needs to continue identically, and it is saved and loaded at the same moments."""
@@ -596,6 +662,9 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         path = os.path.join(checkpoint, SPMD_STATE_NAME) if checkpoint else None
         if path and os.path.isfile(path):
             self.pace_state.load_state_dict(torch.load(path, weights_only=True))
+        elif path:
+            warnings.warn(f"{path} is missing: the SPMD schedule, λ and the mixing/mode draws restart from their "
+                          "initial state, so this resumed run does not continue the saved one exactly.", stacklevel=2)
 
     def create_model_card(
         self,

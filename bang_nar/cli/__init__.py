@@ -13,7 +13,11 @@ SUBCOMMANDS = ["convert", "train", "distill", "evaluate", "generate", "push", "d
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bang-nar", description="BANG AR/NAR models and SPMD fine-tuning.")
+    """The `bang-nar` parser; every usage error is one line with a pointer to `--help` (docs/cli.md, "Errors")."""
+    from ._args import one_line_errors
+
+    parser = one_line_errors(argparse.ArgumentParser(prog="bang-nar",
+                                                     description="BANG AR/NAR models and SPMD fine-tuning."))
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:
@@ -23,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # subcommand not built in this version
         module.add_parser(subparsers)
+        if name in subparsers.choices:
+            one_line_errors(subparsers.choices[name])
     return parser
 
 
@@ -63,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     if args is None:
         parser.print_help()
         return 2
+    import bang_nar
+
+    bang_nar.register_auto_classes()  # once the arguments are checked: `--help` and usage errors skip torch
     try:
         return int(args.run(args) or 0)
     except CLIError as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,15 +18,69 @@ class CLIError(Exception):
     """A mistake the user fixes from the command line; `bang-nar` prints the message as one line and exits 2."""
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (batch sizes, beams, candidates)."""
+def _integer(text: str, minimum: int, requirement: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (batch sizes, beams, candidates)."""
+    return _integer(text, 1, "at least 1")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (0 switches a feature off, e.g. --no-repeat-ngram-size)."""
+    return _integer(text, 0, "0 (off) or more")
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 1-65535."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {value}")
+    return value
+
+
+def check_writable_dir(path: str, flag: str) -> None:
+    """Refuse, before any work, an output folder that cannot be created or written: it is a file, it lies under a
+    file, or its nearest existing folder is read-only. Nothing is created here."""
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise CLIError(f"{flag} {path}: is a file, not a folder. Pass a folder path (it is created if missing).")
+    _check_nearest_folder(target, path, flag)
+
+
+def check_writable_file(path: str, flag: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: a folder, under a file, or read-only."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise CLIError(f"{flag} {path}: is a folder. Pass a file path, e.g. {Path(path) / 'outputs.txt'}.")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise CLIError(f"{flag} {path}: the file is read-only. Pass another path or make it writable.")
+    _check_nearest_folder(target.parent, path, flag)
+
+
+def _check_nearest_folder(target: Path, path: str, flag: str) -> None:
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CLIError(f"{flag} {path}: {existing} is a file, so nothing can be written under it. Pass another path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CLIError(f"{flag} {path}: the folder {existing} is read-only. Pass a path you can write to.")
+
+
+def check_counts(parser: argparse.ArgumentParser, values: object, names: tuple[str, ...], minimum: int = 1) -> None:
+    """A usage error (one line) for the first field of `values` in `names` that is set and below `minimum`."""
+    for name in names:
+        value = getattr(values, name)
+        if value is not None and value < minimum:
+            parser.error(f"--{name} must be at least {minimum}, got {value}")
 
 
 def hf_parser(prog: str, description: str, dataclass_types: tuple) -> argparse.ArgumentParser:
@@ -41,7 +96,13 @@ def parse_dataclasses(parser: argparse.ArgumentParser, argv: list[str], required
     """`argv` into the parser's dataclasses; no arguments at all is a usage error naming the `required` flags."""
     if not argv:
         parser.exit(2, f"{parser.prog}: error: no arguments; give at least {required}\n")
-    return parser.parse_args_into_dataclasses(argv)
+    try:
+        *parsed, unknown = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
+    except ValueError as error:  # a dataclass's __post_init__ refused a value or a combination of flags
+        parser.error(" ".join(str(error).split()))
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return tuple(parsed)
 
 
 def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -95,6 +156,37 @@ class ModelArguments:
                                                                         "instead of BERT's 30,522 pieces."})
 
 
+def check_training_arguments(parser: argparse.ArgumentParser, model_args: ModelArguments, training_args) -> None:
+    """Usage errors (one line, exit 2) for the numbers and combinations of `train` / `pretrain` that Trainer would
+    accept and then crash on (ZeroDivisionError) or silently reinterpret (`--max_steps -5` trains by epochs,
+    `--max_steps 0` trains one step, `--num_train_epochs 0` saves an untrained model)."""
+    args = training_args
+    check_counts(parser, args, ("per_device_train_batch_size", "per_device_eval_batch_size",
+                                "gradient_accumulation_steps"))  # fmt: skip
+    check_counts(parser, model_args, ("word_vocab_size",), minimum=8)
+    if args.learning_rate < 0:
+        parser.error(f"--learning_rate must be 0 or more, got {args.learning_rate}")
+    if args.max_steps == 0 or args.max_steps < -1:
+        parser.error(f"--max_steps must be at least 1 (or -1, the default: train --num_train_epochs epochs), got "
+                     f"{args.max_steps}")
+    if args.max_steps == -1 and not args.num_train_epochs > 0:
+        parser.error(f"--num_train_epochs must be above 0 (or give --max_steps N), got {args.num_train_epochs}")
+    if args.load_best_model_at_end:
+        parser.error("--load_best_model_at_end needs evaluation data, which this command does not take; drop it "
+                     "and pick a checkpoint-N folder with `bang-nar evaluate`")
+    if model_args.word_vocab_size and (model_args.model_name_or_path or model_args.tokenizer_name_or_path):
+        parser.error("--word_vocab_size builds a new tokenizer for a model trained from scratch; a model or tokenizer "
+                     "path brings its own. Drop --word_vocab_size or the path")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and args.world_size != launched:
+        # torchrun/accelerate started several processes, but no process group formed (no GPU and no --use_cpu):
+        # each would train alone and all would write the same output folder.
+        parser.error(f"this is a launch of {launched} processes, but they run as {args.world_size} (no usable "
+                     "distributed backend: no GPU per process); pass --use_cpu to train them together on CPU (gloo), "
+                     "or start one process")
+    check_writable_dir(args.output_dir, "--output_dir")  # a CLIError: `bang-nar` prints it as one line
+
+
 def load_data(data_args: DataArguments):
     """`load_pairs` with the CLI's options, cut to `max_samples`."""
     from bang_nar.data import load_pairs
@@ -105,7 +197,7 @@ def load_data(data_args: DataArguments):
         target_file=data_args.target_file,
     )
     if hasattr(pairs, "keys"):
-        raise ValueError(f"{data_args.data} has splits {sorted(pairs.keys())}; choose one with --split.")
+        raise CLIError(f"--data {data_args.data}: has splits {sorted(pairs.keys())}; choose one with --split.")
     if data_args.max_samples is not None:
         pairs = pairs.select(range(min(data_args.max_samples, len(pairs))))
     return pairs
@@ -142,6 +234,14 @@ def check_model_folder(name: str, flag: str = "--model", *, tokenizer_only: bool
                        "`bang-nar train` or `convert` have it).")
 
 
+def check_model_paths(model_args: ModelArguments) -> None:
+    """`check_model_folder` for --model_name_or_path and --tokenizer_name_or_path, before any data is read."""
+    if model_args.model_name_or_path:
+        check_model_folder(model_args.model_name_or_path, "--model_name_or_path")
+    if model_args.tokenizer_name_or_path:
+        check_model_folder(model_args.tokenizer_name_or_path, "--tokenizer_name_or_path", tokenizer_only=True)
+
+
 def load_auto_tokenizer(name: str, flag: str = "--model", *, tokenizer_only: bool = False):
     """`AutoTokenizer.from_pretrained(name)` after `check_model_folder`, never running or asking about remote code."""
     from transformers import AutoTokenizer
@@ -149,7 +249,8 @@ def load_auto_tokenizer(name: str, flag: str = "--model", *, tokenizer_only: boo
     check_model_folder(name, flag, tokenizer_only=tokenizer_only)
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=False)
-    except OSError as error:  # not local and not on the Hub (or offline): transformers explains in its first line
+    except (OSError, ValueError) as error:  # not local, not on the Hub (or offline), or a folder without tokenizer
+        # files: transformers explains in its first line
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CLIError(f"{flag} {name}: cannot load a tokenizer: {first}") from None
 

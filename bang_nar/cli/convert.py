@@ -9,7 +9,7 @@ refused, never unpickled in full. Flags take dashes or underscores (--load-sep, 
 
 import argparse
 
-from ._args import CLIError, accept_both_spellings
+from ._args import CLIError, accept_both_spellings, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -22,11 +22,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--vocab-file", default=None, help="vocab.txt to bundle (default: BANG's BERT-uncased vocab)")
     parser.add_argument("--generation-mode", choices=["ar", "nar"], default=None,
                         help="default generate() mode to store (default: from the checkpoint's --nar-ratio)")
-    parser.add_argument("--max-source-positions", type=int, default=None,
+    parser.add_argument("--max-source-positions", type=positive_int, default=None,
                         help="encoder position limit (default: the checkpoint's --max-source-positions, else 512)")
-    parser.add_argument("--max-target-positions", type=int, default=None,
+    parser.add_argument("--max-target-positions", type=positive_int, default=None,
                         help="decoder position limit (default: the checkpoint's --max-target-positions, else 512)")
-    parser.add_argument("--max-len-b", type=int, default=200,
+    parser.add_argument("--max-len-b", type=positive_int, default=200,
                         help="fairseq-generate --max-len-b stored in the AR generation config (default 200)")
     accept_both_spellings(parser)
     parser.set_defaults(run=run)

@@ -40,37 +40,41 @@ def _hf_parser():
 
 def parse(argv: list[str]):
     """`(distill_args, data_args)` from the command line, numbers checked; no arguments is a usage error."""
-    from ._args import parse_dataclasses
+    from ._args import check_counts, check_writable_dir, parse_dataclasses
 
     parser = _hf_parser()
     distill_args, data_args = parse_dataclasses(parser, argv, "--model, --data and --output_dir.")
     if distill_args.num_return_sequences is None:  # the default: the whole beam (k-best lists, issue 10)
         distill_args.num_return_sequences = distill_args.num_beams
-    for name in ("num_beams", "num_return_sequences", "max_new_tokens", "batch_size"):
-        if getattr(distill_args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(distill_args, name)}")
+    check_counts(parser, distill_args, ("num_beams", "num_return_sequences", "max_new_tokens", "batch_size"))
+    check_counts(parser, data_args, ("max_source_length", "max_target_length", "max_samples"))
     if distill_args.num_return_sequences > distill_args.num_beams:
         parser.error(f"--num_return_sequences ({distill_args.num_return_sequences}) cannot exceed --num_beams "
                      f"({distill_args.num_beams}); raise --num_beams")
+    check_writable_dir(distill_args.output_dir, "--output_dir")
     return distill_args, data_args
 
 
 def run(args: argparse.Namespace) -> int:
     from bang_nar.pipeline import prepare_dataset
     from bang_nar.trainer import distill_dataset
+    from bang_nar.trainer.sequence_kd import StaleChunksError
 
-    from ._args import load_data, load_model_and_tokenizer
+    from ._args import CLIError, load_data, load_model_and_tokenizer
 
     distill_args, data_args = parse(args.args)
     data = load_data(data_args)  # first: a bad data file is reported before the model loads
     model, tokenizer = load_model_and_tokenizer(distill_args.model)
     data = prepare_dataset(data, tokenizer, data_args.max_source_length, data_args.max_target_length)
-    result = distill_dataset(
-        model, data, distill_args.output_dir, num_beams=distill_args.num_beams,
-        length_penalty=distill_args.length_penalty, num_return_sequences=distill_args.num_return_sequences,
-        max_new_tokens=distill_args.max_new_tokens, batch_size=distill_args.batch_size, teacher_name=distill_args.model,
-        tokenizer=tokenizer, resume=not distill_args.no_resume,
-    )
+    try:
+        result = distill_dataset(
+            model, data, distill_args.output_dir, num_beams=distill_args.num_beams,
+            length_penalty=distill_args.length_penalty, num_return_sequences=distill_args.num_return_sequences,
+            max_new_tokens=distill_args.max_new_tokens, batch_size=distill_args.batch_size,
+            teacher_name=distill_args.model, tokenizer=tokenizer, resume=not distill_args.no_resume,
+        )
+    except StaleChunksError as error:
+        raise CLIError(str(error)) from None
     print(f"Distilled {len(result)} examples with {distill_args.model} (beam {distill_args.num_beams}, "
           f"k={distill_args.num_return_sequences}) → {distill_args.output_dir}")
     return 0

@@ -7,8 +7,13 @@ underscores (--output-dir, --output_dir).
 """
 
 import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
 
-from ._args import accept_both_spellings, positive_int
+from ._args import accept_both_spellings, non_negative_int, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -29,7 +34,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--length-penalty", type=float, default=1.2, help="AR length penalty")
     parser.add_argument("--max-new-tokens", type=positive_int, default=64, help="AR length limit")
     parser.add_argument("--num-candidates", type=positive_int, default=1, help="NAR candidates rescored by the AR stream")
-    parser.add_argument("--no-repeat-ngram-size", type=int, default=0, help="NAR n-gram blocking during argmax")
+    parser.add_argument("--no-repeat-ngram-size", type=non_negative_int, default=0, help="NAR n-gram blocking during argmax")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--update-card", action="store_true",
@@ -40,10 +45,10 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bang_nar.evaluation import write_results
-    from bang_nar.pipeline import evaluate_model
 
-    from ._args import DataArguments, check_source_lengths, load_data, load_model_and_tokenizer
+    from ._args import DataArguments, check_source_lengths, check_writable_dir, load_data, load_model_and_tokenizer
 
+    check_writable_dir(args.output_dir, "--output-dir")  # before decoding: an unwritable folder must not cost the work
     data = load_data(DataArguments(data=args.data, target_file=args.target_file, split=args.split,
                                    source_column=args.source_column, target_column=args.target_column,
                                    max_samples=args.max_samples))
@@ -60,9 +65,7 @@ def run(args: argparse.Namespace) -> int:
                               "no_repeat_ngram_size": args.no_repeat_ngram_size}
         else:
             systems[mode] = {"mode": mode}
-    results = evaluate_model(model, tokenizer, data, systems, batch_size=args.batch_size,
-                             max_source_length=args.max_source_length, show_progress=True)
-    table = {name: {k: v for k, v in row.items() if k != "examples"} for name, row in results.items()}
+    table = _evaluate_resumably(args, model, tokenizer, data, systems)
     json_path, md_path = write_results(table, args.output_dir, title=f"{args.model} on {args.data}")
     print(md_path.read_text())
     print(f"Wrote {json_path} and {md_path}")
@@ -73,3 +76,29 @@ def run(args: argparse.Namespace) -> int:
                                          device=describe_device(model.device))
         print(f"Updated the model card {card}")
     return 0
+
+
+def _evaluate_resumably(args: argparse.Namespace, model, tokenizer, data, systems: dict) -> dict:
+    """`evaluate_model` one system (row) at a time; each finished row goes to OUTPUT_DIR/results.partial.json at
+    once, keyed by the model, data and settings, so the same command after a kill skips the rows already done."""
+    from bang_nar.pipeline import evaluate_model
+
+    partial = Path(args.output_dir) / "results.partial.json"
+    key = hashlib.sha256(json.dumps([os.path.abspath(args.model), list(data["source"]), list(data["target"]), systems,
+                                     args.max_source_length, args.batch_size], sort_keys=True).encode()).hexdigest()
+    saved = json.loads(partial.read_text()) if partial.is_file() else {}
+    table = saved.get("rows", {}) if saved.get("key") == key else {}
+    if table:
+        print(f"Resuming {partial}: rows {sorted(table)} already scored.", file=sys.stderr)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    for name, options in systems.items():
+        if name in table:
+            continue
+        row = evaluate_model(model, tokenizer, data, {name: options}, batch_size=args.batch_size,
+                             max_source_length=args.max_source_length, show_progress=True)[name]
+        table[name] = {k: v for k, v in row.items() if k != "examples"}
+        scratch = partial.with_suffix(".tmp")
+        scratch.write_text(json.dumps({"key": key, "rows": table}))
+        os.replace(scratch, partial)  # never a half-written file
+    partial.unlink()
+    return {name: table[name] for name in systems}

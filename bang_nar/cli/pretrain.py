@@ -13,6 +13,7 @@ checkpoint in `--output_dir`.
 import argparse
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -64,10 +65,19 @@ def _hf_parser():
 
 def parse(argv: list[str]):
     """`(data_args, model_args, training_args)` from the command line; no arguments at all is a usage error."""
-    from ._args import parse_dataclasses
+    from ._args import check_counts, check_training_arguments, parse_dataclasses
 
-    return parse_dataclasses(_hf_parser(), argv,
-                             "--data and --output_dir (`bang-nar pretrain --help` lists every flag).")
+    parser = _hf_parser()
+    data_args, model_args, training_args = parse_dataclasses(
+        parser, argv, "--data and --output_dir (`bang-nar pretrain --help` lists every flag).")
+    check_counts(parser, data_args, ("max_documents", "max_source_length", "num_streams", "span_block_size"))
+    for name in ("mask_ratio", "mask_prob", "keep_prob", "random_prob"):
+        if not 0 <= getattr(data_args, name) <= 1:
+            parser.error(f"--{name} must be in [0, 1], got {getattr(data_args, name)}")
+    if data_args.streaming and training_args.max_steps <= 0:
+        parser.error("--streaming needs --max_steps (a streamed corpus has no length to count epochs by)")
+    check_training_arguments(parser, model_args, training_args)
+    return data_args, model_args, training_args
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,19 +99,30 @@ def pretrain(data_args: PretrainArguments, model_args, training_args):
     from bang_nar.pretraining import BangForPreTraining, BangPreTrainer
     from bang_nar.pretraining_data import SpanMaskingCollator, load_text_dataset, pack_documents
 
-    from ._args import load_tokenizer
+    from ._args import CLIError, check_model_paths, load_tokenizer
 
-    if data_args.streaming and training_args.max_steps <= 0:
-        raise ValueError("--streaming needs --max_steps (a streamed corpus has no length to count epochs by).")
-    text = load_text_dataset(data_args.data, text_column=data_args.text_column, split=data_args.split,
-                             streaming=data_args.streaming, dataset_config=data_args.dataset_config)
+    check_model_paths(model_args)
+    source = Path(data_args.data)
+    if source.is_file() and source.stat().st_size == 0:
+        raise CLIError(f"--data {data_args.data}: the file is empty; give raw text, one document per line.")
+    try:
+        text = load_text_dataset(data_args.data, text_column=data_args.text_column, split=data_args.split,
+                                 streaming=data_args.streaming, dataset_config=data_args.dataset_config)
+    except Exception as error:  # datasets/pyarrow could not parse the user's own file: one line, as train says it
+        from bang_nar.data import DataFormatError
+
+        if not source.is_file() or isinstance(error, DataFormatError):
+            raise
+        cause = " ".join(str(error.__cause__ or error).split())[:300]
+        raise CLIError(f"--data {data_args.data}: could not be read as {source.suffix[1:] or 'text'} ({cause}); "
+                       "give raw text, one document per line (.txt) or one record per line (.jsonl).") from None
     if data_args.max_documents is not None:
         text = text.take(data_args.max_documents) if data_args.streaming else text.select(
             range(min(data_args.max_documents, len(text))))
     texts_for_vocab = None
     if model_args.word_vocab_size and model_args.model_name_or_path is None and not model_args.tokenizer_name_or_path:
         if data_args.streaming:
-            raise ValueError("--word_vocab_size builds a vocabulary from the whole corpus; it cannot stream. Pass "
+            raise CLIError("--word_vocab_size builds a vocabulary from the whole corpus; it cannot stream. Pass "
                              "--tokenizer_name_or_path instead.")
         texts_for_vocab = text[data_args.text_column]
     tokenizer = load_tokenizer(model_args, texts_for_vocab)
@@ -118,16 +139,23 @@ def pretrain(data_args: PretrainArguments, model_args, training_args):
     if data_args.num_streams is not None:
         model.config.num_streams = data_args.num_streams
     if data_args.max_source_length > model.config.max_position_embeddings:
-        raise ValueError(f"--max_source_length {data_args.max_source_length} exceeds the model's "
+        raise CLIError(f"--max_source_length {data_args.max_source_length} exceeds the model's "
                          f"{model.config.max_position_embeddings} positions; lower it.")
     weights = None
     if data_args.stream_weights:
-        weights = [float(w) for w in data_args.stream_weights.split(",")]
+        try:
+            weights = [float(w) for w in data_args.stream_weights.split(",")]
+        except ValueError:
+            raise CLIError(f"--stream_weights {data_args.stream_weights}: give numbers separated by commas, e.g. "
+                           "1,1,0.5.") from None
         if len(weights) != model.config.num_streams:
-            raise ValueError(f"--stream_weights has {len(weights)} weights but there are {model.config.num_streams} "
+            raise CLIError(f"--stream_weights has {len(weights)} weights but there are {model.config.num_streams} "
                              "streams; give one per stream.")
 
     chunks = pack_documents(text, tokenizer, data_args.max_source_length, text_column=data_args.text_column)
+    if not data_args.streaming and len(chunks) == 0:
+        raise CLIError(f"--data {data_args.data}: no text to pretrain on (every document is blank); give raw text, "
+                       "one document per line.")
     collator = SpanMaskingCollator(tokenizer, span_block_size=data_args.span_block_size,
                                    mask_ratio=data_args.mask_ratio, mask_prob=data_args.mask_prob,
                                    keep_prob=data_args.keep_prob, random_prob=data_args.random_prob,
@@ -163,8 +191,6 @@ def _last_stream_losses(history) -> dict[str, float]:
 
 
 def _write_card(trainer, data_args: PretrainArguments, init: str, weights) -> None:
-    from pathlib import Path
-
     from bang_nar import __version__
     from bang_nar.hub import display_name, render_model_card
 

@@ -19,6 +19,7 @@ its latest checkpoint-N (checkpoints are written with --save_strategy steps --sa
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -42,9 +43,14 @@ def _hf_parser():
 
 def parse(argv: list[str]):
     """`(data_args, model_args, training_args)` from the command line; no arguments at all is a usage error."""
-    from ._args import parse_dataclasses
+    from ._args import check_counts, check_training_arguments, parse_dataclasses
 
-    return parse_dataclasses(_hf_parser(), argv, "--data and --output_dir (`bang-nar train --help` lists every flag).")
+    parser = _hf_parser()
+    data_args, model_args, training_args = parse_dataclasses(
+        parser, argv, "--data and --output_dir (`bang-nar train --help` lists every flag).")
+    check_counts(parser, data_args, ("max_source_length", "max_target_length", "max_samples"))
+    check_training_arguments(parser, model_args, training_args)
+    return data_args, model_args, training_args
 
 
 def _given(argv: list[str], name: str) -> bool:
@@ -56,11 +62,13 @@ def _given(argv: list[str], name: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     from bang_nar.pipeline import build_model, prepare_dataset, train_model
 
-    from ._args import CLIError, load_auto_tokenizer, load_tokenizer
+    from ._args import CLIError, check_model_paths, load_auto_tokenizer, load_tokenizer
 
     argv = list(args.args or [])
     data_args, model_args, training_args = parse(argv)
+    check_model_paths(model_args)
     checkpoint = _resolve_checkpoint(training_args.resume_from_checkpoint)
+    teacher_note = ""
     data = _load_training_data(data_args, training_args)
     if training_args.uses_distilled_targets and training_args.kd_column not in data.column_names:
         if training_args.train_mode == "semi_nar":
@@ -80,10 +88,11 @@ def run(args: argparse.Namespace) -> int:
         argv += ["--train_mode", "ar"]
         data_args, model_args, training_args = parse(argv)
         out = training_args.output_dir
-        print(f"bang-nar train: {data_args.data} has no distilled targets and no --train_mode was given, so this "
-              f"trains the AR teacher (--train_mode ar). Next: `bang-nar distill --model {out} --data "
-              f"{data_args.data} --output_dir DISTILLED`, then `bang-nar train --model_name_or_path {out} --data "
-              "DISTILLED --train_mode nar --output_dir OUT`.", file=sys.stderr)
+        teacher_note = (
+            f"bang-nar train: {data_args.data} has no distilled targets and no --train_mode was given, so this "
+            f"trains the AR teacher (--train_mode ar). Next: `bang-nar distill --model {out} --data "
+            f"{data_args.data} --output_dir DISTILLED`, then `bang-nar train --model_name_or_path {out} --data "
+            "DISTILLED --train_mode nar --output_dir OUT`.")
     texts = list(data["source"]) + list(data["target"]) if "source" in data.column_names else None
     if checkpoint is not None and model_args.tokenizer_name_or_path is None and (checkpoint / "tokenizer_config.json").is_file():
         # The checkpoint's own tokenizer: a word-level one (--word_vocab_size) must keep the ids it was trained with.
@@ -91,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         tokenizer = load_tokenizer(model_args, texts)
     model = build_model(model_args.model_name_or_path, tokenizer, size=model_args.model_size, seed=training_args.seed)
+    if teacher_note:  # once the model loaded: an error before it stays the only line
+        print(teacher_note, file=sys.stderr)
     if "input_ids" not in data.column_names:
         data = prepare_dataset(data, tokenizer, data_args.max_source_length, data_args.max_target_length)
     if model_args.word_vocab_size and model_args.model_name_or_path is None and texts is not None:
@@ -112,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _resolve_checkpoint(resume: str | None) -> Path | None:
-    """--resume_from_checkpoint: a checkpoint-N folder, or a folder whose latest checkpoint-N is used."""
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """--resume_from_checkpoint: a checkpoint-N folder, or a folder whose newest complete checkpoint-N is used (one
+    with its trainer_state.json, written last; folders that lack it, from a run killed while saving, are skipped
+    and named). Says which checkpoint it resumes from."""
     from ._args import CLIError
 
     if not resume:
@@ -125,11 +136,19 @@ def _resolve_checkpoint(resume: str | None) -> Path | None:
                        "run (written with --save_strategy steps), or that run's --output_dir.")
     if (path / "trainer_state.json").is_file():
         return path
-    latest = get_last_checkpoint(str(path))
-    if latest is None:
+    steps = sorted((int(match.group(1)), child) for child in path.iterdir()
+                   if child.is_dir() and (match := re.fullmatch(r"checkpoint-(\d+)", child.name)))
+    complete = [child for _, child in steps if (child / "trainer_state.json").is_file()]
+    incomplete = [child.name for _, child in steps if not (child / "trainer_state.json").is_file()]
+    if not complete and incomplete:
+        raise CLIError(f"--resume_from_checkpoint {resume}: its checkpoint folders {incomplete} are incomplete "
+                       "(no trainer_state.json: the run stopped while saving); start without --resume_from_checkpoint.")
+    if not complete:
         raise CLIError(f"--resume_from_checkpoint {resume}: no checkpoint-N folder (with trainer_state.json) in it. "
                        "Checkpoints are written with --save_strategy steps --save_steps N.")
-    return Path(latest)
+    skipped = f"; skipped incomplete {incomplete}" if incomplete else ""
+    print(f"bang-nar train: resuming from {complete[-1]} (the newest complete checkpoint{skipped}).", file=sys.stderr)
+    return complete[-1]
 
 
 def _report_unknown_words(data, tokenizer, vocab_size: int, texts: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""GLGE-style sentence BLEU-4: NLTK `sentence_bleu` with smoothing method 7, averaged over sentences.
+"""Sentence BLEU-4: NLTK `sentence_bleu` with smoothing method 4, averaged over sentences, on a 0-100 scale.
 
 An `evaluate` metric script shipped in bang-nar; load it by local path (`bang_nar.evaluation.load_metric`).
 """
@@ -8,8 +8,10 @@ import evaluate
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
 _DESCRIPTION = """\
-Sentence-level BLEU-4 (uniform weights, NLTK SmoothingFunction().method7) on whitespace tokens, averaged over all
-predictions, on a 0-100 scale. An empty prediction scores 0. Several references per prediction are supported.
+Sentence-level BLEU-4 (uniform weights, NLTK SmoothingFunction().method4: Chen & Cherry 2014's length-aware smoothing
+of zero n-gram counts) on whitespace tokens, averaged over all predictions, on a 0-100 scale: an exact match scores
+100, an empty prediction 0. Several references per prediction are supported. (GLGE-style scripts use method 7, which
+adds method 5's averaging of neighbouring precisions; that lifts an exact match to 111.67, off the 0-100 scale.)
 """
 
 _CITATION = """\
@@ -46,7 +48,7 @@ class SentenceBleu(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, lowercase=False):
-        smoothing = SmoothingFunction().method7
+        smoothing = SmoothingFunction().method4
         norm = (lambda text: text.lower()) if lowercase else (lambda text: text)
         scores = []
         for prediction, refs in zip(predictions, references):
