@@ -106,6 +106,11 @@ def test_probability_mass_scores_each_hypothesis_with_the_teacher(tmp_path):
         log_probs = _sequence_log_probs(model.eval(), source, torch.ones_like(source), all_four["kd_labels"], 4)
         assert row["kd_labels"] == keep_probability_mass(all_four["kd_labels"], log_probs, 0.6)
         assert 1 <= len(row["kd_labels"]) <= 4
+    # slicing the scoring pass (a bounded logits tensor) gives the same log-probs
+    sources = torch.tensor([full[i]["input_ids"][:4] for i in range(3)])
+    hypotheses = [h for i in range(3) for h in full[i]["kd_labels"]]
+    whole = _sequence_log_probs(model, sources, torch.ones_like(sources), hypotheses, 4)
+    assert whole == pytest.approx(_sequence_log_probs(model, sources, torch.ones_like(sources), hypotheses, 4, 4))
     with pytest.raises(ValueError, match="probability_mass must be in"):
         distill_dataset(model, _source_only(), tmp_path / "bad", **settings | {"probability_mass": 0.0})
 

@@ -65,24 +65,32 @@ def _write_json(path: Path, payload: Any) -> None:
 
 @torch.no_grad()
 def _sequence_log_probs(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, hypotheses: list[list[int]], per_source: int
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, hypotheses: list[list[int]], per_source: int,
+    max_rows: int = 256,
 ) -> list[float]:
     """log p(ŷ | x) of each hypothesis under the AR stream, teacher-forced (the sum of its token log-probs, [SEP]
-    included): exact whatever the length penalty and the beam search's own score bookkeeping."""
+    included): exact whatever the length penalty and the beam search's own score bookkeeping. Hypotheses go through
+    in slices of about `max_rows`, so the `[rows, T, vocab]` logits stay bounded with a large vocabulary."""
     length = max(len(h) for h in hypotheses)
     labels = torch.full((len(hypotheses), length), -100, dtype=torch.long)
     for i, ids in enumerate(hypotheses):
         labels[i, : len(ids)] = torch.as_tensor(ids)
     labels = labels.to(model.device)
-    logits = model(
-        input_ids=input_ids.repeat_interleave(per_source, 0),
-        attention_mask=attention_mask.repeat_interleave(per_source, 0),
-        decoder_input_ids=model.prepare_decoder_input_ids_from_labels(labels),
-        mode="ar",
-        use_cache=False,
-    ).logits
-    token = logits.float().log_softmax(-1).gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    return token.masked_fill(labels.eq(-100), 0.0).sum(-1).tolist()
+    sources_per_slice = max(1, max_rows // per_source)
+    scores = []
+    for start in range(0, input_ids.size(0), sources_per_slice):
+        rows = slice(start * per_source, (start + sources_per_slice) * per_source)
+        part = labels[rows]
+        logits = model(
+            input_ids=input_ids[start : start + sources_per_slice].repeat_interleave(per_source, 0),
+            attention_mask=attention_mask[start : start + sources_per_slice].repeat_interleave(per_source, 0),
+            decoder_input_ids=model.prepare_decoder_input_ids_from_labels(part),
+            mode="ar",
+            use_cache=False,
+        ).logits
+        nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), part, reduction="none")  # 0 at -100
+        scores.append(-nll.sum(-1))
+    return torch.cat(scores).tolist()
 
 
 def keep_probability_mass(hypotheses: list[list[int]], log_probs: list[float], mass: float) -> list[list[int]]:
