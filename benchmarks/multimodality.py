@@ -351,6 +351,10 @@ def _merged_runs(folder: Path) -> list[dict[str, Any]]:
             merged[key] = run
         else:
             merged[key]["results"].update(run["results"])
+            for part in ("coverage", "distil_s"):  # each call's distilled sets (timed where first computed)
+                for kind, value in run["meta"].get(part, {}).items():
+                    if value or kind not in merged[key]["meta"].setdefault(part, {}):
+                        merged[key]["meta"][part][kind] = value
     return [merged[key] for key in sorted(merged)]
 
 
@@ -370,10 +374,18 @@ def _write_summary(args: argparse.Namespace) -> int:
     kbest = ", ".join(f"M={r['M']} seed {r['seed']}: {r['meta']['mean_valid_modes_in_4best']:.2f}" for r in runs
                       if r["meta"].get("mean_valid_modes_in_4best") is not None)  # fmt: skip
     timing = ", ".join(f"M={r['M']} seed {r['seed']}: {r['meta']['seconds'] / 60:.0f} min" for r in runs)
+    cover = "; ".join(
+        f"M={r['M']} seed {r['seed']} {kind} ({DISTILLED[kind][0]}-beam, mass {DISTILLED[kind][2]}): "
+        f"{' / '.join(f'{m:.2f}' for m in c['modes_at_k'])} modes at k = 1..{len(c['modes_at_k'])}, mean list "
+        f"{c['mean_k']:.2f}, {100 * c['valid_share']:.1f}% valid, distilled in {r['meta']['distil_s'].get(kind, 0):.0f} s"
+        for r in runs for kind, c in r["meta"].get("coverage", {}).items()
+    )  # fmt: skip
     text = (f"## Controlled multi-modality (mean ± sd over seeds)\n\n{table}\n\n"
             f"Teachers' greedy exact match on the eval sources, (step, %) every 300 steps: {teacher}.\n\n"
             f"Distinct valid modes among the teacher's 4-best lists (mean per source): {kbest}.\n\n"
-            f"Wall time per (M, seed) task of the main calls: {timing}.\n")  # fmt: skip
+            f"Wall time per (M, seed) task of the main calls: {timing}.\n"
+            + (f"\nThe teacher's coverage (distinct valid modes among the first k targets of each list, mean per "
+               f"source), list length, share of valid targets, distillation seconds: {cover}.\n" if cover else ""))  # fmt: skip
     print(text)
     (args.out / f"{stem}.md").write_text(text, encoding="utf-8")
     write_json(args.out / f"{stem}.json", {"benchmark": stem, "rows": rows, "runs": runs})
