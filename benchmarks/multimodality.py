@@ -93,7 +93,8 @@ DISTILLED: dict[str, tuple[int, int, float | None]] = {
     "mass": (DEFAULT_NUM_BEAMS, DEFAULT_NUM_BEAMS, DEFAULT_PROBABILITY_MASS),
 }
 AR_ROWS = {"AR greedy (teacher)": {"mode": "ar", "num_beams": 1}, "AR beam 4 (teacher)": {"mode": "ar", "num_beams": 4}}
-VERIFY_ROW = "spmd + nar_verify"
+VERIFY_ROW = "spmd + nar_verify"  # the row name of the fixed-k default's nar_verify scores (earlier results)
+FIXED_K_DEFAULT = "spmd (default: 4-best)"  # the default before issue 21
 
 
 def _dataset_for(kind: str, train_set: Any, oracle_set: Any, distilled: dict[str, Any]) -> Any:
@@ -220,8 +221,8 @@ def run_one(num_modes: int, seed: int, args: argparse.Namespace, plan: list[tupl
         train_s = pipeline.train(model, data, steps=budget, warmup_steps=budget // 10, **spec["train"], **hyper)
         results[f"{name} @{budget}"] = {**score(model, {"mode": "nar"}), "train_s": train_s, "budget": budget,
                                         "method": name, "distil_s": distil_s.get(spec["data"], 0.0)}  # fmt: skip
-        if name == DEFAULT_NAR or spec.get("verify"):
-            verify = VERIFY_ROW if name == DEFAULT_NAR else f"{name} + nar_verify"
+        if name in (DEFAULT_NAR, FIXED_K_DEFAULT) or spec.get("verify"):
+            verify = VERIFY_ROW if name == FIXED_K_DEFAULT else f"{name} + nar_verify"
             results[f"{verify} @{budget}"] = {**score(model, {"mode": "nar_verify"}), "train_s": train_s,
                                               "budget": budget, "method": verify}  # fmt: skip
             print(f"  [M={num_modes} seed={seed}] {verify} @{budget}: "
@@ -350,11 +351,13 @@ def _merged_runs(folder: Path) -> list[dict[str, Any]]:
         if key not in merged:
             merged[key] = run
         else:
-            merged[key]["results"].update(run["results"])
+            for row, value in run["results"].items():  # the first call's rows (e.g. its teacher's) win
+                merged[key]["results"].setdefault(row, value)
             for part in ("coverage", "distil_s"):  # each call's distilled sets (timed where first computed)
+                slot = merged[key]["meta"].setdefault(part, {})
                 for kind, value in run["meta"].get(part, {}).items():
-                    if value or kind not in merged[key]["meta"].setdefault(part, {}):
-                        merged[key]["meta"][part][kind] = value
+                    if value or kind not in slot:
+                        slot[kind] = value
     return [merged[key] for key in sorted(merged)]
 
 
