@@ -124,3 +124,11 @@ def test_cli_defaults_are_the_library_defaults():
         sequence_kd.DEFAULT_NUM_BEAMS, sequence_kd.DEFAULT_PROBABILITY_MASS)  # fmt: skip
     fields = {f.name: f.default for f in distill.DistillArguments.__dataclass_fields__.values()}
     assert fields["num_beams"] == 16 and fields["probability_mass"] == 0.95
+
+
+def test_cli_refuses_a_mass_outside_the_unit_interval(capsys):
+    from bang_nar.cli import distill
+
+    with pytest.raises(SystemExit):
+        distill.parse(["--model", "m", "--data", "d.jsonl", "--output_dir", "o", "--probability_mass", "1.5"])
+    assert "--probability_mass must be in (0, 1], got 1.5" in capsys.readouterr().err
