@@ -133,39 +133,28 @@ def load_pairs(
         )
     # A Hub dataset name or a local dataset folder: the real `load_dataset` code path.
     loaded = datasets.load_dataset(os.fspath(source), dataset_config, split=split, **load_kwargs)
-    if isinstance(loaded, datasets.DatasetDict):
-        return datasets.DatasetDict(
-            {
-                name: _standardize(
-                    part,
-                    f"{source} (split {name!r})",
-                    None,
-                    source_column,
-                    target_column,
-                    qg_format,
-                    answer_column,
-                    qg_separator,
-                    keep_columns,
-                )
-                for name, part in loaded.items()
-            }
+
+    def standardize(part: datasets.Dataset, split_name: str | None) -> datasets.Dataset:
+        return _standardize(
+            part,
+            f"{source} (split {split_name!r})",
+            None,
+            source_column,
+            target_column,
+            qg_format,
+            answer_column,
+            qg_separator,
+            keep_columns,
         )
+
+    if isinstance(loaded, datasets.DatasetDict):
+        return datasets.DatasetDict({name: standardize(part, name) for name, part in loaded.items()})
     if not isinstance(loaded, datasets.Dataset):
         raise DataFormatError(
             f"{source}: load_dataset returned {type(loaded).__name__}; load_pairs needs a map-style Dataset "
             "(do not pass streaming=True)."
         )
-    return _standardize(
-        loaded,
-        f"{source} (split {split!r})",
-        None,
-        source_column,
-        target_column,
-        qg_format,
-        answer_column,
-        qg_separator,
-        keep_columns,
-    )
+    return standardize(loaded, split)
 
 
 def _looks_like_a_file_path(text: str) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._extras import require
+from .hub import CARD_METRICS
 
 if TYPE_CHECKING:
     import evaluate
@@ -40,21 +41,8 @@ _COLUMN_ORDER = (
     "samples_per_s",
     "num_samples",
 )
-_COLUMN_TITLES = {
-    "bleu": "BLEU-4",
-    "sentence_bleu": "sent. BLEU-4",
-    "rouge1": "ROUGE-1",
-    "rouge2": "ROUGE-2",
-    "rougeL": "ROUGE-L",
-    "meteor": "METEOR",
-    "distinct_1": "dist-1",
-    "distinct_2": "dist-2",
-    "repetition_rate": "repetition %",
-    "mode_consistency": "mode consistency %",
-    "ms_per_sample": "ms/sample",
-    "samples_per_s": "samples/s",
-    "num_samples": "samples",
-}
+# Display names of the result keys: the hub's card metrics, plus the sample count of a local table.
+_COLUMN_TITLES = {**CARD_METRICS, "num_samples": "samples"}
 
 
 def metric_path(name: str) -> Path:

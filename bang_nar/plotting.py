@@ -87,9 +87,9 @@ def _place_labels(ax: Any, systems: Sequence[System], fontsize: float) -> None:
     for i in order:
         system = systems[i]
         best: tuple[float, tuple[int, int], Any] | None = None
-        for dx, dy in _OFFSETS:
-            # Measured without its leader line: an annotation's extent would also cover the line.
-            text = ax.annotate(
+
+        def label(dx: int, dy: int, system: Any = system, **kwargs: Any) -> Any:
+            return ax.annotate(
                 system.label,
                 (system.speedup, system.quality),
                 xytext=(dx, dy),
@@ -97,7 +97,11 @@ def _place_labels(ax: Any, systems: Sequence[System], fontsize: float) -> None:
                 ha="left" if dx > 0 else "right",
                 va="center",
                 fontsize=fontsize,
+                **kwargs,
             )
+
+        for dx, dy in _OFFSETS:
+            text = label(dx, dy)  # measured without its leader line: an annotation's extent would also cover the line
             box = text.get_window_extent(renderer).expanded(1.04, 1.15)
             text.remove()
             outside = box.width * box.height - _overlap(box, inside)
@@ -108,18 +112,8 @@ def _place_labels(ax: Any, systems: Sequence[System], fontsize: float) -> None:
                 break
         assert best is not None
         (dx, dy), box = best[1], best[2]
-        ax.annotate(
-            system.label,
-            (system.speedup, system.quality),
-            xytext=(dx, dy),
-            textcoords="offset points",
-            ha="left" if dx > 0 else "right",
-            va="center",
-            fontsize=fontsize,
-            arrowprops={"arrowstyle": "-", "color": "0.55", "lw": 0.6, "shrinkA": 1, "shrinkB": 3}
-            if dy or abs(dx) > 7
-            else None,
-        )
+        leader = {"arrowstyle": "-", "color": "0.55", "lw": 0.6, "shrinkA": 1, "shrinkB": 3}
+        label(dx, dy, arrowprops=leader if dy or abs(dx) > 7 else None)
         placed.append(box)
 
 
