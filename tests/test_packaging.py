@@ -27,7 +27,9 @@ def test_wheel_contents(wheel):
     with zipfile.ZipFile(wheel) as archive:
         wheel_files = set(archive.namelist())
         entry_points = archive.read(next(n for n in wheel_files if n.endswith("entry_points.txt"))).decode()
-        license_text = archive.read(next(n for n in wheel_files if n.endswith(".dist-info/LICENSE"))).decode()
+        # setuptools < 77 writes `.dist-info/LICENSE`, newer ones `.dist-info/licenses/LICENSE` (PEP 639).
+        license_file = next(n for n in wheel_files if n.endswith((".dist-info/LICENSE", ".dist-info/licenses/LICENSE")))
+        license_text = archive.read(license_file).decode()
     expected = [
         "bang_nar/modeling_bang.py",
         "bang_nar/generation_bang.py",
