@@ -368,15 +368,15 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
         if not modes:
             return [], None, "**Note:** tick at least one decoding mode."
         if not Path(file).is_file():
-            return [], None, "**Note:** upload the file again (each upload is decoded once, then removed)."
+            return [], None, "**Note:** the upload has expired (kept for an hour); upload the file again."
         options = DecodeOptions(num_candidates=int(num_candidates), no_repeat_ngram_size=int(ngram),
                                 num_beams=int(num_beams))
         try:
             rows, header, note = logic.decode_file(file, modes, options)
         except ValueError as error:
             return [], None, f"**Note:** {error}"
-        finally:
-            Path(file).unlink(missing_ok=True)  # the upload's copy in Gradio's cache: read once, not kept
+        # The upload stays in Gradio's cache (removed after an hour, `delete_cache` below): Gradio stores uploads by
+        # content, so two users sending the same file share one copy, and deleting it here would fail the other.
         _remove_old_folders(workdir.name, CSV_KEEP_SECONDS)
         # A folder per request keeps the download's name plain; Gradio copies the file into its own cache.
         path = write_csv(rows, header, Path(tempfile.mkdtemp(dir=workdir.name)) / "bang-nar-outputs.csv")

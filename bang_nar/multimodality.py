@@ -11,6 +11,11 @@ data files:
 - with `num_modes` M in {1, 2, 4, 8}, a source has exactly M valid targets, one per table among the first M
   (M = 2 uses the two real-word tables). Training targets are drawn uniformly among the M.
 
+- `word_order=True` (the order-changing variant, issue 21) makes the modes differ in word order as well as in wording:
+  choice c is synonym table c // 2, with the translated words as they are (c even) or rotated left by one word (c
+  odd: the first word moves to the end). M in {2, 4, 8, 16}: M = 2 is one table in two orders, M = 16 every table
+  in both orders. Sources whose M targets would collide (e.g. one word repeated) are skipped.
+
 Each target is a deterministic function of (source, choice), so a tiny AR model learns the task in minutes on a CPU,
 while a NAR model, which predicts all positions independently, mixes choices across positions. The task has its own
 word-level tokenizer (`build_word_tokenizer`, 900 words: 100 source + 8 x 100 target), not BERT's 30,522 pieces.
@@ -78,19 +83,25 @@ assert len(set(VOCABULARY)) == len(VOCABULARY), "the derived tables must not reu
 # The hidden per-sentence choice is the table; the first M tables are valid for M modes.
 CHOICES = TABLES
 SUPPORTED_NUM_MODES = (1, 2, 4, 8)
+# The order-changing variant: choice c = (table c // 2, rotated left by one word when c is odd).
+SUPPORTED_NUM_MODES_WORD_ORDER = (2, 4, 8, 16)
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0-4, in this order
 
 _INDEX = {word: i for i, word in enumerate(SOURCE_WORDS)}
 
 
-def translate(source: str, choice: int) -> str:
-    """The target of `source` under hidden choice `choice` (0-7: the synonym table, see `TABLES`)."""
-    table = CHOICES[choice]
+def translate(source: str, choice: int, word_order: bool = False) -> str:
+    """The target of `source` under hidden choice `choice`: 0-7, the synonym table (see `TABLES`); with
+    `word_order`, 0-15, table `choice // 2` rotated left by one word when `choice` is odd."""
+    table = CHOICES[choice // 2 if word_order else choice]
     try:
-        return " ".join(table[_INDEX[word]] for word in source.split())
+        words = [table[_INDEX[word]] for word in source.split()]
     except KeyError as err:
         raise ValueError(f"{err.args[0]!r} is not a source word of the multi-modality task.") from None
+    if word_order and choice % 2:
+        words = words[1:] + words[:1]
+    return " ".join(words)
 
 
 @dataclass(frozen=True)
@@ -102,10 +113,11 @@ class MultimodalityTask:
     train: datasets.Dataset
     eval: datasets.Dataset
     vocabulary: tuple[str, ...] = field(default=VOCABULARY, repr=False)
+    word_order: bool = False
 
     def valid_targets(self, source: str) -> list[str]:
         """All `num_modes` valid targets of `source`, in choice order."""
-        return [translate(source, choice) for choice in range(self.num_modes)]
+        return [translate(source, choice, self.word_order) for choice in range(self.num_modes)]
 
 
 def make_multimodality_task(
@@ -116,21 +128,25 @@ def make_multimodality_task(
     *,
     min_length: int = 6,
     max_length: int = 12,
+    word_order: bool = False,
 ) -> MultimodalityTask:
     """Generate the controlled multi-modality task; the same arguments always give the same data.
 
     Args:
-        num_modes: M, the number of valid targets per source: 1, 2, 4 or 8.
+        num_modes: M, the number of valid targets per source: 1, 2, 4 or 8 (with `word_order`: 2, 4, 8 or 16).
         num_train, num_eval: numbers of examples. All sources are distinct, so no eval source is seen in training.
         seed: seeds a private `random.Random`; global random state is neither used nor changed.
         min_length, max_length: source length range in words (inclusive).
+        word_order: the order-changing variant (modes differ in word order and wording; see the module docstring).
 
     Returns:
         A `MultimodalityTask`. In `train`, `target` is drawn uniformly among the M valid targets and `choice` says
         which. `eval` has the same columns plus `references`, the list of all M valid targets.
     """
-    if num_modes not in SUPPORTED_NUM_MODES:
-        raise ValueError(f"num_modes={num_modes}: choose one of {SUPPORTED_NUM_MODES}.")
+    supported = SUPPORTED_NUM_MODES_WORD_ORDER if word_order else SUPPORTED_NUM_MODES
+    if num_modes not in supported:
+        variant = " with word_order=True" if word_order else ""
+        raise ValueError(f"num_modes={num_modes}{variant}: choose one of {supported}.")
     if num_train < 0 or num_eval < 0:
         raise ValueError("num_train and num_eval must be >= 0.")
     if not 2 <= min_length <= max_length:
@@ -146,12 +162,15 @@ def make_multimodality_task(
             # Palindromes are skipped as in earlier versions (same data for the same seed); repeats too.
             if source in seen or words == words[::-1]:
                 continue
+            references = [translate(source, c, word_order) for c in range(num_modes)]
+            if word_order and len(set(references)) < num_modes:  # a rotation that gives the same words
+                continue
             seen.add(source)
             choice = rng.randrange(num_modes)
             rows["source"].append(source)
-            rows["target"].append(translate(source, choice))
+            rows["target"].append(references[choice])
             rows["choice"].append(choice)
-            rows["references"].append([translate(source, c) for c in range(num_modes)])
+            rows["references"].append(references)
         return rows
 
     train_rows = draw(num_train)
@@ -165,6 +184,7 @@ def make_multimodality_task(
         seed=seed,
         train=datasets.Dataset.from_dict(train_rows, features=features),
         eval=datasets.Dataset.from_dict(eval_rows, features=eval_features),
+        word_order=word_order,
     )
 
 
@@ -245,6 +265,8 @@ __all__ = [
     "MultimodalityTask",
     "SOURCE_WORDS",
     "SPECIAL_TOKENS",
+    "SUPPORTED_NUM_MODES",
+    "SUPPORTED_NUM_MODES_WORD_ORDER",
     "TABLE_A",
     "TABLE_B",
     "TABLES",

@@ -39,6 +39,7 @@ import datasets
 import torch
 
 import pipeline
+from bang_nar.trainer.sequence_kd import DEFAULT_NUM_BEAMS, DEFAULT_PROBABILITY_MASS
 from common import (
     RESULTS_DIR,
     display_path,
@@ -69,6 +70,12 @@ NAR_METHODS: dict[str, dict[str, Any]] = {
     "seq_kd + min_loss (4-best)": {"train": {"spmd_preset": "seq_kd"}, "data": "kd4"},
     "spmd 2-best": {"train": {"spmd_preset": "spmd", "kd_top_k": 2}, "data": "kd4"},
     "spmd 8-best (beam 8)": {"train": {"spmd_preset": "spmd"}, "data": "kd8"},
+    "spmd 16-best (beam 16)": {"train": {"spmd_preset": "spmd"}, "data": "kd16"},
+    # `bang-nar distill`'s default since issue 21: beam 16, k from the data (95% of the beam's probability mass)
+    "spmd (default: k from the data)": {"train": {"spmd_preset": "spmd"}, "data": "mass"},
+    "seq_kd + min_loss (k from the data)": {"train": {"spmd_preset": "seq_kd"}, "data": "mass"},
+    "spmd + glancing 0.5→0.1 (k from the data)": {"train": {"spmd_preset": "spmd", "glance_ratio": 0.5,
+                                                           "glance_ratio_end": 0.1}, "data": "mass"},  # fmt: skip
     # "verify": also score the student's AR stream through nar_verify (= its AR greedy), which these rows train
     # differently from the default.
     "spmd teacher w/o dropout": {"train": {"spmd_preset": "spmd", "teacher_dropout": False}, "data": "kd4",
@@ -78,17 +85,23 @@ NAR_METHODS: dict[str, dict[str, Any]] = {
     "spmd + glancing 0.5→0.1": {"train": {"spmd_preset": "spmd", "glance_ratio": 0.5, "glance_ratio_end": 0.1},
                                 "data": "kd4"},  # fmt: skip
 }
-DEFAULT_NAR = "spmd (default: 4-best)"
+DEFAULT_NAR = "spmd (default: k from the data)"
+# Distilled data sets: name → (beam, k, probability mass); "mass" is `bang-nar distill`'s default.
+DISTILLED: dict[str, tuple[int, int, float | None]] = {
+    "kd4": (4, 4, None), "kd8": (8, 8, None), "kd16": (16, 16, None),
+    "mass": (DEFAULT_NUM_BEAMS, DEFAULT_NUM_BEAMS, DEFAULT_PROBABILITY_MASS),
+}
 AR_ROWS = {"AR greedy (teacher)": {"mode": "ar", "num_beams": 1}, "AR beam 4 (teacher)": {"mode": "ar", "num_beams": 4}}
-VERIFY_ROW = "spmd + nar_verify"
+VERIFY_ROW = "spmd + nar_verify"  # the row name of the fixed-k default's nar_verify scores (earlier results)
+FIXED_K_DEFAULT = "spmd (default: 4-best)"  # the default before issue 21
 
 
-def _dataset_for(kind: str, train_set: Any, oracle_set: Any, distilled: dict[int, Any]) -> Any:
+def _dataset_for(kind: str, train_set: Any, oracle_set: Any, distilled: dict[str, Any]) -> Any:
     if kind == "gold":
         return train_set
     if kind == "oracle":
         return oracle_set
-    return distilled[int(kind[2:])]
+    return distilled[kind]
 
 
 def train_teacher(
@@ -100,6 +113,7 @@ def train_teacher(
     Returns `(teacher, curve [(step, %)], seconds, cache folder or None)`."""
     hyper = {"batch_size": args.batch_size, "learning_rate": args.lr, "seed": seed, "device": args.device}
     key = f"M{num_modes}_seed{seed}_n{args.num_train}_ar{args.ar_max_steps}e{args.ar_eval_every}"
+    key += "_order" if args.word_order else ""
     cache = args.cache_dir / key if args.cache_dir else None
     if cache is not None and (cache / "teacher" / "config.json").is_file():
         teacher = pipeline.BangForConditionalGeneration.from_pretrained(cache / "teacher")
@@ -125,20 +139,38 @@ def train_teacher(
 
 def distil_k_best(
     teacher: Any, train_set: Any, kinds: Any, cache: Path | None
-) -> tuple[dict[int, Any], dict[int, float]]:
-    """The teacher's k-best lists (`kd_labels`) for each k of `kinds` (beam max(4, k)), reused from `cache` when
-    there; returns `({k: dataset}, {k: seconds})`."""
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The teacher's k-best lists (`kd_labels`) for each name of `kinds` (see `DISTILLED`), reused from `cache` when
+    there; returns `({name: dataset}, {name: seconds})` (seconds of the first computation, also when reused)."""
     distilled, distil_s = {}, {}
-    for k in sorted(kinds):
-        if cache is not None and (cache / f"kd{k}").is_dir():
-            distilled[k], distil_s[k] = datasets.load_from_disk(str(cache / f"kd{k}")), 0.0
+    for kind in sorted(kinds):
+        beam, k, mass = DISTILLED[kind]
+        folder = cache / (kind if mass is None else f"{kind}{beam}_{mass}") if cache is not None else None
+        if folder is not None and folder.is_dir():
+            distilled[kind] = datasets.load_from_disk(str(folder))
+            distil_s[kind] = json.loads((folder / "seconds.json").read_text()) if (folder / "seconds.json").is_file() else 0.0
             continue
-        distilled[k], distil_s[k] = pipeline.distil(
-            teacher, train_set, max_new_tokens=MAX_TARGET_TOKENS, num_beams=max(4, k), num_return_sequences=k
-        )
-        if cache is not None:
-            distilled[k].save_to_disk(str(cache / f"kd{k}"))
+        distilled[kind], distil_s[kind] = pipeline.distil(
+            teacher, train_set, max_new_tokens=MAX_TARGET_TOKENS, num_beams=beam, num_return_sequences=k,
+            probability_mass=mass,
+        )  # fmt: skip
+        if folder is not None:
+            distilled[kind].save_to_disk(str(folder))
+            (folder / "seconds.json").write_text(json.dumps(distil_s[kind]))
     return distilled, distil_s
+
+
+def coverage(distilled: Any, tokenizer: Any, task: Any) -> dict[str, Any]:
+    """How many distinct valid modes the lists hold per source, for each prefix length k (the teacher's k-best
+    coverage), with the mean list length and the share of listed targets that are valid."""
+    texts = [tokenizer.batch_decode(c, skip_special_tokens=True) for c in distilled["kd_labels"]]
+    valid = [set(task.valid_targets(s)) for s in task.train["source"]]
+    longest = max(len(t) for t in texts)
+    per_k = [sum(len({t for t in ts[:k] if t in v}) for ts, v in zip(texts, valid)) / len(texts)
+             for k in range(1, longest + 1)]  # fmt: skip
+    listed = sum(len(ts) for ts in texts)
+    return {"modes_at_k": per_k, "mean_k": listed / len(texts),
+            "valid_share": sum(t in v for ts, v in zip(texts, valid) for t in ts) / listed}  # fmt: skip
 
 
 def run_one(num_modes: int, seed: int, args: argparse.Namespace, plan: list[tuple[str, int]]) -> dict[str, Any]:
@@ -149,10 +181,10 @@ def run_one(num_modes: int, seed: int, args: argparse.Namespace, plan: list[tupl
     from bang_nar.data import tokenize_pairs
     from bang_nar.multimodality import build_word_tokenizer, make_multimodality_task, multi_reference_scores, translate
 
-    task = make_multimodality_task(num_modes, args.num_train, args.num_eval, seed)
+    task = make_multimodality_task(num_modes, args.num_train, args.num_eval, seed, word_order=args.word_order)
     tokenizer = build_word_tokenizer(task)
     train_set, _ = tokenize_pairs(task.train, tokenizer, 16, 16)
-    oracle_pairs = task.train.map(lambda row: {"target": translate(row["source"], 0)})
+    oracle_pairs = task.train.map(lambda row: {"target": translate(row["source"], 0, args.word_order)})
     oracle_set, _ = tokenize_pairs(oracle_pairs, tokenizer, 16, 16)
     eval_set, _ = tokenize_pairs(task.eval, tokenizer, 16, 16)
     refs = task.eval["references"]
@@ -174,9 +206,10 @@ def run_one(num_modes: int, seed: int, args: argparse.Namespace, plan: list[tupl
     for name, options in AR_ROWS.items():
         rows[name] = {**score(teacher, options), "train_s": teacher_s, "budget": history[-1][0]}
 
-    # 2. distillation: 4-best always, 8-best when a row asks for it
-    kinds = {int(NAR_METHODS[m]["data"][2:]) for m, _ in plan if NAR_METHODS[m]["data"].startswith("kd")}
+    # 2. distillation: 4-best always (the 1-best rows and the coverage), the others when a row asks for them
+    kinds = {"kd4"} | {NAR_METHODS[m]["data"] for m, _ in plan if NAR_METHODS[m]["data"] in DISTILLED}
     distilled, distil_s = distil_k_best(teacher, train_set, kinds, cache)
+    covered = {kind: coverage(data, tokenizer, task) for kind, data in distilled.items()}
 
     # 3. NAR rows
     results: dict[str, dict[str, Any]] = {}
@@ -186,9 +219,9 @@ def run_one(num_modes: int, seed: int, args: argparse.Namespace, plan: list[tupl
         data = _dataset_for(spec["data"], train_set, oracle_set, distilled)
         train_s = pipeline.train(model, data, steps=budget, warmup_steps=budget // 10, **spec["train"], **hyper)
         results[f"{name} @{budget}"] = {**score(model, {"mode": "nar"}), "train_s": train_s, "budget": budget,
-                                        "method": name}  # fmt: skip
-        if name == DEFAULT_NAR or spec.get("verify"):
-            verify = VERIFY_ROW if name == DEFAULT_NAR else f"{name} + nar_verify"
+                                        "method": name, "distil_s": distil_s.get(spec["data"], 0.0)}  # fmt: skip
+        if name in (DEFAULT_NAR, FIXED_K_DEFAULT) or spec.get("verify"):
+            verify = VERIFY_ROW if name == FIXED_K_DEFAULT else f"{name} + nar_verify"
             results[f"{verify} @{budget}"] = {**score(model, {"mode": "nar_verify"}), "train_s": train_s,
                                               "budget": budget, "method": verify}  # fmt: skip
             print(f"  [M={num_modes} seed={seed}] {verify} @{budget}: "
@@ -197,14 +230,9 @@ def run_one(num_modes: int, seed: int, args: argparse.Namespace, plan: list[tupl
               f"consistency {results[f'{name} @{budget}']['mode_consistency']:.1f}% ({train_s:.0f}s)", flush=True)  # fmt: skip
     for name, row in rows.items():
         results[name] = {**row, "method": name}
-    four_best = distilled.get(4)
-    modes_in_kbest = None
-    if four_best is not None:  # how many distinct valid modes the 4-best lists hold (multi-modality left in the data)
-        texts = [tokenizer.batch_decode(c, skip_special_tokens=True) for c in four_best["kd_labels"]]
-        valid = [set(task.valid_targets(s)) for s in task.train["source"]]
-        modes_in_kbest = sum(len({t for t in ts if t in v}) for ts, v in zip(texts, valid)) / len(texts)
+    modes_in_kbest = covered["kd4"]["modes_at_k"][-1]  # distinct valid modes in the 4-best lists
     meta = {"teacher_curve": history, "teacher_steps": history[-1][0], "teacher_s": teacher_s,
-            "distil_s": distil_s, "mean_valid_modes_in_4best": modes_in_kbest,
+            "distil_s": distil_s, "mean_valid_modes_in_4best": modes_in_kbest, "coverage": covered,
             "example_refs": refs[0], "seconds": time.perf_counter() - started}  # fmt: skip
     return {"M": num_modes, "seed": seed, "results": results, "meta": meta}
 
@@ -261,6 +289,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="M = 4, one seed, few steps (smoke run).")
     parser.add_argument("--summarise", action="store_true", help="Only merge results/multimodality_M*.json.")
     parser.add_argument("--modes", default="4")
+    parser.add_argument("--word-order", action="store_true",
+                        help="The order-changing variant (modes differ in word order too; M in 2, 4, 8, 16); results "
+                             "go to results/multimodality_order*.")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(NAR_METHODS), help="NAR rows (comma-separated names).")
     parser.add_argument("--budgets", default="600,1800", help="NAR step budgets; each row trains once per budget.")
@@ -300,6 +331,11 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, int]]:
     return [(m, b) for b in budgets for m in methods if b == budgets[0] or m in plateau]
 
 
+def _stem(args: argparse.Namespace) -> str:
+    """Result file stem: the order-changing variant keeps its own files (its (M, seed) tasks are other data)."""
+    return "multimodality_order" if args.word_order else "multimodality"
+
+
 def _merged_runs(folder: Path) -> list[dict[str, Any]]:
     """Every per-task file of `folder` (`M{M}_seed{s}[_tag].json`, written as each task finishes), merged per
     (M, seed): rows from several calls on the same task (e.g. `--tag ablations`) join its results."""
@@ -310,12 +346,19 @@ def _merged_runs(folder: Path) -> list[dict[str, Any]]:
         if key not in merged:
             merged[key] = run
         else:
-            merged[key]["results"].update(run["results"])
+            for row, value in run["results"].items():  # the first call's rows (e.g. its teacher's) win
+                merged[key]["results"].setdefault(row, value)
+            for part in ("coverage", "distil_s"):  # each call's distilled sets (timed where first computed)
+                slot = merged[key]["meta"].setdefault(part, {})
+                for kind, value in run["meta"].get(part, {}).items():
+                    if value or kind not in slot:
+                        slot[kind] = value
     return [merged[key] for key in sorted(merged)]
 
 
 def _write_summary(args: argparse.Namespace) -> int:
-    runs = _merged_runs(args.out / "multimodality_runs")
+    stem = _stem(args)
+    runs = _merged_runs(args.out / f"{stem}_runs")
     if not runs:
         raise SystemExit("multimodality.py --summarise: no results/multimodality_runs/*.json yet; run with --modes first.")
     rows = summarise(runs)
@@ -329,14 +372,22 @@ def _write_summary(args: argparse.Namespace) -> int:
     kbest = ", ".join(f"M={r['M']} seed {r['seed']}: {r['meta']['mean_valid_modes_in_4best']:.2f}" for r in runs
                       if r["meta"].get("mean_valid_modes_in_4best") is not None)  # fmt: skip
     timing = ", ".join(f"M={r['M']} seed {r['seed']}: {r['meta']['seconds'] / 60:.0f} min" for r in runs)
+    cover = "; ".join(
+        f"M={r['M']} seed {r['seed']} {kind} ({DISTILLED[kind][0]}-beam, mass {DISTILLED[kind][2]}): "
+        f"{' / '.join(f'{m:.2f}' for m in c['modes_at_k'])} modes at k = 1..{len(c['modes_at_k'])}, mean list "
+        f"{c['mean_k']:.2f}, {100 * c['valid_share']:.1f}% valid, distilled in {r['meta']['distil_s'].get(kind, 0):.0f} s"
+        for r in runs for kind, c in r["meta"].get("coverage", {}).items()
+    )  # fmt: skip
     text = (f"## Controlled multi-modality (mean ± sd over seeds)\n\n{table}\n\n"
             f"Teachers' greedy exact match on the eval sources, (step, %) every 300 steps: {teacher}.\n\n"
             f"Distinct valid modes among the teacher's 4-best lists (mean per source): {kbest}.\n\n"
-            f"Wall time per (M, seed) task of the main calls: {timing}.\n")  # fmt: skip
+            f"Wall time per (M, seed) task of the main calls: {timing}.\n"
+            + (f"\nThe teacher's coverage (distinct valid modes among the first k targets of each list, mean per "
+               f"source), list length, share of valid targets, distillation seconds: {cover}.\n" if cover else ""))  # fmt: skip
     print(text)
-    (args.out / "multimodality.md").write_text(text, encoding="utf-8")
-    write_json(args.out / "multimodality.json", {"benchmark": "multimodality", "rows": rows, "runs": runs})
-    print(f"wrote {display_path(plot(rows, args.out / 'multimodality.png'))}")
+    (args.out / f"{stem}.md").write_text(text, encoding="utf-8")
+    write_json(args.out / f"{stem}.json", {"benchmark": stem, "rows": rows, "runs": runs})
+    print(f"wrote {display_path(plot(rows, args.out / f'{stem}.png'))}")
     return 0
 
 
@@ -362,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             run = future.result()
             runs.append(run)
             # Each finished task is kept at once, so a long call that dies later loses nothing.
-            write_json(args.out / "multimodality_runs" / f"M{run['M']}_seed{run['seed']}{'_' + args.tag if args.tag else ''}.json", run)
+            write_json(args.out / f"{_stem(args)}_runs" / f"M{run['M']}_seed{run['seed']}{'_' + args.tag if args.tag else ''}.json", run)
             print(f"[M={run['M']} seed={run['seed']}] done in {run['meta']['seconds']:.0f}s "
                   f"(teacher {run['meta']['teacher_steps']} steps)", flush=True)  # fmt: skip
     runs.sort(key=lambda r: (r["M"], r["seed"]))
@@ -372,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"benchmark": "multimodality", "machine": info, "settings": settings, "runs": runs,
                "total_seconds": round(total, 1)}  # fmt: skip
     for num_modes in sorted({r["M"] for r in runs}):
-        name = f"multimodality_M{num_modes}" + (f"_{args.tag}" if args.tag else "")
+        name = f"{_stem(args)}_M{num_modes}" + (f"_{args.tag}" if args.tag else "")
         per_m = {**payload, "runs": [r for r in runs if r["M"] == num_modes]}
         print(f"wrote {display_path(write_json(args.out / f'{name}.json', per_m))}")
     rows = summarise(runs)

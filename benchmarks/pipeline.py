@@ -149,8 +149,10 @@ def distil(
     batch_size: int = 256,
     num_beams: int = 4,
     num_return_sequences: int = 1,
+    **distill_options: Any,
 ) -> tuple[datasets.Dataset, float]:
-    """Add the AR teacher's k best beam hypotheses (beam 4, k = 1 by default) as `kd_labels`; returns seconds too."""
+    """Add the AR teacher's k best beam hypotheses (beam 4, k = 1 by default) as `kd_labels`; returns seconds too.
+    `distill_options`: further `distill_dataset` options (e.g. `probability_mass`)."""
     from bang_nar.trainer import distill_dataset
 
     with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
@@ -166,6 +168,7 @@ def distil(
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             show_progress=False,
+            **distill_options,
         )
         distilled = distilled.flatten_indices() if hasattr(distilled, "flatten_indices") else distilled
         distilled = datasets.Dataset.from_dict(distilled.to_dict())  # detach from the temporary folder

@@ -138,3 +138,26 @@ class TestMultiReferenceScores:
 
 def test_eval_references_feature_is_a_string_list(task4):
     assert task4.eval.features["references"] == datasets.Sequence(datasets.Value("string"))
+
+
+def test_word_order_variant_by_hand():
+    """Issue 21: choice c = table c // 2, rotated left by one word when c is odd."""
+    assert [translate("apple river stone", c, word_order=True) for c in range(4)] == [
+        "red blue green", "blue green red", "scarlet azure emerald", "azure emerald scarlet"]  # fmt: skip
+    assert translate("apple river", 15, word_order=True) == "azureer scarleter"  # table 7 (B + -er), rotated
+
+
+@pytest.mark.parametrize("num_modes", [2, 16], ids=lambda m: f"M={m}")
+def test_word_order_variant_has_m_distinct_targets_in_two_orders(num_modes):
+    task = make_multimodality_task(num_modes, num_train=200, num_eval=100, seed=0, word_order=True)
+    assert task.word_order
+    for row in task.eval:
+        refs = row["references"]
+        assert len(set(refs)) == num_modes and refs == task.valid_targets(row["source"])
+        assert row["target"] == refs[row["choice"]]
+        # the same words in another order: each rotated target is a permutation of its plain one
+        assert all(sorted(refs[c].split()) == sorted(refs[c + 1].split()) != refs[c + 1].split()
+                   for c in range(0, num_modes, 2))  # fmt: skip
+    assert set(task.train["choice"]) == set(range(num_modes))
+    with pytest.raises(ValueError, match="num_modes=1 with word_order=True"):
+        make_multimodality_task(1, 10, 10, seed=0, word_order=True)

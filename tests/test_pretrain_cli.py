@@ -13,7 +13,9 @@ CORPUS = [
 
 
 def _args(corpus, out, steps, *extra):
-    return ["pretrain", "--data", str(corpus), "--output_dir", str(out), "--word_vocab_size", "200",
+    # A saved model brings its own tokenizer, so continuing from one takes no --word_vocab_size (refused with a path).
+    vocab = [] if "--model_name_or_path" in extra else ["--word_vocab_size", "200"]
+    return ["pretrain", "--data", str(corpus), "--output_dir", str(out), *vocab,
             "--max_source_length", "24", "--span_block_size", "8", "--mask_ratio", "0.5", "--num_streams", "3",
             "--max_steps", str(steps), "--per_device_train_batch_size", "2", "--logging_steps", "1",
             "--save_steps", "2", "--report_to", "none", "--use_cpu", "--learning_rate", "1e-3",

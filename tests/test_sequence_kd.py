@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from bang_nar.trainer import distill_dataset
-from bang_nar.trainer.sequence_kd import load_provenance
+from bang_nar.trainer.sequence_kd import keep_probability_mass, load_provenance
 from tests.conftest import tiny_model
 from tests.spmd_toy import EOS, single_thread, toy_dataset  # noqa: F401 (autouse fixture)
 
-SETTINGS = dict(num_beams=4, num_return_sequences=2, max_new_tokens=6, batch_size=3, show_progress=False)
+# probability_mass=None: the fixed k-best lists (the default keeps k from the data, tested below)
+SETTINGS = dict(num_beams=4, num_return_sequences=2, max_new_tokens=6, batch_size=3, show_progress=False,
+                probability_mass=None)
 
 
 def _source_only(num: int = 7):
@@ -75,3 +77,58 @@ def test_k_defaults_to_the_whole_beam(tmp_path):
     result = distill_dataset(tiny_model(seed=5), _source_only(), tmp_path, **settings)
     assert all(len(candidates) == 3 for candidates in result["kd_labels"])
     assert json.loads((tmp_path / "provenance.json").read_text())["num_return_sequences"] == 3
+
+
+def test_probability_mass_keeps_the_likely_outputs_in_beam_order():
+    """Issue 21: k from the data. Four equally likely outputs and two unlikely ones: the four are kept (beam order),
+    a repeat counts once, and a peaked distribution keeps one."""
+    beam = [[5, 3], [6, 3], [7, 3], [5, 3], [8, 3], [9, 3], [10, 3]]
+    log_probs = [-1.4, -1.4, -1.4, -1.4, -9.0, -1.4, -9.5]  # [5, 3] twice: its first log-prob counts
+    assert keep_probability_mass(beam, log_probs, 0.95) == [[5, 3], [6, 3], [7, 3], [9, 3]]
+    assert keep_probability_mass(beam, log_probs, 1.0) == [[5, 3], [6, 3], [7, 3], [8, 3], [9, 3], [10, 3]]
+    assert keep_probability_mass([[5, 3], [6, 3]], [-0.01, -6.0], 0.95) == [[5, 3]]
+    # the kept set follows probability, not beam position
+    assert keep_probability_mass([[5, 3], [6, 3], [7, 3]], [-3.0, -0.1, -0.1], 0.9) == [[6, 3], [7, 3]]
+
+
+def test_probability_mass_scores_each_hypothesis_with_the_teacher(tmp_path):
+    """Each kept list is the most probable part of the beam under the teacher's own teacher-forced log-probs, and
+    the setting is recorded; a mass outside (0, 1] is refused."""
+    from bang_nar.trainer.sequence_kd import _sequence_log_probs
+
+    model = tiny_model(seed=5)
+    settings = SETTINGS | {"num_return_sequences": 4}
+    full = distill_dataset(model, _source_only(), tmp_path / "full", **settings)
+    kept = distill_dataset(model, _source_only(), tmp_path / "mass", **settings | {"probability_mass": 0.6})
+    assert load_provenance(tmp_path / "mass")["probability_mass"] == 0.6
+    for row, all_four in zip(kept, full):
+        source = torch.tensor([row["input_ids"]])
+        log_probs = _sequence_log_probs(model.eval(), source, torch.ones_like(source), all_four["kd_labels"], 4)
+        assert row["kd_labels"] == keep_probability_mass(all_four["kd_labels"], log_probs, 0.6)
+        assert 1 <= len(row["kd_labels"]) <= 4
+    # slicing the scoring pass (a bounded logits tensor) gives the same log-probs
+    sources = torch.tensor([full[i]["input_ids"][:4] for i in range(3)])
+    hypotheses = [h for i in range(3) for h in full[i]["kd_labels"]]
+    whole = _sequence_log_probs(model, sources, torch.ones_like(sources), hypotheses, 4)
+    assert whole == pytest.approx(_sequence_log_probs(model, sources, torch.ones_like(sources), hypotheses, 4, 4))
+    with pytest.raises(ValueError, match="probability_mass must be in"):
+        distill_dataset(model, _source_only(), tmp_path / "bad", **settings | {"probability_mass": 0.0})
+
+
+def test_cli_defaults_are_the_library_defaults():
+    from bang_nar.trainer import sequence_kd
+
+    from bang_nar.cli import distill
+
+    assert (distill.DEFAULT_NUM_BEAMS, distill.DEFAULT_PROBABILITY_MASS) == (
+        sequence_kd.DEFAULT_NUM_BEAMS, sequence_kd.DEFAULT_PROBABILITY_MASS)  # fmt: skip
+    fields = {f.name: f.default for f in distill.DistillArguments.__dataclass_fields__.values()}
+    assert fields["num_beams"] == 16 and fields["probability_mass"] == 0.95
+
+
+def test_cli_refuses_a_mass_outside_the_unit_interval(capsys):
+    from bang_nar.cli import distill
+
+    with pytest.raises(SystemExit):
+        distill.parse(["--model", "m", "--data", "d.jsonl", "--output_dir", "o", "--probability_mass", "1.5"])
+    assert "--probability_mass must be in (0, 1], got 1.5" in capsys.readouterr().err

@@ -91,6 +91,9 @@ def test_step_runs_on_a_non_cpu_device(tmp_path, options, sync_free_model_masks)
     trainer = spmd_trainer(tmp_path, model=model, dataset=toy_dataset(num=4), **options)
     trainer.state.max_steps = 10
     model.to("meta")
+    # Moving to meta makes new Parameter objects (no shallow copy across those devices), which unties the embeddings
+    # declared in `_tied_weights_keys`; CUDA keeps them. Re-tie, as from_pretrained would.
+    model.tie_weights()
     batch = {k: v.to("meta") for k, v in _batch().items()}
     for _ in range(3):  # mixed: both modes; hard: λ0 calibrated, then reused
         with BlockingHostCopies() as copies:

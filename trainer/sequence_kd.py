@@ -1,9 +1,11 @@
 """AR-stream distillation targets ŷ¹..ŷᵏ for SPMD (docs/spmd.md#notation) and sequence-KD NAR training.
 
-`distill_dataset` decodes every source with the AR mode of a BANG model (beam search, by default beam 4 and length
-penalty 1.2 as in BANG's README) and adds the k best hypotheses (default: the whole beam) as a column of token-id
-lists, each ending with `[SEP]`. The work is cut into fixed chunks of `batch_size` examples; each finished chunk
-is written to `output_dir/kd_chunks/`, so an interrupted run resumes where it stopped. Under `torchrun` or
+`distill_dataset` decodes every source with the AR mode of a BANG model (beam search, by default beam 16 and length
+penalty 1.2) and adds the k best hypotheses as a column of token-id lists, each ending with `[SEP]`; by default k
+comes from the data: each source keeps the most probable hypotheses holding 95% of the beam's probability
+(`keep_probability_mass`), so a source with M likely outputs keeps about M, whatever M is. The work is cut into
+fixed chunks of `batch_size` examples; each finished chunk is written to `output_dir/kd_chunks/`, so an interrupted
+run resumes where it stopped. Under `torchrun` or
 `accelerate launch`, process r takes chunks r, r+N, r+2N, ...; process 0 merges the chunks in dataset order, saves
 the dataset with `save_to_disk(output_dir / "dataset")` and writes `provenance.json` (teacher and settings) next to it.
 
@@ -30,6 +32,10 @@ from tqdm.auto import tqdm
 from bang_nar.data import length_sorted_batches
 
 CHUNK_DIR = "kd_chunks"
+# `bang-nar distill`'s defaults (issue 21): a beam wide enough for many modes, k from the data (docs/spmd.md,
+# "k from the data"): the k-best lists follow the number of likely outputs, not a fixed k.
+DEFAULT_NUM_BEAMS = 16
+DEFAULT_PROBABILITY_MASS = 0.95
 PROVENANCE_NAME = "provenance.json"
 
 
@@ -60,6 +66,57 @@ def _write_json(path: Path, payload: Any) -> None:
 
 
 @torch.no_grad()
+def _sequence_log_probs(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, hypotheses: list[list[int]], per_source: int,
+    max_rows: int = 256,
+) -> list[float]:
+    """log p(ŷ | x) of each hypothesis under the AR stream, teacher-forced (the sum of its token log-probs, [SEP]
+    included): exact whatever the length penalty and the beam search's own score bookkeeping. Hypotheses go through
+    in slices of about `max_rows`, so the `[rows, T, vocab]` logits stay bounded with a large vocabulary."""
+    length = max(len(h) for h in hypotheses)
+    labels = torch.full((len(hypotheses), length), -100, dtype=torch.long)
+    for i, ids in enumerate(hypotheses):
+        labels[i, : len(ids)] = torch.as_tensor(ids)
+    labels = labels.to(model.device)
+    sources_per_slice = max(1, max_rows // per_source)
+    scores = []
+    for start in range(0, input_ids.size(0), sources_per_slice):
+        rows = slice(start * per_source, (start + sources_per_slice) * per_source)
+        part = labels[rows]
+        logits = model(
+            input_ids=input_ids[start : start + sources_per_slice].repeat_interleave(per_source, 0),
+            attention_mask=attention_mask[start : start + sources_per_slice].repeat_interleave(per_source, 0),
+            decoder_input_ids=model.prepare_decoder_input_ids_from_labels(part),
+            mode="ar",
+            use_cache=False,
+        ).logits
+        nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), part, reduction="none")  # 0 at -100
+        scores.append(-nll.sum(-1))
+    return torch.cat(scores).tolist()
+
+
+def keep_probability_mass(hypotheses: list[list[int]], log_probs: list[float], mass: float) -> list[list[int]]:
+    """The data-driven k (docs/spmd.md, "k from the data"): of one source's beam, in beam order, the distinct
+    hypotheses that hold `mass` of the beam's probability.
+
+    With p_j = p(ŷʲ | x) over the B distinct hypotheses, sorted so that p_(1) ≥ p_(2) ≥ ..., k is the smallest
+    number with Σ_{j ≤ k} p_(j) ≥ mass · Σ_{j ≤ B} p_j, and the k most probable are kept, in the beam's order. A
+    source with M equally likely outputs in the beam keeps all M (k follows M); a peaked teacher keeps one.
+    """
+    distinct: dict[tuple[int, ...], float] = {}
+    for ids, log_prob in zip(hypotheses, log_probs):
+        distinct.setdefault(tuple(ids), log_prob)
+    keys = list(distinct)
+    scores = torch.tensor([distinct[key] for key in keys], dtype=torch.float64)
+    probs = (scores - scores.max()).exp()  # relative to the best: the beam's total cancels out
+    order = probs.argsort(descending=True)
+    cumulative = probs[order].cumsum(0)
+    k = int((cumulative < mass * probs.sum()).sum()) + 1
+    kept = set(order[: min(k, len(keys))].tolist())
+    return [list(keys[i]) for i in range(len(keys)) if i in kept]
+
+
+@torch.no_grad()
 def _distil_chunk(
     model: Any, sources: list[list[int]], settings: dict[str, Any], generation_kwargs: dict[str, Any]
 ) -> list[list[list[int]]]:
@@ -82,7 +139,12 @@ def _distil_chunk(
         **generation_kwargs,
     )
     ids = _hypotheses_to_ids(sequences.cpu(), config.eos_token_id, config.pad_token_id)
-    return [ids[i * k : (i + 1) * k] for i in range(len(sources))]
+    per_source = [ids[i * k : (i + 1) * k] for i in range(len(sources))]
+    mass = settings.get("probability_mass")
+    if mass is None:
+        return per_source
+    log_probs = _sequence_log_probs(model, input_ids.to(model.device), attention_mask.to(model.device), ids, k)
+    return [keep_probability_mass(h, log_probs[i * k : (i + 1) * k], mass) for i, h in enumerate(per_source)]
 
 
 def distill_dataset(
@@ -90,11 +152,12 @@ def distill_dataset(
     dataset: datasets.Dataset,
     output_dir: str | os.PathLike,
     *,
-    num_beams: int = 4,
+    num_beams: int = DEFAULT_NUM_BEAMS,
     length_penalty: float = 1.2,
     num_return_sequences: int | None = None,
     max_new_tokens: int = 64,
     batch_size: int = 32,
+    probability_mass: float | None = DEFAULT_PROBABILITY_MASS,
     source_column: str = "input_ids",
     kd_column: str = "kd_labels",
     teacher_name: str | None = None,
@@ -116,6 +179,10 @@ def distill_dataset(
             already follows (Eq. 3 `min_loss`), which is what removes multi-modality (1-best keeps the teacher's
             own mode spread).
         batch_size: examples per chunk (one `generate` call, one resumable unit).
+        probability_mass: k from the data (`keep_probability_mass`): of the `num_return_sequences` best, keep per
+            source the distinct hypotheses holding this share of their probability (so sources keep different
+            numbers of targets, at most `num_return_sequences`). None: keep all k. Costs one teacher-forced AR
+            pass over the hypotheses.
         teacher_name: recorded in the provenance; default `model.config._name_or_path`.
         tokenizer: if given, also adds `<kd_column>_text` with the decoded hypotheses for inspection.
         generation_kwargs: extra `generate` options (e.g. `original_compatible=True`), recorded too.
@@ -132,6 +199,8 @@ def distill_dataset(
     num_return_sequences = num_beams if num_return_sequences is None else num_return_sequences
     if num_return_sequences > num_beams:
         raise ValueError(f"num_return_sequences ({num_return_sequences}) cannot exceed num_beams ({num_beams}).")
+    if probability_mass is not None and not 0.0 < probability_mass <= 1.0:
+        raise ValueError(f"probability_mass must be in (0, 1] (or None to keep every hypothesis), got {probability_mass}.")
     state = PartialState()
     output_dir = Path(output_dir)
     chunk_dir = output_dir / CHUNK_DIR
@@ -142,6 +211,7 @@ def distill_dataset(
         "num_beams": num_beams,
         "length_penalty": length_penalty,
         "num_return_sequences": num_return_sequences,
+        "probability_mass": probability_mass,
         "max_new_tokens": max_new_tokens,
         "generation_kwargs": generation_kwargs,
         "source_column": source_column,

@@ -857,11 +857,20 @@ def _card_data(name: str | None, dataset: Any, args: SPMDTrainingArguments, extr
             f"- Distilled targets (`{p.get('kd_column', args.kd_column)}`) by `bang-nar distill`: teacher `{teacher}`, "
             f"AR beam {p.get('num_beams')}, length penalty {p.get('length_penalty')}, "
             f"{p.get('num_return_sequences')} target(s) per source, at most {p.get('max_new_tokens')} new tokens"
+            + _card_mass(p.get("probability_mass"))
         )
     elif args.uses_distilled_targets:
         lines.append(f"- Distilled targets: column `{args.kd_column}` of the training data (provenance not recorded)")
     lines += [f"- `{key}`: {value}" for key, value in extra.items() if value is not None]
     return "\n".join(lines)
+
+
+def _card_mass(mass: float | None) -> str:
+    """The data-driven k of `bang-nar distill` (docs/spmd.md, "k from the data"), for the card's data line."""
+    if mass is None:
+        return ""
+    return (f"; k from the data: per source, the most probable of those holding {mass:.0%} of their probability "
+            "(a source with M likely outputs keeps about M)")
 
 
 def _card_spmd_options(args: SPMDTrainingArguments) -> str:
