@@ -136,8 +136,13 @@ class ModeComparison:
             # The AR length limit too, so that its output is AR greedy's (it stops at its number of draft slots).
             "nar_verify": {"mode": "nar_verify", "max_new_tokens": max_new, "return_dict_in_generate": True},
             "ar_greedy": {"mode": "ar", "num_beams": 1, "do_sample": False, "max_new_tokens": max_new},
-            "ar_beam": {"mode": "ar", "num_beams": options.num_beams, "length_penalty": options.length_penalty,
-                        "do_sample": False, "max_new_tokens": max_new},
+            "ar_beam": {
+                "mode": "ar",
+                "num_beams": options.num_beams,
+                "length_penalty": options.length_penalty,
+                "do_sample": False,
+                "max_new_tokens": max_new,
+            },
         }[mode]
 
     def encode(self, source: str) -> tuple[dict[str, torch.Tensor], str]:
@@ -147,14 +152,18 @@ class ModeComparison:
             raise EmptyInput("Type a source text first (the input is empty).")
         note = ""
         if len(source) > self.max_chars:  # cut before tokenizing: a huge paste must not hold the decode slot
-            note = (f"The source has {len(source):,} characters; the page reads the first {self.max_chars:,} "
-                    "(`bang-nar app --max-chars`). ")
+            note = (
+                f"The source has {len(source):,} characters; the page reads the first {self.max_chars:,} "
+                "(`bang-nar app --max-chars`). "
+            )
             source = source[: self.max_chars]
         encoded = self.tokenizer([source], truncation=False, verbose=False, return_tensors="pt")
         length = encoded["input_ids"].size(1)
         if length > self.max_source_tokens:  # tokenized again only then, with the tokenizer's own truncation
-            note += (f"The source has {length} tokens but the model takes {self.max_source_tokens}: it was truncated "
-                    f"to its first {self.max_source_tokens} tokens for every mode.")
+            note += (
+                f"The source has {length} tokens but the model takes {self.max_source_tokens}: it was truncated "
+                f"to its first {self.max_source_tokens} tokens for every mode."
+            )
             encoded = self.tokenizer([source], truncation=True, max_length=self.max_source_tokens, return_tensors="pt")
         return {k: v.to(self.model.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}, note
 
@@ -169,7 +178,11 @@ class ModeComparison:
         if mode == "nar_verify":
             ar_passes, output = int(output.ar_passes[0]), output.sequences
             num_tokens = int(output[0, 1:].ne(self.model.config.pad_token_id).sum())  # after the start token
-        text = decode_nar(self.tokenizer, output)[0] if kwargs["mode"] == "nar" else ids_to_text(self.tokenizer, output[0].tolist())
+        text = (
+            decode_nar(self.tokenizer, output)[0]
+            if kwargs["mode"] == "nar"
+            else ids_to_text(self.tokenizer, output[0].tolist())
+        )
         return ModeResult(mode, text, ms, ar_passes, num_tokens)
 
     def compare(self, source: str, modes: Iterable[str], options: DecodeOptions | None = None) -> Comparison:
@@ -190,8 +203,9 @@ class ModeComparison:
                 comparison.results[mode] = self.decode(mode, encoded, options)
         return comparison
 
-    def decode_file(self, path: str | os.PathLike, modes: Iterable[str], options: DecodeOptions | None = None
-                    ) -> tuple[list[list[str]], list[str], str]:
+    def decode_file(
+        self, path: str | os.PathLike, modes: Iterable[str], options: DecodeOptions | None = None
+    ) -> tuple[list[list[str]], list[str], str]:
         """Decode every line of a UTF-8 .txt file with each mode: (rows, header, note).
 
         Rows are `[source, output per mode...]`; empty lines are skipped and counted in the note, as are truncated
@@ -200,14 +214,18 @@ class ModeComparison:
         name = Path(path).name
         size = os.path.getsize(path)
         if size > self.max_upload_mb * 2**20:  # refused unread
-            raise ValueError(f"{name}: {size / 2**20:.1f} MB, the page takes at most {self.max_upload_mb:g} "
-                             "MB (`bang-nar app --max-upload-mb`); use `bang-nar generate --input FILE` for big files.")
+            raise ValueError(
+                f"{name}: {size / 2**20:.1f} MB, the page takes at most {self.max_upload_mb:g} "
+                "MB (`bang-nar app --max-upload-mb`); use `bang-nar generate --input FILE` for big files."
+            )
         raw = Path(path).read_bytes()
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
             line = raw[: error.start].count(b"\n") + 1
-            raise ValueError(f"{name} line {line}: not UTF-8 (byte 0x{raw[error.start]:02x}); save the file as UTF-8.") from None
+            raise ValueError(
+                f"{name} line {line}: not UTF-8 (byte 0x{raw[error.start]:02x}); save the file as UTF-8."
+            ) from None
         lines = [line.rstrip("\r") for line in text.split("\n")]
         if lines and lines[-1] == "":
             lines.pop()  # the final newline ends the last line
@@ -216,8 +234,10 @@ class ModeComparison:
         if not sources:
             raise ValueError(f"{name}: no sources (the file is empty); give one source per line.")
         if len(sources) > MAX_BATCH_LINES:
-            raise ValueError(f"{name}: {len(sources)} sources, the page decodes at most {MAX_BATCH_LINES}; use "
-                             "`bang-nar generate --input FILE` for big files.")
+            raise ValueError(
+                f"{name}: {len(sources)} sources, the page decodes at most {MAX_BATCH_LINES}; use "
+                "`bang-nar generate --input FILE` for big files."
+            )
         modes = [m for m in MODES if m in set(modes)]
         rows, truncated = [], 0
         with torch.inference_mode():  # this tab shows no timings, so `compare`'s untimed warm-up pass is not needed
@@ -326,9 +346,17 @@ def _highlight(comparison: Comparison, mode: str) -> tuple[list[tuple[str, str |
     return spaced, {DIFF_LABEL: "red"}
 
 
-def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, examples: Sequence[str] | None = None,
-              concurrency_limit: int = 1, max_queue: int = 64, max_chars: int = MAX_CHARS,
-              max_upload_mb: float = MAX_UPLOAD_MB):
+def build_app(
+    model_path: str | os.PathLike,
+    *,
+    model=None,
+    tokenizer=None,
+    examples: Sequence[str] | None = None,
+    concurrency_limit: int = 1,
+    max_queue: int = 64,
+    max_chars: int = MAX_CHARS,
+    max_upload_mb: float = MAX_UPLOAD_MB,
+):
     """The page for one model, as a `gradio.Blocks` (not launched; call `.launch()`).
 
     The model and tokenizer are loaded once here (or passed in), then shared by every request; the queue runs
@@ -349,8 +377,9 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
     choices = [(label, key) for key, label in MODES.items()]
 
     def run_compare(source, modes, num_candidates, ngram, num_beams):
-        options = DecodeOptions(num_candidates=int(num_candidates), no_repeat_ngram_size=int(ngram),
-                                num_beams=int(num_beams))
+        options = DecodeOptions(
+            num_candidates=int(num_candidates), no_repeat_ngram_size=int(ngram), num_beams=int(num_beams)
+        )
         comparison = logic.compare(source or "", modes or [], options)
         note = comparison.note if comparison.note else ("" if modes else "Tick at least one decoding mode.")
         values: list[Any] = [f"**Note:** {note}" if note else ""]
@@ -369,8 +398,9 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
             return [], None, "**Note:** tick at least one decoding mode."
         if not Path(file).is_file():
             return [], None, "**Note:** the upload has expired (kept for an hour); upload the file again."
-        options = DecodeOptions(num_candidates=int(num_candidates), no_repeat_ngram_size=int(ngram),
-                                num_beams=int(num_beams))
+        options = DecodeOptions(
+            num_candidates=int(num_candidates), no_repeat_ngram_size=int(ngram), num_beams=int(num_beams)
+        )
         try:
             rows, header, note = logic.decode_file(file, modes, options)
         except ValueError as error:
@@ -382,12 +412,16 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
         path = write_csv(rows, header, Path(tempfile.mkdtemp(dir=workdir.name)) / "bang-nar-outputs.csv")
         return gr.update(value=rows, headers=header), str(path), note
 
-    title = f"bang-nar: decoding modes of {Path(str(model_path)).name if Path(str(model_path)).exists() else model_path}"
+    title = (
+        f"bang-nar: decoding modes of {Path(str(model_path)).name if Path(str(model_path)).exists() else model_path}"
+    )
     # Gradio's own copies (uploads, downloads) go after an hour, checked every ten minutes.
     with gr.Blocks(title="bang-nar decoding modes", delete_cache=(600, 3600)) as page:
-        gr.Markdown(f"## {title}\nOne set of weights, several decoders: one-pass NAR, NAR with AR rescoring or "
-                    "n-gram blocking, `nar_verify` (exactly AR greedy, fewer AR passes) and AR greedy / beam. "
-                    f"Sources longer than {logic.max_source_tokens} tokens are truncated (the page says so).")
+        gr.Markdown(
+            f"## {title}\nOne set of weights, several decoders: one-pass NAR, NAR with AR rescoring or "
+            "n-gram blocking, `nar_verify` (exactly AR greedy, fewer AR passes) and AR greedy / beam. "
+            f"Sources longer than {logic.max_source_tokens} tokens are truncated (the page says so)."
+        )
         modes = gr.CheckboxGroup(choices=choices, value=DEFAULT_MODES, label="decoding modes", elem_id="modes")
         with gr.Row():
             num_candidates = gr.Slider(2, 16, value=4, step=1, label="NAR candidates")
@@ -405,32 +439,56 @@ def build_app(model_path: str | os.PathLike, *, model=None, tokenizer=None, exam
                 with gr.Row():
                     for mode in keys[start : start + 3]:
                         with gr.Column():
-                            outputs.append(gr.Textbox(label=MODES[mode], elem_id=f"out-{mode}", interactive=False,
-                                                      lines=2))
+                            outputs.append(
+                                gr.Textbox(label=MODES[mode], elem_id=f"out-{mode}", interactive=False, lines=2)
+                            )
                             outputs.append(gr.Markdown(elem_id=f"stats-{mode}"))
                             if mode in NAR_MODES:
-                                outputs.append(gr.HighlightedText(label="vs AR greedy (else AR beam)", elem_id=f"diff-{mode}",
-                                                                  color_map={}, show_legend=True,
-                                                                  show_inline_category=False))
+                                outputs.append(
+                                    gr.HighlightedText(
+                                        label="vs AR greedy (else AR beam)",
+                                        elem_id=f"diff-{mode}",
+                                        color_map={},
+                                        show_legend=True,
+                                        show_inline_category=False,
+                                    )
+                                )
             inputs = [source, modes, num_candidates, ngram, num_beams]
             # One concurrency group for every event: they all decode with the one loaded model.
             queue = {"concurrency_limit": concurrency_limit, "concurrency_id": "bang-nar-model"}
             run.click(run_compare, inputs, outputs, api_name="compare", **queue)
             source.submit(run_compare, inputs, outputs, api_name=False, **queue)
         with gr.Tab("file of sources"):
-            upload = gr.File(label="sources (.txt, one per line)", file_types=[".txt"], type="filepath",
-                             elem_id="upload")
+            upload = gr.File(
+                label="sources (.txt, one per line)", file_types=[".txt"], type="filepath", elem_id="upload"
+            )
             run_file = gr.Button("Decode the file", elem_id="run-file")
             batch_note = gr.Markdown(elem_id="batch-note")
             table = gr.Dataframe(label="outputs per mode", interactive=False, elem_id="table")
             download = gr.File(label="download (CSV)", elem_id="download")
-            run_file.click(run_batch, [upload, modes, num_candidates, ngram, num_beams], [table, download, batch_note],
-                           api_name="batch", **queue)
+            run_file.click(
+                run_batch,
+                [upload, modes, num_candidates, ngram, num_beams],
+                [table, download, batch_note],
+                api_name="batch",
+                **queue,
+            )
     page.queue(max_size=max_queue, default_concurrency_limit=concurrency_limit)
     page.bang_nar_logic = logic  # for tests and callers that want the same loaded model
     page.bang_nar_workdir = workdir
     return page
 
 
-__all__ = ["DecodeOptions", "Comparison", "EmptyInput", "MODES", "ModeComparison", "ModeResult", "build_app",
-           "default_model_path", "diff_tokens", "example_sources", "write_csv"]
+__all__ = [
+    "DecodeOptions",
+    "Comparison",
+    "EmptyInput",
+    "MODES",
+    "ModeComparison",
+    "ModeResult",
+    "build_app",
+    "default_model_path",
+    "diff_tokens",
+    "example_sources",
+    "write_csv",
+]

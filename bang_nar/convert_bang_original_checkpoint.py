@@ -96,7 +96,9 @@ def load_fairseq_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], 
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as error:
         raise _refusal(path, error) from None  # torch's own message is ~40 lines of advice that does not apply
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path}: expected a dict (fairseq checkpoint or state dict), got {type(checkpoint).__name__}.")
+        raise ValueError(
+            f"{path}: expected a dict (fairseq checkpoint or state dict), got {type(checkpoint).__name__}."
+        )
     if "model" in checkpoint:
         return dict(checkpoint["model"]), checkpoint.get("args")
     return dict(checkpoint), None
@@ -128,7 +130,10 @@ def adapt_pretrained_state(
     """
     source_positions = max_positions if max_source_positions is None else max_source_positions
     state = dict(state)
-    for key, rows in (("encoder.embed_positions.weight", source_positions + 1), ("decoder.embed_positions.weight", max_positions + 2)):
+    for key, rows in (
+        ("encoder.embed_positions.weight", source_positions + 1),
+        ("decoder.embed_positions.weight", max_positions + 2),
+    ):
         if key in state:
             state[key] = _grow_positions(state[key], rows)
     ngram_key = "decoder.ngram_input_embed.weight"
@@ -201,8 +206,12 @@ def original_generation_config(config: BangConfig, max_len_b: int = ORIGINAL_MAX
     )
     if config.generation_mode == "ar":
         limit = min(max_len_b, config.max_position_embeddings - 1)  # fairseq: min(max_len_b, max_positions - 1)
-        values.update(num_beams=ORIGINAL_AR_BEAM, length_penalty=ORIGINAL_AR_LENPEN, max_length=limit + 2,
-                      original_compatible=True)
+        values.update(
+            num_beams=ORIGINAL_AR_BEAM,
+            length_penalty=ORIGINAL_AR_LENPEN,
+            max_length=limit + 2,
+            original_compatible=True,
+        )
     return BangGenerationConfig(**values)
 
 
@@ -283,8 +292,12 @@ def convert_bang_checkpoint(
     `max_len_b` is fairseq-generate's length limit stored in the AR generation config (default 200).
     """
     state, args = load_fairseq_checkpoint(checkpoint_path)
-    required = ("encoder.embed_tokens.weight", "decoder.layers.0.ngram_self_attn.relative_linear.weight",
-                "encoder.layers.0.fc1.weight", "decoder.layers.0.fc1.weight")
+    required = (
+        "encoder.embed_tokens.weight",
+        "decoder.layers.0.ngram_self_attn.relative_linear.weight",
+        "encoder.layers.0.fc1.weight",
+        "decoder.layers.0.fc1.weight",
+    )
     absent = [k for k in required if k not in state]
     if absent:
         raise ValueError(

@@ -105,8 +105,11 @@ def load_pairs(
         source, target_file = source
 
     path = Path(os.path.expanduser(os.fspath(source)))
-    if path.is_file() or path.suffix.lower() in SUPPORTED_EXTENSIONS or target_file is not None or (
-        not path.exists() and _looks_like_a_file_path(os.fspath(source))
+    if (
+        path.is_file()
+        or path.suffix.lower() in SUPPORTED_EXTENSIONS
+        or target_file is not None
+        or (not path.exists() and _looks_like_a_file_path(os.fspath(source)))
     ):
         if split not in (None, "train"):
             raise ValueError(
@@ -117,25 +120,41 @@ def load_pairs(
                 f"{path}: QG input needs an answer column, and parallel .txt files have none. Put source, answer and "
                 "target in a .jsonl/.csv file and pass answer_column=."
             )
-        return _load_local(path, target_file, source_column, target_column, qg_format, answer_column, qg_separator,
-                           keep_columns, load_kwargs)
+        return _load_local(
+            path,
+            target_file,
+            source_column,
+            target_column,
+            qg_format,
+            answer_column,
+            qg_separator,
+            keep_columns,
+            load_kwargs,
+        )
     # A Hub dataset name or a local dataset folder: the real `load_dataset` code path.
     loaded = datasets.load_dataset(os.fspath(source), dataset_config, split=split, **load_kwargs)
-    if isinstance(loaded, datasets.DatasetDict):
-        return datasets.DatasetDict(
-            {
-                name: _standardize(part, f"{source} (split {name!r})", None, source_column, target_column, qg_format,
-                                   answer_column, qg_separator, keep_columns)
-                for name, part in loaded.items()
-            }
+
+    def standardize(part: datasets.Dataset, split_name: str | None) -> datasets.Dataset:
+        return _standardize(
+            part,
+            f"{source} (split {split_name!r})",
+            None,
+            source_column,
+            target_column,
+            qg_format,
+            answer_column,
+            qg_separator,
+            keep_columns,
         )
+
+    if isinstance(loaded, datasets.DatasetDict):
+        return datasets.DatasetDict({name: standardize(part, name) for name, part in loaded.items()})
     if not isinstance(loaded, datasets.Dataset):
         raise DataFormatError(
             f"{source}: load_dataset returned {type(loaded).__name__}; load_pairs needs a map-style Dataset "
             "(do not pass streaming=True)."
         )
-    return _standardize(loaded, f"{source} (split {split!r})", None, source_column, target_column, qg_format,
-                        answer_column, qg_separator, keep_columns)
+    return standardize(loaded, split)
 
 
 def _looks_like_a_file_path(text: str) -> bool:
@@ -181,15 +200,16 @@ def _load_local(
         if suffix == ".jsonl" or suffix == ".json":
             _raise_json_location(path, err)
         if "corresponds to no data" in str(err):  # `datasets`' words for a file with a header and no rows
-            raise DataFormatError(f"{path}: no examples (only a header or blank lines). Add one example per record.") from err
+            raise DataFormatError(
+                f"{path}: no examples (only a header or blank lines). Add one example per record."
+            ) from err
         cause = err.__cause__ if isinstance(err, datasets.exceptions.DatasetGenerationError) and err.__cause__ else err
-        raise DataFormatError(
-            f"{path}: could not be read as {suffix[1:]}: {' '.join(str(cause).split())}"
-        ) from err
+        raise DataFormatError(f"{path}: could not be read as {suffix[1:]}: {' '.join(str(cause).split())}") from err
     if len(dataset) == 0:
         raise DataFormatError(f"{path}: no examples (only a header or blank lines). Add one example per record.")
-    return _standardize(dataset, str(path), path, source_column, target_column, qg_format, answer_column,
-                        qg_separator, keep_columns)
+    return _standardize(
+        dataset, str(path), path, source_column, target_column, qg_format, answer_column, qg_separator, keep_columns
+    )
 
 
 def _infer_target_file(path: Path) -> Path:
@@ -305,12 +325,12 @@ def _raise_json_location(path: Path, err: Exception) -> None:
                 except json.JSONDecodeError as decode_error:
                     raise DataFormatError(
                         f"{path} line {line_number}, column {decode_error.colno}: not valid JSON ({decode_error.msg}). "
-                        "Each line must be one JSON object, e.g. {\"source\": \"...\", \"target\": \"...\"}."
+                        'Each line must be one JSON object, e.g. {"source": "...", "target": "..."}.'
                     ) from err
                 if not isinstance(record, dict):
                     raise DataFormatError(
                         f"{path} line {line_number}: a JSON {type(record).__name__}, not an object. Each line must be "
-                        "one JSON object, e.g. {\"source\": \"...\", \"target\": \"...\"}."
+                        'one JSON object, e.g. {"source": "...", "target": "..."}.'
                     ) from err
     else:
         try:
@@ -542,8 +562,10 @@ def tokenize_pairs(
     cls_id = getattr(tokenizer, "cls_token_id", None)
     if cls_id is not None and len(tokenized) and tokenized[0]["input_ids"][0] == cls_id:
         # Not an error (the tokenizer decides), but BANG checkpoints were trained without it.
-        logger.warning("Sources start with [CLS]; BANG's convention is tokens + [SEP] without [CLS] "
-                       "(use bang_nar.load_bang_tokenizer or a '$A [SEP]' post-processor).")
+        logger.warning(
+            "Sources start with [CLS]; BANG's convention is tokens + [SEP] without [CLS] "
+            "(use bang_nar.load_bang_tokenizer or a '$A [SEP]' post-processor)."
+        )
     log = logger.warning if report.truncated_sources or report.truncated_targets else logger.info
     log("Tokenization: %s", report)
     return tokenized, report

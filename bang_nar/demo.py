@@ -47,7 +47,9 @@ class DemoSettings:
     num_train: int = 4000
     num_eval: int = 300
     size: str = "tiny"
-    ar_steps: int = 1200  # the M = 4 teacher reaches 100% greedy exact match at ~900 steps (benchmarks/multimodality.py)
+    ar_steps: int = (
+        1200  # the M = 4 teacher reaches 100% greedy exact match at ~900 steps (benchmarks/multimodality.py)
+    )
     nar_steps: int = 600
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -120,8 +122,12 @@ def summary_table(results: dict[str, dict[str, Any]], title: str) -> str:
     """The compact Markdown table the demo prints (the full one is in results.md)."""
     columns = [c for c in SUMMARY_COLUMNS if any(r.get(c) is not None for r in results.values())]
     fastest_ar = min((r["ms_per_sample"] for n, r in results.items() if n.startswith("AR beam")), default=None)
-    lines = [f"## {title}", "", "| system | " + " | ".join(SUMMARY_COLUMNS[c] for c in columns) + " | speed-up vs AR beam 4 |",
-             "|---|" + "---:|" * (len(columns) + 1)]
+    lines = [
+        f"## {title}",
+        "",
+        "| system | " + " | ".join(SUMMARY_COLUMNS[c] for c in columns) + " | speed-up vs AR beam 4 |",
+        "|---|" + "---:|" * (len(columns) + 1),
+    ]
     for name, row in results.items():
         cells = ["n/a" if row.get(c) is None else f"{row[c]:.1f}" for c in columns]
         speedup = f"{fastest_ar / row['ms_per_sample']:.1f}x" if fastest_ar else "n/a"
@@ -133,8 +139,11 @@ def plot_results(results: dict[str, dict[str, Any]], path: Path, title: str) -> 
     """Quality (mode consistency when every row has it, else BLEU-4) against speed-up over AR beam 4, one point each."""
     from .plotting import System, quality_vs_speedup_figure, save_figure, speedups
 
-    key, label = ("mode_consistency", "mode consistency %") if all(
-        r.get("mode_consistency") is not None for r in results.values()) else ("bleu", "BLEU-4")
+    key, label = (
+        ("mode_consistency", "mode consistency %")
+        if all(r.get("mode_consistency") is not None for r in results.values())
+        else ("bleu", "BLEU-4")
+    )
     baseline = next((name for name in results if name.startswith("AR beam")), next(iter(results)))
     speed = speedups({name: row["ms_per_sample"] for name, row in results.items()}, baseline)
     systems = [System(name, speed[name], row[key]) for name, row in results.items()]
@@ -173,14 +182,33 @@ def run_demo(
     step("data", t)
 
     t = time.perf_counter()
-    teacher = build_model(tokenizer=tokenizer, size=settings.size, seed=settings.seed, max_position_embeddings=max(max_source, max_target) + 2)
-    train_model(teacher, tokenizer, train, _training_args(output_dir / "ar_teacher", settings, train_mode="ar", max_steps=settings.ar_steps, spmd_preset="bang_nar"), card_values=card)
+    teacher = build_model(
+        tokenizer=tokenizer,
+        size=settings.size,
+        seed=settings.seed,
+        max_position_embeddings=max(max_source, max_target) + 2,
+    )
+    train_model(
+        teacher,
+        tokenizer,
+        train,
+        _training_args(
+            output_dir / "ar_teacher", settings, train_mode="ar", max_steps=settings.ar_steps, spmd_preset="bang_nar"
+        ),
+        card_values=card,
+    )
     step("train AR teacher", t)
 
     t = time.perf_counter()
     distilled = distill_dataset(  # the default beam and k from the data, as `bang-nar distill`
-        teacher, train, output_dir / "distilled", length_penalty=1.2, max_new_tokens=max_target,
-        batch_size=128, teacher_name="demo AR teacher", resume=False,
+        teacher,
+        train,
+        output_dir / "distilled",
+        length_penalty=1.2,
+        max_new_tokens=max_target,
+        batch_size=128,
+        teacher_name="demo AR teacher",
+        resume=False,
     )
     step("distil (AR beam 16, k from the data)", t)
 
@@ -193,16 +221,28 @@ def run_demo(
     for name, (dataset, fields) in recipes.items():
         t = time.perf_counter()
         student = build_model(output_dir / "ar_teacher")
-        train_model(student, tokenizer, dataset, _training_args(output_dir / f"nar_{name}", settings, train_mode="nar", max_steps=settings.nar_steps, **fields), card_values=card)
+        train_model(
+            student,
+            tokenizer,
+            dataset,
+            _training_args(
+                output_dir / f"nar_{name}", settings, train_mode="nar", max_steps=settings.nar_steps, **fields
+            ),
+            card_values=card,
+        )
         students[name] = student
         step(f"train NAR ({name})", t)
 
     t = time.perf_counter()
     evaluations = [
-        ("ar_teacher", teacher, {
-            "AR greedy": {"mode": "ar", "num_beams": 1, "do_sample": False, "max_new_tokens": max_target},
-            "AR beam 4": {"mode": "ar", "num_beams": 4, "length_penalty": 1.2, "max_new_tokens": max_target},
-        }),
+        (
+            "ar_teacher",
+            teacher,
+            {
+                "AR greedy": {"mode": "ar", "num_beams": 1, "do_sample": False, "max_new_tokens": max_target},
+                "AR beam 4": {"mode": "ar", "num_beams": 4, "length_penalty": 1.2, "max_new_tokens": max_target},
+            },
+        ),
         ("nar_bang_nar", students["bang_nar"], {"NAR (BANG recipe)": {"mode": "nar"}}),
         ("nar_seq_kd_1best", students["seq_kd_1best"], {"NAR (seq-KD, 1-best)": {"mode": "nar"}}),
         ("nar_spmd", students["spmd"], {"NAR (SPMD)": {"mode": "nar"}, "SPMD + nar_verify": {"mode": "nar_verify"}}),
@@ -217,11 +257,17 @@ def run_demo(
     step("evaluate", t)
 
     total = time.perf_counter() - started
-    title = (
-        f"bang-nar demo: {data}" + (f" (M={settings.num_modes} valid targets per source"
-                                    f"{', word order' if settings.word_order else ''})" if data == "multimodality" else "")
+    title = f"bang-nar demo: {data}" + (
+        f" (M={settings.num_modes} valid targets per source{', word order' if settings.word_order else ''})"
+        if data == "multimodality"
+        else ""
     )
-    _, md_path = write_results({k: {m: v for m, v in r.items() if m != "examples"} for k, r in results.items()}, output_dir, name="results", title=title)
+    _, md_path = write_results(
+        {k: {m: v for m, v in r.items() if m != "examples"} for k, r in results.items()},
+        output_dir,
+        name="results",
+        title=title,
+    )
     plot_path = plot_results(results, output_dir / "results.png", title)
     (output_dir / "timings.json").write_text(json.dumps({**timings, "total_s": round(total, 1)}, indent=2) + "\n")
     print()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._extras import require
+from .hub import CARD_METRICS
 
 if TYPE_CHECKING:
     import evaluate
@@ -26,15 +27,22 @@ _METRIC_LIBRARY = {"corpus_bleu": "sacrebleu", "sentence_bleu": "nltk", "rouge":
 
 # Column order of the Markdown table; any other numeric key follows in the order it first appears.
 _COLUMN_ORDER = (
-    "bleu", "sentence_bleu", "rouge1", "rouge2", "rougeL", "meteor", "distinct_1", "distinct_2", "repetition_rate",
-    "mode_consistency", "ms_per_sample", "samples_per_s", "num_samples",
+    "bleu",
+    "sentence_bleu",
+    "rouge1",
+    "rouge2",
+    "rougeL",
+    "meteor",
+    "distinct_1",
+    "distinct_2",
+    "repetition_rate",
+    "mode_consistency",
+    "ms_per_sample",
+    "samples_per_s",
+    "num_samples",
 )
-_COLUMN_TITLES = {
-    "bleu": "BLEU-4", "sentence_bleu": "sent. BLEU-4", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L",
-    "meteor": "METEOR", "distinct_1": "dist-1", "distinct_2": "dist-2", "repetition_rate": "repetition %",
-    "mode_consistency": "mode consistency %", "ms_per_sample": "ms/sample", "samples_per_s": "samples/s",
-    "num_samples": "samples",
-}
+# Display names of the result keys: the hub's card metrics, plus the sample count of a local table.
+_COLUMN_TITLES = {**CARD_METRICS, "num_samples": "samples"}
 
 
 def metric_path(name: str) -> Path:
@@ -160,12 +168,14 @@ def write_results(
     for row_name, row in rows.items():
         lines.append("| " + " | ".join([row_name, *(_format(row.get(c)) for c in columns)]) + " |")
     # A note every row shares (e.g. "WordNet data not found") is said once; the others name their row.
-    text_items = [(row_name, key, value) for row_name, row in rows.items() for key, value in row.items()
-                  if isinstance(value, str)]
-    shared = {(key, value) for _, key, value in text_items
-              if all(row.get(key) == value for row in rows.values())}
-    notes = [f"- {key}: {value}" if (key, value) in shared or len(rows) == 1 else f"- {row_name}: {key}: {value}"
-             for row_name, key, value in text_items]
+    text_items = [
+        (row_name, key, value) for row_name, row in rows.items() for key, value in row.items() if isinstance(value, str)
+    ]
+    shared = {(key, value) for _, key, value in text_items if all(row.get(key) == value for row in rows.values())}
+    notes = [
+        f"- {key}: {value}" if (key, value) in shared or len(rows) == 1 else f"- {row_name}: {key}: {value}"
+        for row_name, key, value in text_items
+    ]
     if notes:
         lines += ["", "Notes:", *dict.fromkeys(notes)]
     lines += ["", "Scores are on a 0-100 scale; latency is wall-clock time of generation only."]
@@ -180,7 +190,9 @@ def _as_rows(results: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     if all(nested):
         return dict(results)
     if any(nested):
-        raise ValueError("write_results: mix of metric values and per-mode dicts; pass one row or {mode: {metric: ...}}.")
+        raise ValueError(
+            "write_results: mix of metric values and per-mode dicts; pass one row or {mode: {metric: ...}}."
+        )
     return {"model": results}
 
 

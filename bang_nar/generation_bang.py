@@ -109,9 +109,7 @@ def _next_index(row: list[int], token: int, start: int, last: int) -> int:
     return last
 
 
-def nar_candidates(
-    logits: torch.Tensor, tokens: torch.Tensor, num_candidates: int, sep_token_id: int
-) -> torch.Tensor:
+def nar_candidates(logits: torch.Tensor, tokens: torch.Tensor, num_candidates: int, sep_token_id: int) -> torch.Tensor:
     """Raw NAR candidates [B, K, L] around `tokens` (the argmax, first): length variants and substitutions.
 
     - length variants: cut at each of the slots where `[SEP]` is most probable (earlier `[SEP]`s are replaced by
@@ -142,7 +140,11 @@ def nar_candidates(
         weakest = confidence.topk(min(num_subs, length), dim=-1, largest=False).indices  # [B, n_sub]
         for j in range(num_subs):
             slot = weakest[:, min(j, weakest.size(1) - 1) : min(j, weakest.size(1) - 1) + 1]
-            replaced = torch.where(tokens.gather(1, slot).eq(best_other.gather(1, slot)), second.gather(1, slot), best_other.gather(1, slot))
+            replaced = torch.where(
+                tokens.gather(1, slot).eq(best_other.gather(1, slot)),
+                second.gather(1, slot),
+                best_other.gather(1, slot),
+            )
             candidates.append(torch.where(slot_index == slot, replaced, tokens))
     return torch.stack(candidates, dim=1)
 
@@ -198,13 +200,20 @@ class ForcedEosKeepScoreLogitsProcessor(LogitsProcessor):
 
 # Arguments of GenerationMixin.generate that are not GenerationConfig fields, with their no-op values.
 _GENERATE_ARGUMENTS = {
-    "logits_processor": None, "stopping_criteria": None, "prefix_allowed_tokens_fn": None, "synced_gpus": False,
-    "assistant_model": None, "streamer": None, "negative_prompt_ids": None, "negative_prompt_attention_mask": None,
-    "custom_generate": None, "use_model_defaults": None,
+    "logits_processor": None,
+    "stopping_criteria": None,
+    "prefix_allowed_tokens_fn": None,
+    "synced_gpus": False,
+    "assistant_model": None,
+    "streamer": None,
+    "negative_prompt_ids": None,
+    "negative_prompt_attention_mask": None,
+    "custom_generate": None,
+    "use_model_defaults": None,
 }
 _HINTS = {
     "num_beams": "NAR modes decode every position in one argmax pass; use num_candidates for NAR rescoring, or "
-                 "mode='ar' for beam search",
+    "mode='ar' for beam search",
     "do_sample": "NAR modes take the argmax of every slot; use mode='ar' for sampling",
     "streamer": "NAR modes produce every token at once; use mode='ar' to stream",
     "num_return_sequences": "it needs mode='nar' with num_candidates >= num_return_sequences",
@@ -344,7 +353,9 @@ class BangGenerationConfig(GenerationConfig):
         if self.block_size is not None:
             check_block_size(self.block_size, "generation config block_size")
         if not isinstance(self.original_compatible, bool):
-            raise ValueError(f"generation config: original_compatible must be True or False, got {self.original_compatible!r}.")
+            raise ValueError(
+                f"generation config: original_compatible must be True or False, got {self.original_compatible!r}."
+            )
         if self.num_candidates is not None and (
             isinstance(self.num_candidates, bool) or not isinstance(self.num_candidates, int) or self.num_candidates < 1
         ):
@@ -400,7 +411,9 @@ class BangGenerationMixin(GenerationMixin):
         if self.generation_config is not None and not isinstance(self.generation_config, BangGenerationConfig):
             self.generation_config = BangGenerationConfig.from_dict(self.generation_config.to_dict())
 
-    def _generate_ar(self, inputs: torch.Tensor | None = None, *args, original_compatible: bool | None = None, **kwargs):
+    def _generate_ar(
+        self, inputs: torch.Tensor | None = None, *args, original_compatible: bool | None = None, **kwargs
+    ):
         """AR decoding through `GenerationMixin.generate` with the KV cache (docs/decoding.md#original).
 
         `original_compatible=True` reproduces fairseq 0.9's beam search (docs/decoding.md#options): it stops a sentence
@@ -463,7 +476,9 @@ class BangGenerationMixin(GenerationMixin):
             raise ValueError(f"max_new_tokens must be >= 1 for NAR decoding, got {num_slots}.")
         return encoder_outputs, attention_mask, num_slots
 
-    def _nar_logits(self, encoder_outputs: BaseModelOutput, attention_mask: torch.Tensor, num_slots: int) -> torch.Tensor:
+    def _nar_logits(
+        self, encoder_outputs: BaseModelOutput, attention_mask: torch.Tensor, num_slots: int
+    ) -> torch.Tensor:
         """The one NAR decoder pass with `num_slots` real slots → logits [B, L, V]."""
         batch_size = encoder_outputs.last_hidden_state.size(0)
         slot_mask = torch.ones(batch_size, num_slots, dtype=torch.long, device=attention_mask.device)
@@ -520,8 +535,15 @@ class BangGenerationMixin(GenerationMixin):
         the model's generation_config only `max_new_tokens`, `no_repeat_ngram_size`, `return_dict_in_generate` and
         `output_logits` are used (its beam settings are AR settings).
         """
-        honoured = ("max_new_tokens", "no_repeat_ngram_size", "num_return_sequences", "return_dict_in_generate",
-                    "output_logits", "output_scores", "use_cache")
+        honoured = (
+            "max_new_tokens",
+            "no_repeat_ngram_size",
+            "num_return_sequences",
+            "return_dict_in_generate",
+            "output_logits",
+            "output_scores",
+            "use_cache",
+        )
         settings = _nar_settings(self, "nar", generation_options, honoured)
         num_return = settings.get("num_return_sequences") or 1
         if num_candidates is None:
@@ -547,8 +569,13 @@ class BangGenerationMixin(GenerationMixin):
             raw_candidates = nar_candidates(logits, raw, num_candidates, config.eos_token_id)  # [B, K, L]
             # Candidates are always cut at [SEP] (they are scored as targets); repeats are dropped only with
             # nar_postprocess, so a legitimately repeated word stays possible without it.
-            flat = nar_cut_and_dedup(raw_candidates.flatten(0, 1), config.eos_token_id, config.bos_token_id,
-                                     config.pad_token_id, dedup=nar_postprocess)
+            flat = nar_cut_and_dedup(
+                raw_candidates.flatten(0, 1),
+                config.eos_token_id,
+                config.bos_token_id,
+                config.pad_token_id,
+                dedup=nar_postprocess,
+            )
             candidates = flat.view(raw.size(0), num_candidates, -1)
             candidate_scores = self._ar_sequence_scores(encoder_outputs, attention_mask, candidates)
             # Stable sort: among equal scores the earlier (plainer) candidate comes first.
@@ -681,9 +708,8 @@ class BangGenerationMixin(GenerationMixin):
             return sequences
         # Per-step scores as AR greedy returns them (a tuple of [B, V], one per output token after `[SEP]`), so
         # `compute_transition_scores` works; zeros where a row had already stopped.
-        scores = None if step_scores is None else tuple(step_scores[:, :keep - 1].unbind(1))
+        scores = None if step_scores is None else tuple(step_scores[:, : keep - 1].unbind(1))
         return BangNARGenerateOutput(sequences=sequences, raw_sequences=draft, ar_passes=ar_passes, scores=scores)
-
 
     @torch.no_grad()
     def _generate_semi_nar(
@@ -738,8 +764,15 @@ class BangGenerationMixin(GenerationMixin):
         while produced < max_new_tokens and not bool(finished.all()):
             k = min(block_size, max_new_tokens - produced)
             hidden = decoder(
-                input_ids=new_main, encoder_hidden_states=states, encoder_attention_mask=attention_mask, cache=cache,
-                mode="n_stream", num_streams=k, output_attentions=False, output_hidden_states=False, return_dict=True,
+                input_ids=new_main,
+                encoder_hidden_states=states,
+                encoder_attention_mask=attention_mask,
+                cache=cache,
+                mode="n_stream",
+                num_streams=k,
+                output_attentions=False,
+                output_hidden_states=False,
+                return_dict=True,
             ).last_hidden_state
             tokens = self.lm_head(hidden).argmax(-1)  # [B, k]
             # After a row's first [SEP] (in an earlier block or earlier in this one) it only gets pads.

@@ -52,7 +52,9 @@ def template_path(kind: str) -> str:
     """Path of the `hub_cards/<kind>.md` template shipped with the package."""
     path = resources.files("bang_nar.hub_cards").joinpath(f"{kind}.md")
     if not path.is_file():
-        available = sorted(p.name[:-3] for p in resources.files("bang_nar.hub_cards").iterdir() if p.name.endswith(".md"))
+        available = sorted(
+            p.name[:-3] for p in resources.files("bang_nar.hub_cards").iterdir() if p.name.endswith(".md")
+        )
         raise ValueError(f"No model-card template {kind!r}; available: {available}.")
     return str(path)
 
@@ -77,7 +79,11 @@ def project_reference() -> str:
         label, _, url = entry.partition(",")
         url = url.strip()
         # Absolute URLs only: a card on the Hub cannot follow a repository-relative one such as README.md.
-        if url.startswith(("https://", "http://")) and "pypi.org" not in url and label.strip().lower() in ("homepage", "home", "repository", "source"):
+        if (
+            url.startswith(("https://", "http://"))
+            and "pypi.org" not in url
+            and label.strip().lower() in ("homepage", "home", "repository", "source")
+        ):
             return f"[bang-nar]({url})"
     return "bang-nar"
 
@@ -235,8 +241,10 @@ def update_model_card_metrics(
             "`bang-nar train` or `bang-nar convert`)."
         )
     card = ModelCard.load(path)
-    merged = merge_eval_results(card.data.eval_results or [], eval_results_from_table(table, dataset, split=split,
-                                                                                      systems=systems, device=device))
+    merged = merge_eval_results(
+        card.data.eval_results or [],
+        eval_results_from_table(table, dataset, split=split, systems=systems, device=device),
+    )
     card.data.eval_results = merged
     card.data.model_name = card.data.model_name or display_name(model_dir)
     section = metrics_section(merged, table_notes(table))
@@ -275,22 +283,32 @@ def _hub_error(error: Exception, repo_id: str) -> HubError:
     response = getattr(error, "response", None)
     status = getattr(response, "status_code", None) if isinstance(error, HfHubHTTPError) else None
     if status is None:
-        return HubError(f"cannot reach the Hub to push {repo_id} ({type(error).__name__}: "
-                        f"{' '.join(str(error).split()) or 'no details'}); check the network connection or HF_ENDPOINT.")
+        return HubError(
+            f"cannot reach the Hub to push {repo_id} ({type(error).__name__}: "
+            f"{' '.join(str(error).split()) or 'no details'}); check the network connection or HF_ENDPOINT."
+        )
     server = getattr(error, "server_message", None) or ""
     detail = f" (Hub: {' '.join(server.split())})" if server else ""
     if status == 401:
-        return HubError(f"the Hub rejected the token (401 Unauthorized){detail}; log in again with `hf auth login` "
-                        "or pass a valid --token.")
+        return HubError(
+            f"the Hub rejected the token (401 Unauthorized){detail}; log in again with `hf auth login` "
+            "or pass a valid --token."
+        )
     if status == 403:
-        return HubError(f"the token may not write to {repo_id} (403 Forbidden){detail}; use a token with write "
-                        "access to that user or organization.")
+        return HubError(
+            f"the token may not write to {repo_id} (403 Forbidden){detail}; use a token with write "
+            "access to that user or organization."
+        )
     if status == 404:
-        return HubError(f"{repo_id} was not found on the Hub (404){detail}; check the namespace (your user name or "
-                        "an organization you belong to) and the repository name.")
+        return HubError(
+            f"{repo_id} was not found on the Hub (404){detail}; check the namespace (your user name or "
+            "an organization you belong to) and the repository name."
+        )
     if status >= 500:
-        return HubError(f"the Hub failed with {status} (a server error){detail} while pushing {repo_id}; nothing is "
-                        "wrong with your folder, try again later.")
+        return HubError(
+            f"the Hub failed with {status} (a server error){detail} while pushing {repo_id}; nothing is "
+            "wrong with your folder, try again later."
+        )
     return HubError(f"the Hub answered {status} while pushing {repo_id}{detail}.")
 
 
@@ -315,8 +333,10 @@ def _require_token(token: str | None) -> str:
 
     token = token or get_token()
     if not token:
-        raise HubError("no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or pass --token "
-                       "(a token with write access).")
+        raise HubError(
+            "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or pass --token "
+            "(a token with write access)."
+        )
     return token
 
 
@@ -355,8 +375,13 @@ def push_model(
     api = HfApi(token=token)
     try:
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message=commit_message,
-                          ignore_patterns=list(PUSH_IGNORE_PATTERNS))
+        api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="model",
+            commit_message=commit_message,
+            ignore_patterns=list(PUSH_IGNORE_PATTERNS),
+        )
     except _transport_errors() as error:
         raise _hub_error(error, repo_id) from error
     return str(repo_url)
@@ -391,18 +416,31 @@ def space_files(model_repo_id: str, *, requirement: str | None = None) -> dict[s
         sdk_version = metadata.version("gradio")  # the Gradio this package was tested with here
     except Exception:
         sdk_version = None
-    data = SpaceCardData(title=f"{display_name(model_repo_id).split('/')[-1]} decoding modes", sdk="gradio",
-                         sdk_version=sdk_version, app_file="app.py", models=[model_repo_id],
-                         tags=["bang-nar", "non-autoregressive"], emoji="⚡", colorFrom="blue", colorTo="green",
-                         short_description="NAR, nar_verify and AR decoding of one BANG model, side by side")
-    text = (f"# {model_repo_id}: decoding modes side by side\n\nType a source and compare one-pass NAR, NAR with "
-            "candidates or n-gram blocking, `nar_verify` (exactly AR greedy in fewer AR passes) and AR greedy / beam "
-            f"on [{model_repo_id}](https://huggingface.co/{model_repo_id}): outputs, milliseconds, speed-up vs AR beam "
-            "and the NAR words that differ from AR. Made with `bang-nar push --space`; locally the same page is "
-            f"`bang-nar app --model {model_repo_id}`.\n")
+    data = SpaceCardData(
+        title=f"{display_name(model_repo_id).split('/')[-1]} decoding modes",
+        sdk="gradio",
+        sdk_version=sdk_version,
+        app_file="app.py",
+        models=[model_repo_id],
+        tags=["bang-nar", "non-autoregressive"],
+        emoji="⚡",
+        colorFrom="blue",
+        colorTo="green",
+        short_description="NAR, nar_verify and AR decoding of one BANG model, side by side",
+    )
+    text = (
+        f"# {model_repo_id}: decoding modes side by side\n\nType a source and compare one-pass NAR, NAR with "
+        "candidates or n-gram blocking, `nar_verify` (exactly AR greedy in fewer AR passes) and AR greedy / beam "
+        f"on [{model_repo_id}](https://huggingface.co/{model_repo_id}): outputs, milliseconds, speed-up vs AR beam "
+        "and the NAR words that differ from AR. Made with `bang-nar push --space`; locally the same page is "
+        f"`bang-nar app --model {model_repo_id}`.\n"
+    )
     card = SpaceCard(f"---\n{data.to_yaml()}\n---\n\n{text}")
-    return {"app.py": SPACE_APP.format(model=model_repo_id), "requirements.txt": requirement + "\n",
-            "README.md": str(card)}
+    return {
+        "app.py": SPACE_APP.format(model=model_repo_id),
+        "requirements.txt": requirement + "\n",
+        "README.md": str(card),
+    }
 
 
 def push_space(
@@ -420,8 +458,10 @@ def push_space(
 
     token = _require_token(token)
     api = HfApi(token=token)
-    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=content.encode("utf-8"))
-                  for name, content in space_files(model_repo_id, requirement=requirement).items()]
+    operations = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=content.encode("utf-8"))
+        for name, content in space_files(model_repo_id, requirement=requirement).items()
+    ]
     try:
         url = api.create_repo(space_id, private=private, exist_ok=True, repo_type="space", space_sdk="gradio")
         api.create_commit(space_id, operations=operations, commit_message=commit_message, repo_type="space")

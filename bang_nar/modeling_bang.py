@@ -94,9 +94,7 @@ def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 def _bias_from_visibility(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Additive attention bias: 0 where visible, the dtype's minimum elsewhere (finite, so no NaN rows)."""
-    return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(
-        ~visible, torch.finfo(dtype).min
-    )
+    return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(~visible, torch.finfo(dtype).min)
 
 
 def _ar_attention_mask(
@@ -359,7 +357,11 @@ class BangAttention(nn.Module):
         return x.view(*x.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)  # [B, L, H*D] -> [B, H, L, D]
 
     def _attend(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor | None,
         output_attentions: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Kernel dispatch for an unscaled `query` → (output [B, Lq, H*D] before out_proj, probabilities or None).
@@ -534,14 +536,22 @@ class BangDecoderLayer(_BangFeedForwardLayer):
         query_start: int = 0,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out = self.self_attn(
-            hidden_states, self_attn_bias, relative_buckets, num_main=num_main, cache=cache,
-            output_attentions=output_attentions, query_start=query_start,
+            hidden_states,
+            self_attn_bias,
+            relative_buckets,
+            num_main=num_main,
+            cache=cache,
+            output_attentions=output_attentions,
+            query_start=query_start,
         )
         out, self_probs = out if output_attentions else (out, None)
         residual = hidden_states[:, query_start:] if query_start else hidden_states
         hidden_states = self.self_attn_layer_norm(residual + _dropout(out, self.dropout, self.training))
         out = self.encoder_attn(
-            hidden_states, key_value_states=encoder_hidden_states, attention_bias=encoder_attn_bias, cache=cache,
+            hidden_states,
+            key_value_states=encoder_hidden_states,
+            attention_bias=encoder_attn_bias,
+            cache=cache,
             output_attentions=output_attentions,
         )
         out, cross_probs = out if output_attentions else (out, None)
@@ -570,7 +580,10 @@ class BangPreTrainedModel(PreTrainedModel):
         """`PreTrainedModel.save_pretrained`; with remote code registered (`import bang_nar`), `auto_map` also maps
         `AutoModel` to `BangModel`, so a saved `BangForConditionalGeneration` loads as either class."""
         if type(self)._auto_class is not None:
-            self.config.auto_map = {"AutoModel": "modeling_bang.BangModel", **(getattr(self.config, "auto_map", None) or {})}
+            self.config.auto_map = {
+                "AutoModel": "modeling_bang.BangModel",
+                **(getattr(self.config, "auto_map", None) or {}),
+            }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _check_and_adjust_attn_implementation(self, attn_implementation: str | None, *args, **kwargs) -> str:
@@ -599,7 +612,11 @@ class BangEncoder(BangPreTrainedModel):
 
     def __init__(self, config: BangConfig, embed_tokens: nn.Embedding | None = None):
         super().__init__(config)
-        self.embed_tokens = embed_tokens if embed_tokens is not None else nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.embed_tokens = (
+            embed_tokens
+            if embed_tokens is not None
+            else nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        )
         # 513 rows for 512 positions: row 0 is the pad row (docs/architecture.md#model).
         self.embed_positions = nn.Embedding(config.encoder_max_positions + 1, config.d_model, padding_idx=0)
         self.emb_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
@@ -619,8 +636,7 @@ class BangEncoder(BangPreTrainedModel):
             input_ids.size(1),
             self.config.encoder_max_positions,
             "The source",
-            "truncate sources, e.g. tokenizer(..., truncation=True, "
-            f"max_length={self.config.encoder_max_positions}).",
+            f"truncate sources, e.g. tokenizer(..., truncation=True, max_length={self.config.encoder_max_positions}).",
         )
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id).long()
@@ -660,10 +676,16 @@ class BangDecoder(BangPreTrainedModel):
 
     def __init__(self, config: BangConfig, embed_tokens: nn.Embedding | None = None):
         super().__init__(config)
-        self.embed_tokens = embed_tokens if embed_tokens is not None else nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.embed_tokens = (
+            embed_tokens
+            if embed_tokens is not None
+            else nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        )
         # 514 rows for 512 positions: the predicting / [MASK] stream looks up pos + 1 (docs/architecture.md#model).
         self.embed_positions = nn.Embedding(config.max_position_embeddings + 2, config.d_model, padding_idx=0)
-        self.ngram_input_embed = nn.Embedding(config.ngram, config.d_model)  # e_ng, the [MASK]-like vector (docs/architecture.md)
+        self.ngram_input_embed = nn.Embedding(
+            config.ngram, config.d_model
+        )  # e_ng, the [MASK]-like vector (docs/architecture.md)
         self.emb_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.layers = nn.ModuleList([BangDecoderLayer(config, i) for i in range(config.decoder_layers)])
         # Incremental AR steps reuse their (bias, buckets) across steps and generate calls: ~15 small ops per step.
@@ -848,8 +870,15 @@ class BangDecoder(BangPreTrainedModel):
         for index, layer in enumerate(self.layers):
             query_start = split if index == last and not output_hidden_states else 0
             out = layer(
-                hidden, self_attn_bias, buckets, encoder_hidden_states, encoder_bias,
-                num_main=num_main, cache=cache, output_attentions=bool(output_attentions), query_start=query_start,
+                hidden,
+                self_attn_bias,
+                buckets,
+                encoder_hidden_states,
+                encoder_bias,
+                num_main=num_main,
+                cache=cache,
+                output_attentions=bool(output_attentions),
+                query_start=query_start,
             )
             if output_attentions:
                 hidden, self_probs, cross_probs = out
@@ -926,8 +955,11 @@ class BangModel(BangPreTrainedModel):
             if input_ids is None:
                 raise ValueError("Pass input_ids (the source) or precomputed encoder_outputs.")
             encoder_outputs = self.encoder(
-                input_ids=input_ids, attention_mask=attention_mask, output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states, return_dict=True,
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+                return_dict=True,
             )
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
@@ -979,7 +1011,9 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
     def __init__(self, config: BangConfig):
         super().__init__(config)
         self.model = BangModel(config)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)  # tied, no bias (docs/architecture.md#model)
+        self.lm_head = nn.Linear(
+            config.d_model, config.vocab_size, bias=False
+        )  # tied, no bias (docs/architecture.md#model)
         self.post_init()
 
     def get_encoder(self, modality: str | None = None) -> BangEncoder:
@@ -1169,8 +1203,10 @@ class BangForConditionalGeneration(BangPreTrainedModel, BangGenerationMixin):
         losses = F.cross_entropy(logits.float(), targets, label_smoothing=smoothing_eps, reduction="none")  # [N]
         sums = losses.new_zeros(num_streams).index_add(0, stream_of, losses)
         counts = torch.bincount(stream_of, minlength=num_streams)
-        weights = torch.ones(num_streams, device=sums.device) if stream_weights is None else torch.as_tensor(
-            stream_weights, dtype=sums.dtype, device=sums.device
+        weights = (
+            torch.ones(num_streams, device=sums.device)
+            if stream_weights is None
+            else torch.as_tensor(stream_weights, dtype=sums.dtype, device=sums.device)
         )
         if weights.shape != (num_streams,):
             raise ValueError(f"stream_weights needs one weight per stream ({num_streams}), got {tuple(weights.shape)}.")

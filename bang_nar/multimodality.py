@@ -176,8 +176,9 @@ def make_multimodality_task(
     train_rows = draw(num_train)
     del train_rows["references"]
     eval_rows = draw(num_eval)
-    features = datasets.Features({"source": datasets.Value("string"), "target": datasets.Value("string"),
-                                  "choice": datasets.Value("int32")})
+    features = datasets.Features(
+        {"source": datasets.Value("string"), "target": datasets.Value("string"), "choice": datasets.Value("int32")}
+    )
     eval_features = datasets.Features({**features, "references": datasets.Sequence(datasets.Value("string"))})
     return MultimodalityTask(
         num_modes=num_modes,

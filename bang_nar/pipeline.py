@@ -28,10 +28,24 @@ logger = logging.getLogger(__name__)
 
 # From-scratch sizes. "base" is BANG base (docs/architecture.md#model); the others are for CPU runs and tests.
 MODEL_SIZES: dict[str, dict[str, int]] = {
-    "tiny": dict(d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                 decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256),
-    "small": dict(d_model=256, encoder_layers=3, decoder_layers=3, encoder_attention_heads=4,
-                  decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024),
+    "tiny": dict(
+        d_model=128,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=256,
+        decoder_ffn_dim=256,
+    ),
+    "small": dict(
+        d_model=256,
+        encoder_layers=3,
+        decoder_layers=3,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=1024,
+        decoder_ffn_dim=1024,
+    ),
     "base": {},
 }
 
@@ -178,7 +192,9 @@ def generate_texts(
                     "max_source_length (e.g. --max-source-length) to truncate explicitly."
                 )
             truncated += int(encoded["attention_mask"].sum(1).gt(limit).sum())
-            encoded = tokenizer([sources[i] for i in batch], padding=True, truncation=True, max_length=limit, return_tensors="pt")
+            encoded = tokenizer(
+                [sources[i] for i in batch], padding=True, truncation=True, max_length=limit, return_tensors="pt"
+            )
         encoded = {k: v.to(device) for k, v in encoded.items()}
         start = time.perf_counter()
         if mode == "nar":
@@ -187,10 +203,17 @@ def generate_texts(
         else:
             sequences, raw = model.generate(**encoded, mode=mode, **generate_kwargs), None
         elapsed += time.perf_counter() - start
-        decoded = decode_nar(tokenizer, sequences) if mode == "nar" else [ids_to_text(tokenizer, s) for s in sequences.tolist()]
+        decoded = (
+            decode_nar(tokenizer, sequences)
+            if mode == "nar"
+            else [ids_to_text(tokenizer, s) for s in sequences.tolist()]
+        )
         # Raw NAR slots up to the first non-leading [SEP], no dedup: the input of the repetition rate.
-        raw_rows = ([nar_scan(row, model.config.eos_token_id, dedup=False) for row in raw.tolist()]
-                    if raw is not None else [[] for _ in batch])
+        raw_rows = (
+            [nar_scan(row, model.config.eos_token_id, dedup=False) for row in raw.tolist()]
+            if raw is not None
+            else [[] for _ in batch]
+        )
         for i, text, raw_row in zip(batch, decoded, raw_rows):
             texts[i], raw_tokens[i] = text, raw_row
     if truncated:
@@ -231,8 +254,14 @@ def evaluate_model(
         options = dict(options)
         mode = options.pop("mode")
         texts, raw, elapsed = generate_texts(
-            model, tokenizer, sources, mode, batch_size=batch_size, max_source_length=max_source_length,
-            show_progress=show_progress, **options
+            model,
+            tokenizer,
+            sources,
+            mode,
+            batch_size=batch_size,
+            max_source_length=max_source_length,
+            show_progress=show_progress,
+            **options,
         )
         kwargs = {"metrics": metrics} if metrics is not None else {}
         row = compute_generation_metrics(texts, references, raw_predictions=raw, elapsed_s=elapsed, **kwargs)

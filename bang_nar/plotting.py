@@ -77,19 +77,31 @@ def _place_labels(ax: Any, systems: Sequence[System], fontsize: float) -> None:
     inside = ax.get_window_extent(renderer)
     marker = 4.0 * figure.dpi / 72  # half the marker's size, in pixels
     transforms = require("matplotlib.transforms", "the figure's labels")
-    points = [transforms.Bbox.from_extents(x - marker, y - marker, x + marker, y + marker)
-              for x, y in (to_display((s.speedup, s.quality)) for s in systems)]
+    points = [
+        transforms.Bbox.from_extents(x - marker, y - marker, x + marker, y + marker)
+        for x, y in (to_display((s.speedup, s.quality)) for s in systems)
+    ]
     placed: list[Any] = []
     # Crowded points first (those with the most neighbours), so they get the nearest free spots.
     order = sorted(range(len(systems)), key=lambda i: -sum(_overlap(points[i].expanded(8, 3), p) > 0 for p in points))
     for i in order:
         system = systems[i]
         best: tuple[float, tuple[int, int], Any] | None = None
+
+        def label(dx: int, dy: int, system: Any = system, **kwargs: Any) -> Any:
+            return ax.annotate(
+                system.label,
+                (system.speedup, system.quality),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha="left" if dx > 0 else "right",
+                va="center",
+                fontsize=fontsize,
+                **kwargs,
+            )
+
         for dx, dy in _OFFSETS:
-            # Measured without its leader line: an annotation's extent would also cover the line.
-            text = ax.annotate(system.label, (system.speedup, system.quality), xytext=(dx, dy),
-                               textcoords="offset points", ha="left" if dx > 0 else "right", va="center",
-                               fontsize=fontsize)
+            text = label(dx, dy)  # measured without its leader line: an annotation's extent would also cover the line
             box = text.get_window_extent(renderer).expanded(1.04, 1.15)
             text.remove()
             outside = box.width * box.height - _overlap(box, inside)
@@ -100,16 +112,20 @@ def _place_labels(ax: Any, systems: Sequence[System], fontsize: float) -> None:
                 break
         assert best is not None
         (dx, dy), box = best[1], best[2]
-        ax.annotate(system.label, (system.speedup, system.quality), xytext=(dx, dy), textcoords="offset points",
-                    ha="left" if dx > 0 else "right", va="center", fontsize=fontsize,
-                    arrowprops={"arrowstyle": "-", "color": "0.55", "lw": 0.6, "shrinkA": 1, "shrinkB": 3}
-                    if dy or abs(dx) > 7 else None)
+        leader = {"arrowstyle": "-", "color": "0.55", "lw": 0.6, "shrinkA": 1, "shrinkB": 3}
+        label(dx, dy, arrowprops=leader if dy or abs(dx) > 7 else None)
         placed.append(box)
 
 
 def plot_quality_vs_speedup(
-    ax: Any, systems: Sequence[System], *, quality_label: str, baseline: str, title: str | None = None,
-    fontsize: float = 8, labels: bool = True,
+    ax: Any,
+    systems: Sequence[System],
+    *,
+    quality_label: str,
+    baseline: str,
+    title: str | None = None,
+    fontsize: float = 8,
+    labels: bool = True,
 ) -> list[System]:
     """Draw `systems` on `ax`: speed-up over `baseline` (log, plain ticks) against `quality_label`.
 
@@ -148,20 +164,28 @@ def label_points(ax: Any, systems: Sequence[System], fontsize: float = 8) -> Non
 
 
 def quality_vs_speedup_figure(
-    panels: Sequence[tuple[str, Sequence[System]]], *, quality_label: str, baseline: str, title: str | None = None,
+    panels: Sequence[tuple[str, Sequence[System]]],
+    *,
+    quality_label: str,
+    baseline: str,
+    title: str | None = None,
     panel_size: tuple[float, float] = (6.4, 4.4),
 ) -> Any:
     """A figure with one `plot_quality_vs_speedup` panel per `(panel title, systems)`; returns the figure."""
     if "matplotlib.pyplot" not in sys.modules:  # a file-writing backend, unless the caller already chose one
         require("matplotlib", "the quality-against-speed-up figure").use("Agg")
     plt = require("matplotlib.pyplot", "the quality-against-speed-up figure")
-    fig, axes = plt.subplots(1, len(panels), figsize=(panel_size[0] * len(panels), panel_size[1]), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(panel_size[0] * len(panels), panel_size[1]), squeeze=False, layout="constrained"
+    )
     if title:
         fig.suptitle(title, fontsize=11)
-    drawn = [plot_quality_vs_speedup(ax, systems, quality_label=quality_label, baseline=baseline, title=panel_title,
-                                     labels=False)
-             for ax, (panel_title, systems) in zip(axes[0], panels)]
+    drawn = [
+        plot_quality_vs_speedup(
+            ax, systems, quality_label=quality_label, baseline=baseline, title=panel_title, labels=False
+        )
+        for ax, (panel_title, systems) in zip(axes[0], panels)
+    ]
     fig.canvas.draw()
     fig.set_layout_engine("none")  # freeze the axes where they are, so measured label boxes stay true when saved
     for ax, systems in zip(axes[0], drawn):

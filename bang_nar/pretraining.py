@@ -113,12 +113,12 @@ def pretraining_forward(
         # Encoder MLM (added, module docstring): each span position of the source predicts its original token.
         on_span = encoder_labels.ne(-100)
         states = encoder_outputs.last_hidden_state[on_span]  # [N_src, D]
-        mlm = F.cross_entropy(model.lm_head(states).float(), encoder_labels[on_span], label_smoothing=epsilon,
-                              reduction="sum") / on_span.sum().clamp(min=1)  # 0, not nan, without span tokens
+        mlm = F.cross_entropy(
+            model.lm_head(states).float(), encoder_labels[on_span], label_smoothing=epsilon, reduction="sum"
+        ) / on_span.sum().clamp(min=1)  # 0, not nan, without span tokens
         output.encoder_mlm_loss = mlm.detach()
         output.loss = output.loss + encoder_mlm_weight * mlm
     return output
-
 
 
 def semi_nar_forward(model: BangForConditionalGeneration, **kwargs) -> BangPreTrainingOutput:
@@ -194,15 +194,32 @@ class BangForPreTraining(BangForConditionalGeneration):
         """
         if mode != "pretrain":
             return super().forward(
-                input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
-                labels=labels, encoder_outputs=encoder_outputs, mode=mode, smoothing_eps=smoothing_eps,
-                num_items_in_batch=num_items_in_batch, block_size=block_size, **kwargs,
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                decoder_input_ids=decoder_input_ids,
+                labels=labels,
+                encoder_outputs=encoder_outputs,
+                mode=mode,
+                smoothing_eps=smoothing_eps,
+                num_items_in_batch=num_items_in_batch,
+                block_size=block_size,
+                **kwargs,
             )
         return pretraining_forward(
-            self, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
-            labels=labels, target_idx=target_idx, encoder_outputs=encoder_outputs, num_streams=num_streams,
-            stream_weights=stream_weights, smoothing_eps=smoothing_eps, block_size=block_size,
-            return_logits=return_logits, positions=positions, encoder_labels=encoder_labels,
+            self,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            labels=labels,
+            target_idx=target_idx,
+            encoder_outputs=encoder_outputs,
+            num_streams=num_streams,
+            stream_weights=stream_weights,
+            smoothing_eps=smoothing_eps,
+            block_size=block_size,
+            return_logits=return_logits,
+            positions=positions,
+            encoder_labels=encoder_labels,
             encoder_mlm_weight=1.0 if encoder_mlm_weight is None else encoder_mlm_weight,
         )
 
@@ -290,8 +307,12 @@ class BangPreTrainer(Trainer):
         return step % self.state.logging_steps == 0 and (self._encoder_gap is None or self._encoder_gap[0] != step)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        forward_kwargs = {"num_streams": self.num_streams, "stream_weights": self.stream_weights,
-                          "block_size": self.block_size, "encoder_mlm_weight": self.encoder_mlm_weight}
+        forward_kwargs = {
+            "num_streams": self.num_streams,
+            "stream_weights": self.stream_weights,
+            "block_size": self.block_size,
+            "encoder_mlm_weight": self.encoder_mlm_weight,
+        }
         outputs = model(**inputs, **forward_kwargs)
         if model.training and self._encoder_gap_due():
             # Two extra forwards per log (no grad): does the decoder read the encoder yet? (`encoder_gap`)

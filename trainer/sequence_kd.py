@@ -67,7 +67,11 @@ def _write_json(path: Path, payload: Any) -> None:
 
 @torch.no_grad()
 def _sequence_log_probs(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, hypotheses: list[list[int]], per_source: int,
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    hypotheses: list[list[int]],
+    per_source: int,
     max_rows: int = 256,
 ) -> list[float]:
     """log p(ŷ | x) of each hypothesis under the AR stream, teacher-forced (the sum of its token log-probs, [SEP]
@@ -200,7 +204,9 @@ def distill_dataset(
     if num_return_sequences > num_beams:
         raise ValueError(f"num_return_sequences ({num_return_sequences}) cannot exceed num_beams ({num_beams}).")
     if probability_mass is not None and not 0.0 < probability_mass <= 1.0:
-        raise ValueError(f"probability_mass must be in (0, 1] (or None to keep every hypothesis), got {probability_mass}.")
+        raise ValueError(
+            f"probability_mass must be in (0, 1] (or None to keep every hypothesis), got {probability_mass}."
+        )
     state = PartialState()
     output_dir = Path(output_dir)
     chunk_dir = output_dir / CHUNK_DIR

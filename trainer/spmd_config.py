@@ -20,7 +20,10 @@ SPMD_PRESETS: dict[str, dict[str, object]] = {
     "spmd": {"target_sources": ["ar_kd"], "kd_alpha": 0.5, "pace_mode": "percentile", "ar_loss_weight": 0.5},
     # The method of docs/spmd.md as first written (gold + AR-stream targets in C_i).
     "spmd_reconstruction": {
-        "target_sources": ["gold", "ar_kd"], "kd_alpha": 0.5, "pace_mode": "percentile", "ar_loss_weight": 0.5
+        "target_sources": ["gold", "ar_kd"],
+        "kd_alpha": 0.5,
+        "pace_mode": "percentile",
+        "ar_loss_weight": 0.5,
     },
 }
 

@@ -383,6 +383,9 @@ def mixed_distillation_loss(
     if ar_loss is not None and ar_loss_weight != 0:
         loss = loss + ar_loss_weight * ar_loss
     components = {
-        "sample_loss": sample_loss.detach(), "nar": nar.detach(), "kd": kd.detach(), "weight_sum": denominator
+        "sample_loss": sample_loss.detach(),
+        "nar": nar.detach(),
+        "kd": kd.detach(),
+        "weight_sum": denominator,
     }
     return loss, components

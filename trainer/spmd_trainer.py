@@ -161,8 +161,11 @@ class SelfPacedState:
     def state_dict(self) -> dict[str, Any]:
         """Plain Python values (tensors become floats here, at checkpoint time only) plus the generator state."""
         keys = ("mode", "step", "epoch", "keep_fraction", "lam", "threshold", "lambda0")
-        return {**{k: _to_float(getattr(self, k)) for k in keys}, "generator": self.generator.get_state(),
-                "lambda0_calibrated": isinstance(self.lambda0, torch.Tensor)}
+        return {
+            **{k: _to_float(getattr(self, k)) for k in keys},
+            "generator": self.generator.get_state(),
+            "lambda0_calibrated": isinstance(self.lambda0, torch.Tensor),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["mode"] != self.mode:
@@ -232,7 +235,9 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         `return_outputs=True` returns `(training loss, {"loss", "logits"})` (the NAR or AR logits of the batch)."""
         if not model.training:
             return self._evaluation_loss(model, inputs, return_outputs, num_items_in_batch)
-        if self.args.train_mode == "semi_nar":  # n-stream objective, n = k (BangForConditionalGeneration.semi_nar_forward)
+        if (
+            self.args.train_mode == "semi_nar"
+        ):  # n-stream objective, n = k (BangForConditionalGeneration.semi_nar_forward)
             return self._semi_nar_batch_loss(model, inputs, return_outputs)
         if self._draw_mode() == "ar":  # 1. mode (BANG's nar_ratio policy)
             loss, logits = self._ar_batch_loss(model, inputs, num_items_in_batch)
@@ -611,8 +616,12 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         """Trainer's count of the update's label tokens, with pad-id labels (collators that pad with the pad id
         instead of -100) left out, as the AR term leaves them out (`_gold_labels`)."""
         pad = self._unwrapped().config.pad_token_id
-        masked = [{**batch, "labels": batch["labels"].masked_fill(batch["labels"] == pad, IGNORE_INDEX)}
-                  if isinstance(batch.get("labels"), torch.Tensor) else batch for batch in batch_samples]
+        masked = [
+            {**batch, "labels": batch["labels"].masked_fill(batch["labels"] == pad, IGNORE_INDEX)}
+            if isinstance(batch.get("labels"), torch.Tensor)
+            else batch
+            for batch in batch_samples
+        ]
         return super()._get_num_items_in_batch(masked, device)
 
     def _get_output_dir(self, trial: Any) -> str:
@@ -641,13 +650,17 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         if self.args.should_save:
             if self.state.best_model_checkpoint and STAGING_DIR in self.state.best_model_checkpoint:
                 self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(
-                    os.path.join(run_dir, STAGING_DIR), run_dir)
+                    os.path.join(run_dir, STAGING_DIR), run_dir
+                )
             if os.path.isdir(final):  # the same step saved again (a resumed run): the new one replaces it
                 shutil.rmtree(final)
             os.replace(staged, final)
             rotate_checkpoints(
-                output_dir=run_dir, save_total_limit=self.args.save_total_limit,
-                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
+            )
         self.accelerator.wait_for_everyone()
 
     def _save_rng_state(self, output_dir: str) -> None:
@@ -663,8 +676,11 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         if path and os.path.isfile(path):
             self.pace_state.load_state_dict(torch.load(path, weights_only=True))
         elif path:
-            warnings.warn(f"{path} is missing: the SPMD schedule, λ and the mixing/mode draws restart from their "
-                          "initial state, so this resumed run does not continue the saved one exactly.", stacklevel=2)
+            warnings.warn(
+                f"{path} is missing: the SPMD schedule, λ and the mixing/mode draws restart from their "
+                "initial state, so this resumed run does not continue the saved one exactly.",
+                stacklevel=2,
+            )
 
     def create_model_card(
         self,
@@ -713,7 +729,9 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         results = []
         if eval_results:
             results = eval_results_from_table(
-                eval_results, eval_dataset_name or data_name or "evaluation data", systems=eval_systems,
+                eval_results,
+                eval_dataset_name or data_name or "evaluation data",
+                systems=eval_systems,
                 device=eval_device,
             )
         card_data = ModelCardData(
@@ -743,8 +761,11 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             "training_setup": _card_training_setup(self.args, self.state, self.accelerator.num_processes),
             "metrics": metrics_section(results, table_notes(eval_results or {})),
             "decoding": _card_decoding(model, is_nar, self.args.semi_nar_block_size if semi_nar else None),
-            "use_generate_kwargs": 'mode="nar"' if is_nar else (
-                f'mode="semi_nar", block_size={self.args.semi_nar_block_size}' if semi_nar
+            "use_generate_kwargs": 'mode="nar"'
+            if is_nar
+            else (
+                f'mode="semi_nar", block_size={self.args.semi_nar_block_size}'
+                if semi_nar
                 else 'mode="ar", num_beams=4, max_new_tokens=64'
             ),
             "use_mode": "nar" if is_nar else ("semi_nar" if semi_nar else "ar"),
@@ -795,7 +816,7 @@ def _card_recipe(args: SPMDTrainingArguments) -> str:
             f"- Semi-NAR fine-tuning (a reconstruction, docs/pretraining.md): label-smoothed (ε="
             f"{args.label_smoothing_factor}) cross-entropy of the cross-stream n-stream decoder on "
             f"{'gold targets' if args.semi_nar_targets == 'gold' else f'the best distilled target (`{args.kd_column}`)'}, "
-            f"n = k = {k} [MASK] streams, target_idx = t mod {k}; decode with `generate(mode=\"semi_nar\")` "
+            f'n = k = {k} [MASK] streams, target_idx = t mod {k}; decode with `generate(mode="semi_nar")` '
             f"(block_size {k} is stored in the generation config).\n"
             "- The SPMD options below are recorded but unused: they apply to NAR batches only."
         )
@@ -869,8 +890,10 @@ def _card_mass(mass: float | None) -> str:
     """The data-driven k of `bang-nar distill` (docs/spmd.md, "k from the data"), for the card's data line."""
     if mass is None:
         return ""
-    return (f"; k from the data: per source, the most probable of those holding {mass:.0%} of their probability "
-            "(a source with M likely outputs keeps about M)")
+    return (
+        f"; k from the data: per source, the most probable of those holding {mass:.0%} of their probability "
+        "(a source with M likely outputs keeps about M)"
+    )
 
 
 def _card_spmd_options(args: SPMDTrainingArguments) -> str:
@@ -901,10 +924,8 @@ def _card_training_setup(args: SPMDTrainingArguments, state: Any, num_processes:
         ),
         "epochs": round(float(state.epoch or 0.0), 3),
         "batch per update": f"{per_update} ({args.per_device_train_batch_size} per device × "
-                            f"{args.gradient_accumulation_steps} accumulation × {num_processes} process(es))",
-        "learning rate": (
-            f"{args.learning_rate} ({_plain(args.lr_scheduler_type)}, warmup {args.warmup_steps} steps)"
-        ),
+        f"{args.gradient_accumulation_steps} accumulation × {num_processes} process(es))",
+        "learning rate": (f"{args.learning_rate} ({_plain(args.lr_scheduler_type)}, warmup {args.warmup_steps} steps)"),
         "optimizer": f"{_plain(args.optim)}, weight decay {args.weight_decay}, max grad norm {args.max_grad_norm}",
         "precision": precision,
         "seed": f"{args.seed} (data_seed {args.data_seed})",
@@ -925,19 +946,21 @@ def _card_decoding(model: nn.Module, is_nar: bool, semi_nar_block_size: int | No
     mode = model.config.generation_mode
     lines = [
         f"- Default `generate()` mode (`config.generation_mode`): `{mode}`; pass `mode=` to choose.",
-        "- NAR (`mode=\"nar\"`): one encoder and one decoder pass, argmax per slot, output cut at the first `[SEP]` "
+        '- NAR (`mode="nar"`): one encoder and one decoder pass, argmax per slot, output cut at the first `[SEP]` '
         "and consecutive repeats dropped; `num_candidates=K` rescores K NAR candidates with the AR stream; "
-        "`mode=\"nar_verify\"` returns AR greedy output token for token, using the NAR draft.",
-        "- AR (`mode=\"ar\"`): `GenerationMixin` search, e.g. `num_beams=4, length_penalty=1.2` (BANG's setting).",
+        '`mode="nar_verify"` returns AR greedy output token for token, using the NAR draft.',
+        '- AR (`mode="ar"`): `GenerationMixin` search, e.g. `num_beams=4, length_penalty=1.2` (BANG\'s setting).',
     ]
     if stored:
         lines.append("- Stored generation config: " + ", ".join(f"`{k}={v}`" for k, v in sorted(stored.items())))
     if is_nar:
-        default = f": pass `mode=\"nar\"` (its config still defaults to `{mode}`)." if mode != "nar" else "."
+        default = f': pass `mode="nar"` (its config still defaults to `{mode}`).' if mode != "nar" else "."
         lines.append("- This model was trained for NAR decoding" + default)
     elif semi_nar_block_size is not None:
-        lines.append(f"- This model was trained for semi-NAR decoding, {semi_nar_block_size} tokens per step: "
-                     "`mode=\"semi_nar\"` (its generation config stores `block_size`).")
+        lines.append(
+            f"- This model was trained for semi-NAR decoding, {semi_nar_block_size} tokens per step: "
+            '`mode="semi_nar"` (its generation config stores `block_size`).'
+        )
     else:
         lines.append("- This model was trained in AR mode (e.g. as the teacher of `bang-nar distill`).")
     return "\n".join(lines)

@@ -1,8 +1,8 @@
 """`bang-nar` command line: one subcommand per module, each with `add_parser(subparsers)` and `run(args) -> int`.
 
-    bang-nar --help
-    bang-nar demo
-    bang-nar convert checkpoint.pt ./bang-hf
+bang-nar --help
+bang-nar demo
+bang-nar convert checkpoint.pt ./bang-hf
 """
 
 import argparse
@@ -16,8 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The `bang-nar` parser; every usage error is one line with a pointer to `--help` (docs/cli.md, "Errors")."""
     from ._args import one_line_errors
 
-    parser = one_line_errors(argparse.ArgumentParser(prog="bang-nar",
-                                                     description="BANG AR/NAR models and SPMD fine-tuning."))
+    parser = one_line_errors(
+        argparse.ArgumentParser(prog="bang-nar", description="BANG AR/NAR models and SPMD fine-tuning.")
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:

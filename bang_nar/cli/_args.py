@@ -88,8 +88,11 @@ def hf_parser(prog: str, description: str, dataclass_types: tuple) -> argparse.A
     `distill`, `pretrain`), with one-line usage errors."""
     from transformers import HfArgumentParser
 
-    return one_line_errors(HfArgumentParser(dataclass_types, prog=prog, description=description,
-                                            formatter_class=argparse.RawDescriptionHelpFormatter))
+    return one_line_errors(
+        HfArgumentParser(
+            dataclass_types, prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+    )
 
 
 def parse_dataclasses(parser: argparse.ArgumentParser, argv: list[str], required: str) -> tuple:
@@ -129,9 +132,15 @@ def accept_both_spellings(parser: argparse.ArgumentParser) -> None:
 class DataArguments:
     """Where the source/target pairs come from (`bang_nar.data.load_pairs`)."""
 
-    data: str = field(metadata={"help": "Hub dataset name, local json/jsonl/csv/parquet file, or a source .txt file "
-                                        "with a parallel target file (src-*.txt → tgt-*.txt)."})
-    target_file: str | None = field(default=None, metadata={"help": "Parallel target .txt when it is not found by name."})
+    data: str = field(
+        metadata={
+            "help": "Hub dataset name, local json/jsonl/csv/parquet file, or a source .txt file "
+            "with a parallel target file (src-*.txt → tgt-*.txt)."
+        }
+    )
+    target_file: str | None = field(
+        default=None, metadata={"help": "Parallel target .txt when it is not found by name."}
+    )
     split: str | None = field(default=None, metadata={"help": "Split of a Hub/folder dataset (e.g. train)."})
     source_column: str = field(default="source", metadata={"help": "Column holding the source text."})
     target_column: str = field(default="target", metadata={"help": "Column holding the target text."})
@@ -146,14 +155,23 @@ class DataArguments:
 class ModelArguments:
     """Which model and tokenizer to start from."""
 
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Saved/converted BANG folder or Hub id. "
-                                                                           "Omit to train from scratch (--model_size)."})
-    tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer folder; default: the model's, "
-                                                                               "or BANG's BERT-uncased one from scratch."})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Saved/converted BANG folder or Hub id. Omit to train from scratch (--model_size)."},
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Tokenizer folder; default: the model's, or BANG's BERT-uncased one from scratch."},
+    )
     model_size: Literal["tiny", "small", "base"] = field(default="tiny", metadata={"help": "From-scratch size."})
-    word_vocab_size: int | None = field(default=None, metadata={"help": "From scratch: build a word-level tokenizer "
-                                                                        "with this many words from the training data "
-                                                                        "instead of BERT's 30,522 pieces."})
+    word_vocab_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "From scratch: build a word-level tokenizer "
+            "with this many words from the training data "
+            "instead of BERT's 30,522 pieces."
+        },
+    )
 
 
 def check_training_arguments(parser: argparse.ArgumentParser, model_args: ModelArguments, training_args) -> None:
@@ -167,23 +185,31 @@ def check_training_arguments(parser: argparse.ArgumentParser, model_args: ModelA
     if args.learning_rate < 0:
         parser.error(f"--learning_rate must be 0 or more, got {args.learning_rate}")
     if args.max_steps == 0 or args.max_steps < -1:
-        parser.error(f"--max_steps must be at least 1 (or -1, the default: train --num_train_epochs epochs), got "
-                     f"{args.max_steps}")
+        parser.error(
+            f"--max_steps must be at least 1 (or -1, the default: train --num_train_epochs epochs), got "
+            f"{args.max_steps}"
+        )
     if args.max_steps == -1 and not args.num_train_epochs > 0:
         parser.error(f"--num_train_epochs must be above 0 (or give --max_steps N), got {args.num_train_epochs}")
     if args.load_best_model_at_end:
-        parser.error("--load_best_model_at_end needs evaluation data, which this command does not take; drop it "
-                     "and pick a checkpoint-N folder with `bang-nar evaluate`")
+        parser.error(
+            "--load_best_model_at_end needs evaluation data, which this command does not take; drop it "
+            "and pick a checkpoint-N folder with `bang-nar evaluate`"
+        )
     if model_args.word_vocab_size and (model_args.model_name_or_path or model_args.tokenizer_name_or_path):
-        parser.error("--word_vocab_size builds a new tokenizer for a model trained from scratch; a model or tokenizer "
-                     "path brings its own. Drop --word_vocab_size or the path")
+        parser.error(
+            "--word_vocab_size builds a new tokenizer for a model trained from scratch; a model or tokenizer "
+            "path brings its own. Drop --word_vocab_size or the path"
+        )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and args.world_size != launched:
         # torchrun/accelerate started several processes, but no process group formed (no GPU and no --use_cpu):
         # each would train alone and all would write the same output folder.
-        parser.error(f"this is a launch of {launched} processes, but they run as {args.world_size} (no usable "
-                     "distributed backend: no GPU per process); pass --use_cpu to train them together on CPU (gloo), "
-                     "or start one process")
+        parser.error(
+            f"this is a launch of {launched} processes, but they run as {args.world_size} (no usable "
+            "distributed backend: no GPU per process); pass --use_cpu to train them together on CPU (gloo), "
+            "or start one process"
+        )
     check_writable_dir(args.output_dir, "--output_dir")  # a CLIError: `bang-nar` prints it as one line
 
 
@@ -192,8 +218,12 @@ def load_data(data_args: DataArguments):
     from bang_nar.data import load_pairs
 
     pairs = load_pairs(
-        data_args.data, source_column=data_args.source_column, target_column=data_args.target_column,
-        split=data_args.split, qg_format=data_args.qg_format, answer_column=data_args.answer_column,
+        data_args.data,
+        source_column=data_args.source_column,
+        target_column=data_args.target_column,
+        split=data_args.split,
+        qg_format=data_args.qg_format,
+        answer_column=data_args.answer_column,
         target_file=data_args.target_file,
     )
     if hasattr(pairs, "keys"):
@@ -216,8 +246,10 @@ def check_model_folder(name: str, flag: str = "--model", *, tokenizer_only: bool
             raise CLIError(f"{flag} {name}: no such folder. Pass the output folder of `bang-nar train` or `convert`.")
         return  # a Hub id such as "user/model"
     if not path.is_dir():
-        raise CLIError(f"{flag} {name}: not a folder. Pass the output folder of `bang-nar train` or `convert` "
-                       "(for a fairseq .pt file, run `bang-nar convert` first).")
+        raise CLIError(
+            f"{flag} {name}: not a folder. Pass the output folder of `bang-nar train` or `convert` "
+            "(for a fairseq .pt file, run `bang-nar convert` first)."
+        )
     config_file = path / "config.json"
     if not config_file.is_file():
         if tokenizer_only:
@@ -230,8 +262,10 @@ def check_model_folder(name: str, flag: str = "--model", *, tokenizer_only: bool
     found = config.get("model_type") if isinstance(config, dict) else None
     if not found or (found != "bang" and not tokenizer_only):
         problem = f"'model_type' is {found!r}" if found else "no 'model_type'"
-        raise CLIError(f"{config_file}: {problem}; a BANG folder needs \"model_type\": \"bang\" (folders written by "
-                       "`bang-nar train` or `convert` have it).")
+        raise CLIError(
+            f'{config_file}: {problem}; a BANG folder needs "model_type": "bang" (folders written by '
+            "`bang-nar train` or `convert` have it)."
+        )
 
 
 def check_model_paths(model_args: ModelArguments) -> None:
@@ -263,8 +297,9 @@ def load_model_and_tokenizer(name: str, flag: str = "--model"):
     return build_model(name), tokenizer
 
 
-def check_source_lengths(sources: list[str], tokenizer, model, max_source_length: int | None, where: str,
-                         unit: str = "line") -> None:
+def check_source_lengths(
+    sources: list[str], tokenizer, model, max_source_length: int | None, where: str, unit: str = "line"
+) -> None:
     """Refuse, before generating, a source longer than the model takes unless --max-source-length truncates it.
 
     `where` names the input (file or stdin) and `unit` its records ("line" or "row"), so the error points at one.
@@ -276,8 +311,10 @@ def check_source_lengths(sources: list[str], tokenizer, model, max_source_length
     long = [i for i, n in enumerate(lengths) if n > limit]
     if long:
         first = long[0]
-        raise CLIError(f"{where} {unit} {first + 1}: the source has {lengths[first]} tokens but the model takes {limit} "
-                       f"({len(long)} such source(s)); pass --max-source-length {limit} to truncate them explicitly.")
+        raise CLIError(
+            f"{where} {unit} {first + 1}: the source has {lengths[first]} tokens but the model takes {limit} "
+            f"({len(long)} such source(s)); pass --max-source-length {limit} to truncate them explicitly."
+        )
 
 
 def load_tokenizer(model_args: ModelArguments, texts=None):

@@ -22,17 +22,23 @@ DEFAULT_PROBABILITY_MASS = 0.95
 class DistillArguments:
     model: str = field(metadata={"help": "AR-fine-tuned BANG model folder or Hub id (the teacher)."})
     output_dir: str = field(metadata={"help": "Writes OUTPUT_DIR/dataset and OUTPUT_DIR/provenance.json."})
-    num_beams: int = field(default=DEFAULT_NUM_BEAMS, metadata={"help": "Beam size (the most targets kept per source)."})
+    num_beams: int = field(
+        default=DEFAULT_NUM_BEAMS, metadata={"help": "Beam size (the most targets kept per source)."}
+    )
     length_penalty: float = field(default=1.2, metadata={"help": "Beam-search length penalty."})
     num_return_sequences: int | None = field(
         default=None,
-        metadata={"help": "k-best targets kept per source (default: the beam size). The SPMD student picks, per "
-                          "sample, the one closest to its own mode; k = 1 keeps the teacher's mode spread."},
+        metadata={
+            "help": "k-best targets kept per source (default: the beam size). The SPMD student picks, per "
+            "sample, the one closest to its own mode; k = 1 keeps the teacher's mode spread."
+        },
     )
     probability_mass: float = field(
         default=DEFAULT_PROBABILITY_MASS,
-        metadata={"help": "k from the data: of those k, keep per source the most probable hypotheses holding this "
-                          "share of their probability (teacher-forced log-probs). 1 keeps all k."},
+        metadata={
+            "help": "k from the data: of those k, keep per source the most probable hypotheses holding this "
+            "share of their probability (teacher-forced log-probs). 1 keeps all k."
+        },
     )
     max_new_tokens: int = field(default=64, metadata={"help": "Longest distilled target."})
     batch_size: int = field(default=32, metadata={"help": "Sources per generate call (one resumable chunk)."})
@@ -40,8 +46,9 @@ class DistillArguments:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("distill", help="AR beam-search targets for sequence KD / SPMD", add_help=False,
-                                   description=__doc__)
+    parser = subparsers.add_parser(
+        "distill", help="AR beam-search targets for sequence KD / SPMD", add_help=False, description=__doc__
+    )
     parser.set_defaults(run=run, parse=parse, passthrough=True)
 
 
@@ -62,11 +69,14 @@ def parse(argv: list[str]):
     check_counts(parser, distill_args, ("num_beams", "num_return_sequences", "max_new_tokens", "batch_size"))
     check_counts(parser, data_args, ("max_source_length", "max_target_length", "max_samples"))
     if not 0.0 < distill_args.probability_mass <= 1.0:
-        parser.error(f"--probability_mass must be in (0, 1], got {distill_args.probability_mass}; 1 keeps every "
-                     "hypothesis")
+        parser.error(
+            f"--probability_mass must be in (0, 1], got {distill_args.probability_mass}; 1 keeps every hypothesis"
+        )
     if distill_args.num_return_sequences > distill_args.num_beams:
-        parser.error(f"--num_return_sequences ({distill_args.num_return_sequences}) cannot exceed --num_beams "
-                     f"({distill_args.num_beams}); raise --num_beams")
+        parser.error(
+            f"--num_return_sequences ({distill_args.num_return_sequences}) cannot exceed --num_beams "
+            f"({distill_args.num_beams}); raise --num_beams"
+        )
     check_writable_dir(distill_args.output_dir, "--output_dir")
     return distill_args, data_args
 
@@ -84,19 +94,29 @@ def run(args: argparse.Namespace) -> int:
     data = prepare_dataset(data, tokenizer, data_args.max_source_length, data_args.max_target_length)
     try:
         result = distill_dataset(
-            model, data, distill_args.output_dir, num_beams=distill_args.num_beams,
-            length_penalty=distill_args.length_penalty, num_return_sequences=distill_args.num_return_sequences,
-            max_new_tokens=distill_args.max_new_tokens, batch_size=distill_args.batch_size,
+            model,
+            data,
+            distill_args.output_dir,
+            num_beams=distill_args.num_beams,
+            length_penalty=distill_args.length_penalty,
+            num_return_sequences=distill_args.num_return_sequences,
+            max_new_tokens=distill_args.max_new_tokens,
+            batch_size=distill_args.batch_size,
             teacher_name=distill_args.model,
             probability_mass=None if distill_args.probability_mass == 1.0 else distill_args.probability_mass,
-            tokenizer=tokenizer, resume=not distill_args.no_resume,
+            tokenizer=tokenizer,
+            resume=not distill_args.no_resume,
         )
     except StaleChunksError as error:
         raise CLIError(str(error)) from None
-    print(f"Distilled {len(result)} examples with {distill_args.model} (beam {distill_args.num_beams}, "
-          f"k={distill_args.num_return_sequences}) → {distill_args.output_dir}")
+    print(
+        f"Distilled {len(result)} examples with {distill_args.model} (beam {distill_args.num_beams}, "
+        f"k={distill_args.num_return_sequences}) → {distill_args.output_dir}"
+    )
     if distill_args.probability_mass < 1.0:
         kept = sum(len(c) for c in result["kd_labels"]) / max(len(result), 1)
-        print(f"k from the data: {kept:.2f} targets per source on average hold {distill_args.probability_mass:.0%} "
-              "of the beam's probability (--probability_mass)")
+        print(
+            f"k from the data: {kept:.2f} targets per source on average hold {distill_args.probability_mass:.0%} "
+            "of the beam's probability (--probability_mass)"
+        )
     return 0

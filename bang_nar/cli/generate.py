@@ -26,27 +26,47 @@ CHUNK_BATCHES = 4
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("generate", help="decode sources (stdin/file → stdout/file)", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "generate",
+        help="decode sources (stdin/file → stdout/file)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", required=True, help="BANG model folder or Hub id")
-    parser.add_argument("--mode", choices=["nar", "ar", "nar_verify", "semi_nar"], default=None,
-                        help="default: the model's config.generation_mode")
+    parser.add_argument(
+        "--mode",
+        choices=["nar", "ar", "nar_verify", "semi_nar"],
+        default=None,
+        help="default: the model's config.generation_mode",
+    )
     parser.add_argument("--input", default="-", help="text file, one source per line ('-' = stdin)")
-    parser.add_argument("--output", default="-",
-                        help="output file ('-' = stdout); written as decoding goes (OUTPUT.partial, renamed when "
-                             "complete), and the same command resumes a killed run")
+    parser.add_argument(
+        "--output",
+        default="-",
+        help="output file ('-' = stdout); written as decoding goes (OUTPUT.partial, renamed when "
+        "complete), and the same command resumes a killed run",
+    )
     parser.add_argument("--num-beams", type=positive_int, default=None, help="AR beam size (default 4)")
     parser.add_argument("--length-penalty", type=float, default=None, help="AR length penalty (default 1.2)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=None, help="AR length limit / NAR slots")
-    parser.add_argument("--num-candidates", type=positive_int, default=None,
-                        help="NAR candidates rescored by the AR stream (default 1)")
-    parser.add_argument("--no-repeat-ngram-size", type=non_negative_int, default=None,
-                        help="NAR n-gram blocking (default 0: off)")
-    parser.add_argument("--suppress-repeats", action="store_true", default=None,
-                        help="NAR: never repeat the previous token")
-    parser.add_argument("--max-source-length", type=positive_int, default=None, help="truncate longer sources (reported)")
-    parser.add_argument("--block-size", type=positive_int, default=None,
-                        help="semi_nar: tokens per step (default: the model's generation_config.block_size, else 4)")
+    parser.add_argument(
+        "--num-candidates", type=positive_int, default=None, help="NAR candidates rescored by the AR stream (default 1)"
+    )
+    parser.add_argument(
+        "--no-repeat-ngram-size", type=non_negative_int, default=None, help="NAR n-gram blocking (default 0: off)"
+    )
+    parser.add_argument(
+        "--suppress-repeats", action="store_true", default=None, help="NAR: never repeat the previous token"
+    )
+    parser.add_argument(
+        "--max-source-length", type=positive_int, default=None, help="truncate longer sources (reported)"
+    )
+    parser.add_argument(
+        "--block-size",
+        type=positive_int,
+        default=None,
+        help="semi_nar: tokens per step (default: the model's generation_config.block_size, else 4)",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=32)
     accept_both_spellings(parser)
     parser.set_defaults(run=run)
@@ -66,19 +86,31 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_and_tokenizer(args.model)
     mode = args.mode or model.config.generation_mode
     _check_mode_options(args, mode)
-    check_source_lengths(sources, tokenizer, model, args.max_source_length, "stdin" if args.input == "-" else args.input)
-    options = {name: default if getattr(args, name) is None else getattr(args, name)
-               for name, (option_mode, default) in MODE_OPTIONS.items() if option_mode == mode}
+    check_source_lengths(
+        sources, tokenizer, model, args.max_source_length, "stdin" if args.input == "-" else args.input
+    )
+    options = {
+        name: default if getattr(args, name) is None else getattr(args, name)
+        for name, (option_mode, default) in MODE_OPTIONS.items()
+        if option_mode == mode
+    }
     options["max_new_tokens"] = args.max_new_tokens or (64 if mode == "ar" else None)
     if args.output == "-":
-        texts, _, elapsed = generate_texts(model, tokenizer, sources, mode, batch_size=args.batch_size,
-                                           max_source_length=args.max_source_length, show_progress=True, **options)
+        texts, _, elapsed = generate_texts(
+            model,
+            tokenizer,
+            sources,
+            mode,
+            batch_size=args.batch_size,
+            max_source_length=args.max_source_length,
+            show_progress=True,
+            **options,
+        )
         sys.stdout.write("".join(text + "\n" for text in texts))
         done = len(texts)
     else:
         done, elapsed = _generate_to_file(args, model, tokenizer, sources, mode, options)
-    print(f"{done} outputs ({mode}) in {elapsed:.2f} s, {1000 * elapsed / max(1, done):.1f} ms/sample",
-          file=sys.stderr)
+    print(f"{done} outputs ({mode}) in {elapsed:.2f} s, {1000 * elapsed / max(1, done):.1f} ms/sample", file=sys.stderr)
     return 0
 
 
@@ -87,12 +119,15 @@ def _check_mode_options(args: argparse.Namespace, mode: str) -> None:
     for name, (option_mode, _) in MODE_OPTIONS.items():
         if getattr(args, name) is not None and option_mode != mode:
             flag = "--" + name.replace("_", "-")
-            raise CLIError(f"{flag} applies to --mode {option_mode} only, and this run decodes {mode}; drop {flag} "
-                           f"or pass --mode {option_mode}.")
+            raise CLIError(
+                f"{flag} applies to --mode {option_mode} only, and this run decodes {mode}; drop {flag} "
+                f"or pass --mode {option_mode}."
+            )
 
 
-def _generate_to_file(args: argparse.Namespace, model, tokenizer, sources: list[str], mode: str,
-                      options: dict) -> tuple[int, float]:
+def _generate_to_file(
+    args: argparse.Namespace, model, tokenizer, sources: list[str], mode: str, options: dict
+) -> tuple[int, float]:
     """Decode into OUTPUT.partial a few batches at a time (flushed to disk), then rename it to OUTPUT.
 
     OUTPUT.partial.json keys the partial file by the model, mode, options and sources: the same command after a kill
@@ -102,8 +137,11 @@ def _generate_to_file(args: argparse.Namespace, model, tokenizer, sources: list[
 
     output = Path(args.output)
     partial, key_file = output.with_name(output.name + ".partial"), output.with_name(output.name + ".partial.json")
-    key = hashlib.sha256(json.dumps([os.path.abspath(args.model), mode, options, args.max_source_length, sources],
-                                    sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps(
+            [os.path.abspath(args.model), mode, options, args.max_source_length, sources], sort_keys=True
+        ).encode()
+    ).hexdigest()
     done = 0
     if partial.is_file() and key_file.is_file() and json.loads(key_file.read_text()).get("key") == key:
         kept = partial.read_bytes()
@@ -117,9 +155,16 @@ def _generate_to_file(args: argparse.Namespace, model, tokenizer, sources: list[
     elapsed, step = 0.0, CHUNK_BATCHES * args.batch_size
     with open(partial, "a", encoding="utf-8") as handle:
         for start in range(done, len(sources), step):
-            texts, _, seconds = generate_texts(model, tokenizer, sources[start:start + step], mode,
-                                               batch_size=args.batch_size, max_source_length=args.max_source_length,
-                                               show_progress=False, **options)
+            texts, _, seconds = generate_texts(
+                model,
+                tokenizer,
+                sources[start : start + step],
+                mode,
+                batch_size=args.batch_size,
+                max_source_length=args.max_source_length,
+                show_progress=False,
+                **options,
+            )
             handle.write("".join(text + "\n" for text in texts))
             handle.flush()
             os.fsync(handle.fileno())
@@ -147,8 +192,10 @@ def _read_sources(name: str) -> list[str]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
-        raise CLIError(f"{where} line {line}: not UTF-8 (byte 0x{raw[error.start]:02x}); save the file as UTF-8, "
-                       "e.g. `iconv -f latin1 -t utf-8`.") from None
+        raise CLIError(
+            f"{where} line {line}: not UTF-8 (byte 0x{raw[error.start]:02x}); save the file as UTF-8, "
+            "e.g. `iconv -f latin1 -t utf-8`."
+        ) from None
     sources = text.split("\n")
     if sources and sources[-1] == "":
         sources.pop()  # the final newline ends the last line

@@ -20,38 +20,62 @@ from pathlib import Path
 class PretrainArguments:
     """Raw text and the reconstructed objective's knobs (defaults: MASS's, docs/pretraining.md#reconstruction)."""
 
-    data: str = field(metadata={"help": "Raw text: a .txt file (one document per line), a .json/.jsonl/.csv/.parquet "
-                                        "file, a folder of .txt files, or a Hub dataset name."})
+    data: str = field(
+        metadata={
+            "help": "Raw text: a .txt file (one document per line), a .json/.jsonl/.csv/.parquet "
+            "file, a folder of .txt files, or a Hub dataset name."
+        }
+    )
     text_column: str = field(default="text", metadata={"help": "Column holding the text (record files, Hub)."})
     split: str = field(default="train", metadata={"help": "Split of a Hub/folder dataset."})
     dataset_config: str | None = field(default=None, metadata={"help": "Config name of a Hub dataset."})
     streaming: bool = field(default=False, metadata={"help": "Stream the corpus (needs --max_steps)."})
     max_documents: int | None = field(default=None, metadata={"help": "Use only the first N documents."})
     max_source_length: int = field(default=512, metadata={"help": "Tokens per packed chunk (the encoder input)."})
-    num_streams: int | None = field(default=None, metadata={"help": "n [MASK] streams (default: the model "
-                                                                    "config's num_streams, 9 for a new model)."})
-    stream_weights: str | None = field(default=None, metadata={"help": "Comma-separated loss weight per stream "
-                                                                       "(default: all 1, the released criterion)."})
+    num_streams: int | None = field(
+        default=None,
+        metadata={"help": "n [MASK] streams (default: the model config's num_streams, 9 for a new model)."},
+    )
+    stream_weights: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated loss weight per stream (default: all 1, the released criterion)."},
+    )
     span_block_size: int = field(default=64, metadata={"help": "Tokens per block; one masked span per block."})
     mask_ratio: float = field(default=0.15, metadata={"help": "Span length = int(block length x mask_ratio)."})
     mask_prob: float = field(default=0.8, metadata={"help": "Share of span tokens replaced by [MASK] in the source."})
     keep_prob: float = field(default=0.1, metadata={"help": "Share of span tokens kept in the source."})
     random_prob: float = field(default=0.1, metadata={"help": "Share of span tokens replaced by a random token."})
-    encoder_mlm_weight: float = field(default=1.0, metadata={
-        "help": "Weight of the encoder MLM term (added to the reconstruction: each span position of the source "
-                "predicts its token through the LM head). Without it a from-scratch encoder collapses to a constant "
-                "(README, Pretraining); 0 trains the released criterion only."})
-    freeze_encoder_steps: int = field(default=0, metadata={
-        "help": "Keep the encoder's own weights still for the first N optimizer steps (the shared embeddings train); "
-                "an experiment that only delays the collapse which --encoder_mlm_weight prevents."})
-    document_positions: bool = field(default=True, metadata={
-        "help": "Give each masked token its position in the document, as the released hooks expect; "
-                "--no_document_positions uses the fine-tuning positions 1..T of the concatenated spans."})
+    encoder_mlm_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the encoder MLM term (added to the reconstruction: each span position of the source "
+            "predicts its token through the LM head). Without it a from-scratch encoder collapses to a constant "
+            "(README, Pretraining); 0 trains the released criterion only."
+        },
+    )
+    freeze_encoder_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Keep the encoder's own weights still for the first N optimizer steps (the shared embeddings train); "
+            "an experiment that only delays the collapse which --encoder_mlm_weight prevents."
+        },
+    )
+    document_positions: bool = field(
+        default=True,
+        metadata={
+            "help": "Give each masked token its position in the document, as the released hooks expect; "
+            "--no_document_positions uses the fine-tuning positions 1..T of the concatenated spans."
+        },
+    )
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("pretrain", help="pretrain on raw text (reconstructed BANG n-stream objective)",
-                                   add_help=False, description=__doc__)
+    parser = subparsers.add_parser(
+        "pretrain",
+        help="pretrain on raw text (reconstructed BANG n-stream objective)",
+        add_help=False,
+        description=__doc__,
+    )
     parser.set_defaults(run=run, parse=parse, passthrough=True)
 
 
@@ -69,7 +93,8 @@ def parse(argv: list[str]):
 
     parser = _hf_parser()
     data_args, model_args, training_args = parse_dataclasses(
-        parser, argv, "--data and --output_dir (`bang-nar pretrain --help` lists every flag).")
+        parser, argv, "--data and --output_dir (`bang-nar pretrain --help` lists every flag)."
+    )
     check_counts(parser, data_args, ("max_documents", "max_source_length", "num_streams", "span_block_size"))
     for name in ("mask_ratio", "mask_prob", "keep_prob", "random_prob"):
         if not 0 <= getattr(data_args, name) <= 1:
@@ -86,8 +111,11 @@ def run(args: argparse.Namespace) -> int:
     if not trainer.is_world_process_zero():
         return 0
     last = _last_stream_losses(trainer.state.log_history)
-    print(f"Pretrained {trainer.state.global_step} steps; last per-stream losses, encoder gap and encoder MLM loss "
-          f"{last}. Saved to {training_args.output_dir}.", file=sys.stderr)
+    print(
+        f"Pretrained {trainer.state.global_step} steps; last per-stream losses, encoder gap and encoder MLM loss "
+        f"{last}. Saved to {training_args.output_dir}.",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -106,24 +134,36 @@ def pretrain(data_args: PretrainArguments, model_args, training_args):
     if source.is_file() and source.stat().st_size == 0:
         raise CLIError(f"--data {data_args.data}: the file is empty; give raw text, one document per line.")
     try:
-        text = load_text_dataset(data_args.data, text_column=data_args.text_column, split=data_args.split,
-                                 streaming=data_args.streaming, dataset_config=data_args.dataset_config)
+        text = load_text_dataset(
+            data_args.data,
+            text_column=data_args.text_column,
+            split=data_args.split,
+            streaming=data_args.streaming,
+            dataset_config=data_args.dataset_config,
+        )
     except Exception as error:  # datasets/pyarrow could not parse the user's own file: one line, as train says it
         from bang_nar.data import DataFormatError
 
         if not source.is_file() or isinstance(error, DataFormatError):
             raise
         cause = " ".join(str(error.__cause__ or error).split())[:300]
-        raise CLIError(f"--data {data_args.data}: could not be read as {source.suffix[1:] or 'text'} ({cause}); "
-                       "give raw text, one document per line (.txt) or one record per line (.jsonl).") from None
+        raise CLIError(
+            f"--data {data_args.data}: could not be read as {source.suffix[1:] or 'text'} ({cause}); "
+            "give raw text, one document per line (.txt) or one record per line (.jsonl)."
+        ) from None
     if data_args.max_documents is not None:
-        text = text.take(data_args.max_documents) if data_args.streaming else text.select(
-            range(min(data_args.max_documents, len(text))))
+        text = (
+            text.take(data_args.max_documents)
+            if data_args.streaming
+            else text.select(range(min(data_args.max_documents, len(text))))
+        )
     texts_for_vocab = None
     if model_args.word_vocab_size and model_args.model_name_or_path is None and not model_args.tokenizer_name_or_path:
         if data_args.streaming:
-            raise CLIError("--word_vocab_size builds a vocabulary from the whole corpus; it cannot stream. Pass "
-                             "--tokenizer_name_or_path instead.")
+            raise CLIError(
+                "--word_vocab_size builds a vocabulary from the whole corpus; it cannot stream. Pass "
+                "--tokenizer_name_or_path instead."
+            )
         texts_for_vocab = text[data_args.text_column]
     tokenizer = load_tokenizer(model_args, texts_for_vocab)
 
@@ -139,39 +179,60 @@ def pretrain(data_args: PretrainArguments, model_args, training_args):
     if data_args.num_streams is not None:
         model.config.num_streams = data_args.num_streams
     if data_args.max_source_length > model.config.max_position_embeddings:
-        raise CLIError(f"--max_source_length {data_args.max_source_length} exceeds the model's "
-                         f"{model.config.max_position_embeddings} positions; lower it.")
+        raise CLIError(
+            f"--max_source_length {data_args.max_source_length} exceeds the model's "
+            f"{model.config.max_position_embeddings} positions; lower it."
+        )
     weights = None
     if data_args.stream_weights:
         try:
             weights = [float(w) for w in data_args.stream_weights.split(",")]
         except ValueError:
-            raise CLIError(f"--stream_weights {data_args.stream_weights}: give numbers separated by commas, e.g. "
-                           "1,1,0.5.") from None
+            raise CLIError(
+                f"--stream_weights {data_args.stream_weights}: give numbers separated by commas, e.g. 1,1,0.5."
+            ) from None
         if len(weights) != model.config.num_streams:
-            raise CLIError(f"--stream_weights has {len(weights)} weights but there are {model.config.num_streams} "
-                             "streams; give one per stream.")
+            raise CLIError(
+                f"--stream_weights has {len(weights)} weights but there are {model.config.num_streams} "
+                "streams; give one per stream."
+            )
 
     chunks = pack_documents(text, tokenizer, data_args.max_source_length, text_column=data_args.text_column)
     if not data_args.streaming and len(chunks) == 0:
-        raise CLIError(f"--data {data_args.data}: no text to pretrain on (every document is blank); give raw text, "
-                       "one document per line.")
-    collator = SpanMaskingCollator(tokenizer, span_block_size=data_args.span_block_size,
-                                   mask_ratio=data_args.mask_ratio, mask_prob=data_args.mask_prob,
-                                   keep_prob=data_args.keep_prob, random_prob=data_args.random_prob,
-                                   document_positions=data_args.document_positions,
-                                   encoder_labels=data_args.encoder_mlm_weight != 0)
+        raise CLIError(
+            f"--data {data_args.data}: no text to pretrain on (every document is blank); give raw text, "
+            "one document per line."
+        )
+    collator = SpanMaskingCollator(
+        tokenizer,
+        span_block_size=data_args.span_block_size,
+        mask_ratio=data_args.mask_ratio,
+        mask_prob=data_args.mask_prob,
+        keep_prob=data_args.keep_prob,
+        random_prob=data_args.random_prob,
+        document_positions=data_args.document_positions,
+        encoder_labels=data_args.encoder_mlm_weight != 0,
+    )
     resume = training_args.resume_from_checkpoint
     if resume == "last":
         resume = get_last_checkpoint(training_args.output_dir)
         if resume is None:
-            raise FileNotFoundError(f"{training_args.output_dir}: no checkpoint-* folder to resume from; drop "
-                                    "--resume_from_checkpoint or point it at a checkpoint folder.")
+            raise FileNotFoundError(
+                f"{training_args.output_dir}: no checkpoint-* folder to resume from; drop "
+                "--resume_from_checkpoint or point it at a checkpoint folder."
+            )
     training_args.remove_unused_columns = False  # the collator builds every model input from input_ids
-    trainer = BangPreTrainer(model=model, args=training_args, train_dataset=chunks, data_collator=collator,
-                             processing_class=tokenizer, num_streams=model.config.num_streams,
-                             stream_weights=weights, freeze_encoder_steps=data_args.freeze_encoder_steps,
-                             encoder_mlm_weight=data_args.encoder_mlm_weight)
+    trainer = BangPreTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=chunks,
+        data_collator=collator,
+        processing_class=tokenizer,
+        num_streams=model.config.num_streams,
+        stream_weights=weights,
+        freeze_encoder_steps=data_args.freeze_encoder_steps,
+        encoder_mlm_weight=data_args.encoder_mlm_weight,
+    )
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
@@ -183,8 +244,9 @@ def pretrain(data_args: PretrainArguments, model_args, training_args):
 def _last_stream_losses(history) -> dict[str, float]:
     """The last logged per-stream losses, with the `encoder_gap` and `loss_encoder_mlm` of the same log when there."""
     for entry in reversed(history):
-        streams = {k: v for k, v in entry.items()
-                   if k.startswith("loss_stream_") or k in ("encoder_gap", "loss_encoder_mlm")}
+        streams = {
+            k: v for k, v in entry.items() if k.startswith("loss_stream_") or k in ("encoder_gap", "loss_encoder_mlm")
+        }
         if any(k.startswith("loss_stream_") for k in streams):
             return streams
     return {}
@@ -205,17 +267,19 @@ def _write_card(trainer, data_args: PretrainArguments, init: str, weights) -> No
         span_block_size=data_args.span_block_size,
         mask_ratio=data_args.mask_ratio,
         replace_probs=f"{data_args.mask_prob:g}/{data_args.keep_prob:g}/{data_args.random_prob:g}",
-        encoder_mlm=f"weight {data_args.encoder_mlm_weight:g}" if data_args.encoder_mlm_weight else
-                    "off (`--encoder_mlm_weight 0`: the released criterion only)",
+        encoder_mlm=f"weight {data_args.encoder_mlm_weight:g}"
+        if data_args.encoder_mlm_weight
+        else "off (`--encoder_mlm_weight 0`: the released criterion only)",
         positions="each masked token at its position in the document, as the released code's unused hooks expect "
-                  "(relative buckets from the same positions)" if data_args.document_positions else
-                  "fine-tuning positions 1..T over the concatenated spans (`--no_document_positions`)",
+        "(relative buckets from the same positions)"
+        if data_args.document_positions
+        else "fine-tuning positions 1..T over the concatenated spans (`--no_document_positions`)",
         dataset=display_name(data_args.data),
         init=display_name(init) if Path(init).exists() else init,
         steps=trainer.state.global_step,
         stream_losses=_last_stream_losses(trainer.state.log_history) or "none logged",
         config_summary=f"d_model {config.d_model}, {config.encoder_layers}+{config.decoder_layers} layers, "
-                       f"{config.decoder_attention_heads} heads, vocab {config.vocab_size}",
+        f"{config.decoder_attention_heads} heads, vocab {config.vocab_size}",
         bang_nar_version=__version__,
     )
     (output_dir / "README.md").write_text(render_model_card("pretrained", values))

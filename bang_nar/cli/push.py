@@ -14,17 +14,30 @@ from ._args import CLIError, accept_both_spellings
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("push", help="upload model, tokenizer and card to the Hub", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "push",
+        help="upload model, tokenizer and card to the Hub",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", required=True, help="local model folder (from train or convert)")
     parser.add_argument("--repo-id", required=True, help="Hub repository, e.g. you/bang-nar-qg")
     parser.add_argument("--private", action="store_true")
     parser.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
     parser.add_argument("--commit-message", default="Upload BANG model with bang-nar")
-    parser.add_argument("--space", nargs="?", const="", default=None, metavar="SPACE_ID",
-                        help="also create a Gradio Space with the `bang-nar app` page (default id: REPO_ID-demo)")
-    parser.add_argument("--space-requirement", default=None,
-                        help="pip line the Space installs this package with (default: bang-nar[app]==this version)")
+    parser.add_argument(
+        "--space",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="SPACE_ID",
+        help="also create a Gradio Space with the `bang-nar app` page (default id: REPO_ID-demo)",
+    )
+    parser.add_argument(
+        "--space-requirement",
+        default=None,
+        help="pip line the Space installs this package with (default: bang-nar[app]==this version)",
+    )
     accept_both_spellings(parser)
     parser.set_defaults(run=run)
 
@@ -34,12 +47,14 @@ def run(args: argparse.Namespace) -> int:
 
     space_id = (args.space or f"{args.repo_id}-demo") if args.space is not None else None
     try:
-        url = push_model(args.model, args.repo_id, private=args.private, token=args.token,
-                         commit_message=args.commit_message)
+        url = push_model(
+            args.model, args.repo_id, private=args.private, token=args.token, commit_message=args.commit_message
+        )
         print(f"Pushed {args.model} → {url}")
         if space_id is not None:
-            space_url = push_space(args.repo_id, space_id, private=args.private, token=args.token,
-                                   requirement=args.space_requirement)
+            space_url = push_space(
+                args.repo_id, space_id, private=args.private, token=args.token, requirement=args.space_requirement
+            )
             print(f"Space {space_id} (bang-nar app on {args.repo_id}) → {space_url}")
     except HubError as error:
         raise CLIError(str(error)) from None

@@ -28,8 +28,12 @@ _RECIPE_FLAGS = ("train_mode", "spmd_preset", "target_sources")
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="fine-tune (AR / NAR / mixed; presets bang_nar, seq_kd, spmd)",
-                                   add_help=False, description=__doc__)
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune (AR / NAR / mixed; presets bang_nar, seq_kd, spmd)",
+        add_help=False,
+        description=__doc__,
+    )
     parser.set_defaults(run=run, parse=parse, passthrough=True)
 
 
@@ -47,7 +51,8 @@ def parse(argv: list[str]):
 
     parser = _hf_parser()
     data_args, model_args, training_args = parse_dataclasses(
-        parser, argv, "--data and --output_dir (`bang-nar train --help` lists every flag).")
+        parser, argv, "--data and --output_dir (`bang-nar train --help` lists every flag)."
+    )
     check_counts(parser, data_args, ("max_source_length", "max_target_length", "max_samples"))
     check_training_arguments(parser, model_args, training_args)
     return data_args, model_args, training_args
@@ -92,9 +97,14 @@ def run(args: argparse.Namespace) -> int:
             f"bang-nar train: {data_args.data} has no distilled targets and no --train_mode was given, so this "
             f"trains the AR teacher (--train_mode ar). Next: `bang-nar distill --model {out} --data "
             f"{data_args.data} --output_dir DISTILLED`, then `bang-nar train --model_name_or_path {out} --data "
-            "DISTILLED --train_mode nar --output_dir OUT`.")
+            "DISTILLED --train_mode nar --output_dir OUT`."
+        )
     texts = list(data["source"]) + list(data["target"]) if "source" in data.column_names else None
-    if checkpoint is not None and model_args.tokenizer_name_or_path is None and (checkpoint / "tokenizer_config.json").is_file():
+    if (
+        checkpoint is not None
+        and model_args.tokenizer_name_or_path is None
+        and (checkpoint / "tokenizer_config.json").is_file()
+    ):
         # The checkpoint's own tokenizer: a word-level one (--word_vocab_size) must keep the ids it was trained with.
         tokenizer = load_auto_tokenizer(str(checkpoint), "--resume_from_checkpoint", tokenizer_only=True)
     else:
@@ -106,8 +116,14 @@ def run(args: argparse.Namespace) -> int:
         data = prepare_dataset(data, tokenizer, data_args.max_source_length, data_args.max_target_length)
     if model_args.word_vocab_size and model_args.model_name_or_path is None and texts is not None:
         _report_unknown_words(data, tokenizer, model_args.word_vocab_size, texts)
-    trainer = train_model(model, tokenizer, data, training_args, card_values={"dataset": data_args.data},
-                          resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    trainer = train_model(
+        model,
+        tokenizer,
+        data,
+        training_args,
+        card_values={"dataset": data_args.data},
+        resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None,
+    )
     if not trainer.is_world_process_zero():
         return 0
     history = trainer.state.log_history
@@ -115,10 +131,13 @@ def run(args: argparse.Namespace) -> int:
     mean_loss = next((entry["train_loss"] for entry in reversed(history) if "train_loss" in entry), None)
     summary = f"logged loss {losses[0]:.3f} → {losses[-1]:.3f}" if len(losses) > 1 else f"mean loss {mean_loss:.3f}"
     recipe = {"ar": "AR", "semi_nar": f"semi_nar, k = {training_args.semi_nar_block_size}"}.get(
-        training_args.train_mode, f"{training_args.train_mode}, preset {training_args.spmd_preset}")
+        training_args.train_mode, f"{training_args.train_mode}, preset {training_args.spmd_preset}"
+    )
     resumed = f" (resumed from {checkpoint})" if checkpoint is not None else ""
-    print(f"Trained {trainer.state.global_step} steps{resumed} ({recipe}); {summary}. Saved to {training_args.output_dir}.",
-          file=sys.stderr)
+    print(
+        f"Trained {trainer.state.global_step} steps{resumed} ({recipe}); {summary}. Saved to {training_args.output_dir}.",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -132,20 +151,29 @@ def _resolve_checkpoint(resume: str | None) -> Path | None:
         return None
     path = Path(resume).expanduser()
     if not path.is_dir():
-        raise CLIError(f"--resume_from_checkpoint {resume}: no such folder. Pass a checkpoint-N folder of an earlier "
-                       "run (written with --save_strategy steps), or that run's --output_dir.")
+        raise CLIError(
+            f"--resume_from_checkpoint {resume}: no such folder. Pass a checkpoint-N folder of an earlier "
+            "run (written with --save_strategy steps), or that run's --output_dir."
+        )
     if (path / "trainer_state.json").is_file():
         return path
-    steps = sorted((int(match.group(1)), child) for child in path.iterdir()
-                   if child.is_dir() and (match := re.fullmatch(r"checkpoint-(\d+)", child.name)))
+    steps = sorted(
+        (int(match.group(1)), child)
+        for child in path.iterdir()
+        if child.is_dir() and (match := re.fullmatch(r"checkpoint-(\d+)", child.name))
+    )
     complete = [child for _, child in steps if (child / "trainer_state.json").is_file()]
     incomplete = [child.name for _, child in steps if not (child / "trainer_state.json").is_file()]
     if not complete and incomplete:
-        raise CLIError(f"--resume_from_checkpoint {resume}: its checkpoint folders {incomplete} are incomplete "
-                       "(no trainer_state.json: the run stopped while saving); start without --resume_from_checkpoint.")
+        raise CLIError(
+            f"--resume_from_checkpoint {resume}: its checkpoint folders {incomplete} are incomplete "
+            "(no trainer_state.json: the run stopped while saving); start without --resume_from_checkpoint."
+        )
     if not complete:
-        raise CLIError(f"--resume_from_checkpoint {resume}: no checkpoint-N folder (with trainer_state.json) in it. "
-                       "Checkpoints are written with --save_strategy steps --save_steps N.")
+        raise CLIError(
+            f"--resume_from_checkpoint {resume}: no checkpoint-N folder (with trainer_state.json) in it. "
+            "Checkpoints are written with --save_strategy steps --save_steps N."
+        )
     skipped = f"; skipped incomplete {incomplete}" if incomplete else ""
     print(f"bang-nar train: resuming from {complete[-1]} (the newest complete checkpoint{skipped}).", file=sys.stderr)
     return complete[-1]
@@ -163,11 +191,16 @@ def _report_unknown_words(data, tokenizer, vocab_size: int, texts: list[str]) ->
             unknown += sum(1 for i in ids if i == unk)
     rate = unknown / max(1, total)
     distinct = len({word for text in texts for word in text.split()})
-    line = (f"Word-level tokenizer: {len(tokenizer)} tokens for {distinct} distinct words; [UNK] is {100 * rate:.1f}% "
-            "of the training tokens")
+    line = (
+        f"Word-level tokenizer: {len(tokenizer)} tokens for {distinct} distinct words; [UNK] is {100 * rate:.1f}% "
+        "of the training tokens"
+    )
     if rate > UNK_WARN_RATE:
-        print(f"warning: {line} (above {100 * UNK_WARN_RATE:.0f}%): the model cannot learn or produce those words. "
-              f"Raise --word_vocab_size (now {vocab_size}) towards {distinct}.", file=sys.stderr)
+        print(
+            f"warning: {line} (above {100 * UNK_WARN_RATE:.0f}%): the model cannot learn or produce those words. "
+            f"Raise --word_vocab_size (now {vocab_size}) towards {distinct}.",
+            file=sys.stderr,
+        )
     else:
         print(f"{line}.", file=sys.stderr)
 
