@@ -70,8 +70,12 @@ def random_batch(batch_size: int = 3, source_length: int = 9, target_length: int
 
 
 def golden_path(name: str) -> Path:
-    """Path of a golden file; skips the test (with the reason) when ../shared/golden is absent."""
+    """Path of a golden file. Where ../shared/golden is absent the test skips (with the reason), except under `CI`,
+    where it fails: the golden files are the proof of fidelity, so CI must never pass without them."""
     path = GOLDEN_DIR / name
     if not path.exists():
-        pytest.skip(f"golden data not found at {path} (set BANG_GOLDEN_DIR to the shared/golden/bang_tiny folder)")
+        message = f"golden data not found at {path} (set BANG_GOLDEN_DIR to the shared/golden/bang_tiny folder)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     return path
