@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bang_nar.cli.train import _resolve_checkpoint
+from bang_nar.cli._args import resolve_checkpoint
 from tests.spmd_toy import single_thread, spmd_trainer  # noqa: F401 (autouse fixture)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def test_a_kill_while_saving_a_checkpoint_leaves_only_complete_ones(tmp_path):
         spmd_trainer({str(out)!r}, **{TRAIN!r}).train()
         """, tmp_path)  # fmt: skip
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
-    assert _resolve_checkpoint(str(out)) == out / "checkpoint-2"
+    assert resolve_checkpoint(str(out), "train") == out / "checkpoint-2"
     resumed = spmd_trainer(str(out), **TRAIN)
     resumed.train(resume_from_checkpoint=str(out / "checkpoint-2"))
     straight = spmd_trainer(str(tmp_path / "straight"), **TRAIN)
@@ -59,7 +59,7 @@ def test_resume_skips_an_incomplete_checkpoint_of_an_older_run_and_says_so(tmp_p
         (tmp_path / f"checkpoint-{step}").mkdir()
     (tmp_path / "checkpoint-1" / "trainer_state.json").write_text("{}")
     (tmp_path / "checkpoint-2" / "model.safetensors").write_bytes(b"\0" * 8)  # cut by a kill
-    assert _resolve_checkpoint(str(tmp_path)) == tmp_path / "checkpoint-1"
+    assert resolve_checkpoint(str(tmp_path), "train") == tmp_path / "checkpoint-1"
     assert "skipped incomplete ['checkpoint-2']" in capsys.readouterr().err
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -331,3 +333,41 @@ def load_tokenizer(model_args: ModelArguments, texts=None):
 
         return build_word_tokenizer(texts, max_vocab_size=model_args.word_vocab_size)
     return load_bang_tokenizer()
+
+
+def resolve_checkpoint(resume: str | None, command: str) -> Path | None:
+    """--resume_from_checkpoint: a checkpoint-N folder, or a folder whose newest complete checkpoint-N is used (one
+    with its trainer_state.json, written last; folders that lack it, from a run killed while saving, are skipped
+    and named). Says which checkpoint `bang-nar COMMAND` resumes from."""
+    if not resume:
+        return None
+    path = Path(resume).expanduser()
+    if not path.is_dir():
+        raise CLIError(
+            f"--resume_from_checkpoint {resume}: no such folder. Pass a checkpoint-N folder of an earlier "
+            "run (written with --save_strategy steps), or that run's --output_dir."
+        )
+    if (path / "trainer_state.json").is_file():
+        return path
+    steps = sorted(
+        (int(match.group(1)), child)
+        for child in path.iterdir()
+        if child.is_dir() and (match := re.fullmatch(r"checkpoint-(\d+)", child.name))
+    )
+    complete = [child for _, child in steps if (child / "trainer_state.json").is_file()]
+    incomplete = [child.name for _, child in steps if not (child / "trainer_state.json").is_file()]
+    if not complete and incomplete:
+        raise CLIError(
+            f"--resume_from_checkpoint {resume}: its checkpoint folders {incomplete} are incomplete "
+            "(no trainer_state.json: the run stopped while saving); start without --resume_from_checkpoint."
+        )
+    if not complete:
+        raise CLIError(
+            f"--resume_from_checkpoint {resume}: no checkpoint-N folder (with trainer_state.json) in it. "
+            "Checkpoints are written with --save_strategy steps --save_steps N."
+        )
+    skipped = f"; skipped incomplete {incomplete}" if incomplete else ""
+    print(
+        f"bang-nar {command}: resuming from {complete[-1]} (the newest complete checkpoint{skipped}).", file=sys.stderr
+    )
+    return complete[-1]

@@ -121,13 +121,12 @@ def run(args: argparse.Namespace) -> int:
 
 def pretrain(data_args: PretrainArguments, model_args, training_args):
     """Load and pack the text, build or load the model, train with `BangPreTrainer`, save model, tokenizer, card."""
-    from transformers.trainer_utils import get_last_checkpoint
 
     from bang_nar.pipeline import config_for_tokenizer
     from bang_nar.pretraining import BangForPreTraining, BangPreTrainer
     from bang_nar.pretraining_data import SpanMaskingCollator, load_text_dataset, pack_documents
 
-    from ._args import CLIError, check_model_paths, load_tokenizer
+    from ._args import CLIError, check_model_paths, load_tokenizer, resolve_checkpoint
 
     check_model_paths(model_args)
     source = Path(data_args.data)
@@ -214,13 +213,9 @@ def pretrain(data_args: PretrainArguments, model_args, training_args):
         encoder_labels=data_args.encoder_mlm_weight != 0,
     )
     resume = training_args.resume_from_checkpoint
-    if resume == "last":
-        resume = get_last_checkpoint(training_args.output_dir)
-        if resume is None:
-            raise FileNotFoundError(
-                f"{training_args.output_dir}: no checkpoint-* folder to resume from; drop "
-                "--resume_from_checkpoint or point it at a checkpoint folder."
-            )
+    # "last": this run's output folder, whose newest complete checkpoint (as `bang-nar train` picks it) is resumed.
+    checkpoint = resolve_checkpoint(training_args.output_dir if resume == "last" else resume, "pretrain")
+    resume = str(checkpoint) if checkpoint is not None else None
     training_args.remove_unused_columns = False  # the collator builds every model input from input_ids
     trainer = BangPreTrainer(
         model=model,

@@ -19,7 +19,6 @@ its latest checkpoint-N (checkpoints are written with --save_strategy steps --sa
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -67,12 +66,12 @@ def _given(argv: list[str], name: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     from bang_nar.pipeline import build_model, prepare_dataset, train_model
 
-    from ._args import CLIError, check_model_paths, load_auto_tokenizer, load_tokenizer
+    from ._args import CLIError, check_model_paths, load_auto_tokenizer, load_tokenizer, resolve_checkpoint
 
     argv = list(args.args or [])
     data_args, model_args, training_args = parse(argv)
     check_model_paths(model_args)
-    checkpoint = _resolve_checkpoint(training_args.resume_from_checkpoint)
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, "train")
     teacher_note = ""
     data = _load_training_data(data_args, training_args)
     if training_args.uses_distilled_targets and training_args.kd_column not in data.column_names:
@@ -139,44 +138,6 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def _resolve_checkpoint(resume: str | None) -> Path | None:
-    """--resume_from_checkpoint: a checkpoint-N folder, or a folder whose newest complete checkpoint-N is used (one
-    with its trainer_state.json, written last; folders that lack it, from a run killed while saving, are skipped
-    and named). Says which checkpoint it resumes from."""
-    from ._args import CLIError
-
-    if not resume:
-        return None
-    path = Path(resume).expanduser()
-    if not path.is_dir():
-        raise CLIError(
-            f"--resume_from_checkpoint {resume}: no such folder. Pass a checkpoint-N folder of an earlier "
-            "run (written with --save_strategy steps), or that run's --output_dir."
-        )
-    if (path / "trainer_state.json").is_file():
-        return path
-    steps = sorted(
-        (int(match.group(1)), child)
-        for child in path.iterdir()
-        if child.is_dir() and (match := re.fullmatch(r"checkpoint-(\d+)", child.name))
-    )
-    complete = [child for _, child in steps if (child / "trainer_state.json").is_file()]
-    incomplete = [child.name for _, child in steps if not (child / "trainer_state.json").is_file()]
-    if not complete and incomplete:
-        raise CLIError(
-            f"--resume_from_checkpoint {resume}: its checkpoint folders {incomplete} are incomplete "
-            "(no trainer_state.json: the run stopped while saving); start without --resume_from_checkpoint."
-        )
-    if not complete:
-        raise CLIError(
-            f"--resume_from_checkpoint {resume}: no checkpoint-N folder (with trainer_state.json) in it. "
-            "Checkpoints are written with --save_strategy steps --save_steps N."
-        )
-    skipped = f"; skipped incomplete {incomplete}" if incomplete else ""
-    print(f"bang-nar train: resuming from {complete[-1]} (the newest complete checkpoint{skipped}).", file=sys.stderr)
-    return complete[-1]
 
 
 def _report_unknown_words(data, tokenizer, vocab_size: int, texts: list[str]) -> None:
