@@ -39,7 +39,7 @@ import datasets
 import torch
 
 import pipeline
-from bang_nar.trainer.sequence_kd import DEFAULT_NUM_BEAMS, DEFAULT_PROBABILITY_MASS
+from bang_nar.trainer.sequence_kd import DEFAULT_MIN_DISTANCE, DEFAULT_NUM_BEAMS, DEFAULT_PROBABILITY_MASS
 from common import (
     RESULTS_DIR,
     display_path,
@@ -71,8 +71,10 @@ NAR_METHODS: dict[str, dict[str, Any]] = {
     "spmd 2-best": {"train": {"spmd_preset": "spmd", "kd_top_k": 2}, "data": "kd4"},
     "spmd 8-best (beam 8)": {"train": {"spmd_preset": "spmd"}, "data": "kd8"},
     "spmd 16-best (beam 16)": {"train": {"spmd_preset": "spmd"}, "data": "kd16"},
-    # `bang-nar distill`'s default since issue 21: beam 16, k from the data (95% of the beam's probability mass)
-    "spmd (default: k from the data)": {"train": {"spmd_preset": "spmd"}, "data": "mass"},
+    # `bang-nar distill`'s default since issue 21: beam 16, k from the data (95% of the beam's probability mass), of
+    # those only distinct modes (no target within half of its slots of a more probable kept one)
+    "spmd (default: k from the data, distinct modes)": {"train": {"spmd_preset": "spmd"}, "data": "modes"},
+    "spmd (k from the data, mass only)": {"train": {"spmd_preset": "spmd"}, "data": "mass"},
     "seq_kd + min_loss (k from the data)": {"train": {"spmd_preset": "seq_kd"}, "data": "mass"},
     "spmd + glancing 0.5→0.1 (k from the data)": {"train": {"spmd_preset": "spmd", "glance_ratio": 0.5,
                                                            "glance_ratio_end": 0.1}, "data": "mass"},  # fmt: skip
@@ -85,12 +87,15 @@ NAR_METHODS: dict[str, dict[str, Any]] = {
     "spmd + glancing 0.5→0.1": {"train": {"spmd_preset": "spmd", "glance_ratio": 0.5, "glance_ratio_end": 0.1},
                                 "data": "kd4"},  # fmt: skip
 }
-DEFAULT_NAR = "spmd (default: k from the data)"
-# Distilled data sets: name → (beam, k, probability mass); "mass" is `bang-nar distill`'s default.
-DISTILLED: dict[str, tuple[int, int, float | None]] = {
-    "kd4": (4, 4, None), "kd8": (8, 8, None), "kd16": (16, 16, None),
-    "mass": (DEFAULT_NUM_BEAMS, DEFAULT_NUM_BEAMS, DEFAULT_PROBABILITY_MASS),
-}
+DEFAULT_NAR = "spmd (default: k from the data, distinct modes)"
+# Rows renamed since their results were written: the first default of issue 21 kept every target of the mass cut.
+RENAMED_ROWS = {"spmd (default: k from the data)": "spmd (k from the data, mass only)"}
+# Distilled data sets: name → (beam, k, probability mass, min slot distance); "modes" is `bang-nar distill`'s default.
+DISTILLED: dict[str, tuple[int, int, float | None, float | None]] = {
+    "kd4": (4, 4, None, None), "kd8": (8, 8, None, None), "kd16": (16, 16, None, None),
+    "mass": (DEFAULT_NUM_BEAMS, DEFAULT_NUM_BEAMS, DEFAULT_PROBABILITY_MASS, None),
+    "modes": (DEFAULT_NUM_BEAMS, DEFAULT_NUM_BEAMS, DEFAULT_PROBABILITY_MASS, DEFAULT_MIN_DISTANCE),
+}  # fmt: skip
 AR_ROWS = {"AR greedy (teacher)": {"mode": "ar", "num_beams": 1}, "AR beam 4 (teacher)": {"mode": "ar", "num_beams": 4}}
 VERIFY_ROW = "spmd + nar_verify"  # the row name of the fixed-k default's nar_verify scores (earlier results)
 FIXED_K_DEFAULT = "spmd (default: 4-best)"  # the default before issue 21
@@ -144,15 +149,16 @@ def distil_k_best(
     there; returns `({name: dataset}, {name: seconds})` (seconds of the first computation, also when reused)."""
     distilled, distil_s = {}, {}
     for kind in sorted(kinds):
-        beam, k, mass = DISTILLED[kind]
-        folder = cache / (kind if mass is None else f"{kind}{beam}_{mass}") if cache is not None else None
+        beam, k, mass, distance = DISTILLED[kind]
+        name = kind if mass is None else f"{kind}{beam}_{mass}" + (f"_{distance}" if distance is not None else "")
+        folder = cache / name if cache is not None else None
         if folder is not None and folder.is_dir():
             distilled[kind] = datasets.load_from_disk(str(folder))
             distil_s[kind] = json.loads((folder / "seconds.json").read_text()) if (folder / "seconds.json").is_file() else 0.0
             continue
         distilled[kind], distil_s[kind] = pipeline.distil(
             teacher, train_set, max_new_tokens=MAX_TARGET_TOKENS, num_beams=beam, num_return_sequences=k,
-            probability_mass=mass,
+            probability_mass=mass, min_distance=distance,
         )  # fmt: skip
         if folder is not None:
             distilled[kind].save_to_disk(str(folder))
@@ -336,12 +342,23 @@ def _stem(args: argparse.Namespace) -> str:
     return "multimodality_order" if args.word_order else "multimodality"
 
 
+def _renamed(run: dict[str, Any]) -> dict[str, Any]:
+    """A task file with its rows under today's names (`RENAMED_ROWS`; `name @budget` and `name + nar_verify` too)."""
+    results = {}
+    for key, value in run["results"].items():
+        for old, new in RENAMED_ROWS.items():
+            if key.startswith(old + " @") or key.startswith(old + " + "):
+                key, value = new + key[len(old) :], {**value, "method": new + value["method"][len(old) :]}
+        results[key] = value
+    return {**run, "results": results}
+
+
 def _merged_runs(folder: Path) -> list[dict[str, Any]]:
     """Every per-task file of `folder` (`M{M}_seed{s}[_tag].json`, written as each task finishes), merged per
     (M, seed): rows from several calls on the same task (e.g. `--tag ablations`) join its results."""
     merged: dict[tuple[int, int], dict[str, Any]] = {}
     for path in sorted(folder.glob("M*_seed*.json")):
-        run = json.loads(path.read_text(encoding="utf-8"))
+        run = _renamed(json.loads(path.read_text(encoding="utf-8")))
         key = (run["M"], run["seed"])
         if key not in merged:
             merged[key] = run
@@ -373,7 +390,8 @@ def _write_summary(args: argparse.Namespace) -> int:
                       if r["meta"].get("mean_valid_modes_in_4best") is not None)  # fmt: skip
     timing = ", ".join(f"M={r['M']} seed {r['seed']}: {r['meta']['seconds'] / 60:.0f} min" for r in runs)
     cover = "; ".join(
-        f"M={r['M']} seed {r['seed']} {kind} ({DISTILLED[kind][0]}-beam, mass {DISTILLED[kind][2]}): "
+        f"M={r['M']} seed {r['seed']} {kind} ({DISTILLED[kind][0]}-beam, mass {DISTILLED[kind][2]}, min distance "
+        f"{DISTILLED[kind][3]}): "
         f"{' / '.join(f'{m:.2f}' for m in c['modes_at_k'])} modes at k = 1..{len(c['modes_at_k'])}, mean list "
         f"{c['mean_k']:.2f}, {100 * c['valid_share']:.1f}% valid, distilled in {r['meta']['distil_s'].get(kind, 0):.0f} s"
         for r in runs for kind, c in r["meta"].get("coverage", {}).items()

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from bang_nar.trainer import distill_dataset
-from bang_nar.trainer.sequence_kd import keep_probability_mass, load_provenance
+from bang_nar.trainer.sequence_kd import keep_probability_mass, load_provenance, slot_distance
 from tests.conftest import tiny_model
 from tests.spmd_toy import EOS, single_thread, toy_dataset  # noqa: F401 (autouse fixture)
 
-# probability_mass=None: the fixed k-best lists (the default keeps k from the data, tested below)
+# probability_mass=None, min_distance=None: the fixed k-best lists (the default keeps k from the data, tested below)
 SETTINGS = dict(num_beams=4, num_return_sequences=2, max_new_tokens=6, batch_size=3, show_progress=False,
-                probability_mass=None)
+                probability_mass=None, min_distance=None)
 
 
 def _source_only(num: int = 7):
@@ -91,6 +91,29 @@ def test_probability_mass_keeps_the_likely_outputs_in_beam_order():
     assert keep_probability_mass([[5, 3], [6, 3], [7, 3]], [-3.0, -0.1, -0.1], 0.9) == [[6, 3], [7, 3]]
 
 
+def test_slot_distance_counts_differing_and_missing_slots():
+    assert slot_distance([5, 6, 7, 3], [5, 6, 7, 3]) == 0.0
+    assert slot_distance([5, 6, 7, 3], [5, 9, 7, 3]) == 0.25
+    assert slot_distance([5, 6, 3], [5, 6, 7, 3]) == 0.5  # slot 2 differs, slot 3 exists in one only
+    assert slot_distance([5, 6, 7, 3], [9, 5, 6, 7, 3]) == 1.0  # a shift is another NAR target in every slot
+
+
+def test_min_distance_drops_slot_wise_mixes_of_more_probable_modes():
+    """Issue 21, lexical regression: the two modes stay, the mix of them and the near-copy go, whatever their beam
+    position; a shifted output (another NAR target in every slot) stays; None keeps everything."""
+    mode_a, mode_b = [5, 6, 7, 8, 3], [10, 11, 12, 13, 3]
+    mix, copy, shifted = [5, 6, 12, 13, 3], [5, 6, 7, 9, 3], [14, 5, 6, 7, 8, 3]
+    beam = [mix, mode_a, copy, mode_b, shifted]
+    log_probs = [-1.6, -1.0, -2.0, -1.2, -1.3]
+    assert keep_probability_mass(beam, log_probs, None, 0.5) == [mode_a, mode_b, shifted]
+    assert keep_probability_mass(beam, log_probs, None, None) == beam
+    assert keep_probability_mass(beam, log_probs, None, 0.0) == beam
+    # the mix is 0.4 from mode_b, 0.6 from mode_a: kept only when the threshold allows 0.4
+    assert keep_probability_mass(beam, log_probs, None, 0.4) == [mix, mode_a, mode_b, shifted]
+    # the mass cut comes first: half of the probability is held by the two most probable
+    assert keep_probability_mass(beam, log_probs, 0.5, 0.5) == [mode_a, mode_b]
+
+
 def test_probability_mass_scores_each_hypothesis_with_the_teacher(tmp_path):
     """Each kept list is the most probable part of the beam under the teacher's own teacher-forced log-probs, and
     the setting is recorded; a mass outside (0, 1] is refused."""
@@ -99,12 +122,13 @@ def test_probability_mass_scores_each_hypothesis_with_the_teacher(tmp_path):
     model = tiny_model(seed=5)
     settings = SETTINGS | {"num_return_sequences": 4}
     full = distill_dataset(model, _source_only(), tmp_path / "full", **settings)
-    kept = distill_dataset(model, _source_only(), tmp_path / "mass", **settings | {"probability_mass": 0.6})
-    assert load_provenance(tmp_path / "mass")["probability_mass"] == 0.6
+    options = {"probability_mass": 0.6, "min_distance": 0.5}
+    kept = distill_dataset(model, _source_only(), tmp_path / "mass", **settings | options)
+    assert {k: load_provenance(tmp_path / "mass")[k] for k in options} == options
     for row, all_four in zip(kept, full):
         source = torch.tensor([row["input_ids"]])
         log_probs = _sequence_log_probs(model.eval(), source, torch.ones_like(source), all_four["kd_labels"], 4)
-        assert row["kd_labels"] == keep_probability_mass(all_four["kd_labels"], log_probs, 0.6)
+        assert row["kd_labels"] == keep_probability_mass(all_four["kd_labels"], log_probs, 0.6, 0.5)
         assert 1 <= len(row["kd_labels"]) <= 4
     # slicing the scoring pass (a bounded logits tensor) gives the same log-probs
     sources = torch.tensor([full[i]["input_ids"][:4] for i in range(3)])
@@ -113,6 +137,8 @@ def test_probability_mass_scores_each_hypothesis_with_the_teacher(tmp_path):
     assert whole == pytest.approx(_sequence_log_probs(model, sources, torch.ones_like(sources), hypotheses, 4, 4))
     with pytest.raises(ValueError, match="probability_mass must be in"):
         distill_dataset(model, _source_only(), tmp_path / "bad", **settings | {"probability_mass": 0.0})
+    with pytest.raises(ValueError, match="min_distance must be in"):
+        distill_dataset(model, _source_only(), tmp_path / "bad", **settings | {"min_distance": 1.5})
 
 
 def test_cli_defaults_are_the_library_defaults():
@@ -120,10 +146,10 @@ def test_cli_defaults_are_the_library_defaults():
 
     from bang_nar.cli import distill
 
-    assert (distill.DEFAULT_NUM_BEAMS, distill.DEFAULT_PROBABILITY_MASS) == (
-        sequence_kd.DEFAULT_NUM_BEAMS, sequence_kd.DEFAULT_PROBABILITY_MASS)  # fmt: skip
+    assert (distill.DEFAULT_NUM_BEAMS, distill.DEFAULT_PROBABILITY_MASS, distill.DEFAULT_MIN_DISTANCE) == (
+        sequence_kd.DEFAULT_NUM_BEAMS, sequence_kd.DEFAULT_PROBABILITY_MASS, sequence_kd.DEFAULT_MIN_DISTANCE)  # fmt: skip
     fields = {f.name: f.default for f in distill.DistillArguments.__dataclass_fields__.values()}
-    assert fields["num_beams"] == 16 and fields["probability_mass"] == 0.95
+    assert fields["num_beams"] == 16 and fields["probability_mass"] == 0.95 and fields["min_distance"] == 0.5
 
 
 def test_cli_refuses_a_mass_outside_the_unit_interval(capsys):
@@ -132,3 +158,6 @@ def test_cli_refuses_a_mass_outside_the_unit_interval(capsys):
     with pytest.raises(SystemExit):
         distill.parse(["--model", "m", "--data", "d.jsonl", "--output_dir", "o", "--probability_mass", "1.5"])
     assert "--probability_mass must be in (0, 1], got 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        distill.parse(["--model", "m", "--data", "d.jsonl", "--output_dir", "o", "--min_distance", "-0.1"])
+    assert "--min_distance must be in [0, 1], got -0.1" in capsys.readouterr().err

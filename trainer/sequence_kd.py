@@ -3,10 +3,10 @@
 `distill_dataset` decodes every source with the AR mode of a BANG model (beam search, by default beam 16 and length
 penalty 1.2) and adds the k best hypotheses as a column of token-id lists, each ending with `[SEP]`; by default k
 comes from the data: each source keeps the most probable hypotheses holding 95% of the beam's probability
-(`keep_probability_mass`), so a source with M likely outputs keeps about M, whatever M is. The work is cut into
-fixed chunks of `batch_size` examples; each finished chunk is written to `output_dir/kd_chunks/`, so an interrupted
-run resumes where it stopped. Under `torchrun` or
-`accelerate launch`, process r takes chunks r, r+N, r+2N, ...; process 0 merges the chunks in dataset order, saves
+(`keep_probability_mass`), less any that repeats a more probable kept one in half of its slots or more, so a source
+with M likely outputs keeps about M, whatever M is. The work is cut into fixed chunks of `batch_size` examples;
+each finished chunk is written to `output_dir/kd_chunks/`, so an interrupted run resumes where it stopped. Under
+`torchrun` or `accelerate launch`, process r takes chunks r, r+N, r+2N, ...; process 0 merges the chunks in dataset order, saves
 the dataset with `save_to_disk(output_dir / "dataset")` and writes `provenance.json` (teacher and settings) next to it.
 
 Example (any number of processes):
@@ -36,6 +36,9 @@ CHUNK_DIR = "kd_chunks"
 # "k from the data"): the k-best lists follow the number of likely outputs, not a fixed k.
 DEFAULT_NUM_BEAMS = 16
 DEFAULT_PROBABILITY_MASS = 0.95
+# ... and of those, only targets that differ from every more probable one kept in at least half of their slots
+# (docs/spmd.md, "distinct modes"): a slot-wise mix of two kept modes, or a near-copy of one, is not another mode.
+DEFAULT_MIN_DISTANCE = 0.5
 PROVENANCE_NAME = "provenance.json"
 
 
@@ -99,13 +102,25 @@ def _sequence_log_probs(
     return torch.cat(scores).tolist()
 
 
-def keep_probability_mass(hypotheses: list[list[int]], log_probs: list[float], mass: float) -> list[list[int]]:
+def slot_distance(a: list[int], b: list[int]) -> float:
+    """The share of NAR slots in which two targets differ: |{t < n : a_t ≠ b_t}| / n with n = max(|a|, |b|), a slot
+    that only one of them has counting as different (docs/spmd.md, "distinct modes")."""
+    n = max(len(a), len(b))
+    return sum(t >= len(a) or t >= len(b) or a[t] != b[t] for t in range(n)) / n if n else 0.0
+
+
+def keep_probability_mass(
+    hypotheses: list[list[int]], log_probs: list[float], mass: float | None, min_distance: float | None = None
+) -> list[list[int]]:
     """The data-driven k (docs/spmd.md, "k from the data"): of one source's beam, in beam order, the distinct
-    hypotheses that hold `mass` of the beam's probability.
+    hypotheses that hold `mass` of the beam's probability, less the ones within `min_distance` of a more probable
+    kept one.
 
     With p_j = p(ŷʲ | x) over the B distinct hypotheses, sorted so that p_(1) ≥ p_(2) ≥ ..., k is the smallest
-    number with Σ_{j ≤ k} p_(j) ≥ mass · Σ_{j ≤ B} p_j, and the k most probable are kept, in the beam's order. A
-    source with M equally likely outputs in the beam keeps all M (k follows M); a peaked teacher keeps one.
+    number with Σ_{j ≤ k} p_(j) ≥ mass · Σ_{j ≤ B} p_j (`mass=None`: k = B). A source with M equally likely outputs
+    in the beam keeps all M (k follows M); a peaked teacher keeps one. Then, in order of probability, ŷ_(j) stays
+    only if `slot_distance(ŷ_(j), ŷ_(i)) ≥ min_distance` for every ŷ_(i) kept before it: a slot-wise mix of two
+    kept modes, or a near-copy of one, is dropped (`None`: nothing dropped).
     """
     distinct: dict[tuple[int, ...], float] = {}
     for ids, log_prob in zip(hypotheses, log_probs):
@@ -113,11 +128,13 @@ def keep_probability_mass(hypotheses: list[list[int]], log_probs: list[float], m
     keys = list(distinct)
     scores = torch.tensor([distinct[key] for key in keys], dtype=torch.float64)
     probs = (scores - scores.max()).exp()  # relative to the best: the beam's total cancels out
-    order = probs.argsort(descending=True)
-    cumulative = probs[order].cumsum(0)
-    k = int((cumulative < mass * probs.sum()).sum()) + 1
-    kept = set(order[: min(k, len(keys))].tolist())
-    return [list(keys[i]) for i in range(len(keys)) if i in kept]
+    order = probs.argsort(descending=True).tolist()
+    k = len(keys) if mass is None else int((probs[order].cumsum(0) < mass * probs.sum()).sum()) + 1
+    kept: list[int] = []
+    for i in order[:k]:
+        if min_distance is None or all(slot_distance(keys[i], keys[j]) >= min_distance for j in kept):
+            kept.append(i)
+    return [list(keys[i]) for i in sorted(kept)]
 
 
 @torch.no_grad()
@@ -144,11 +161,13 @@ def _distil_chunk(
     )
     ids = _hypotheses_to_ids(sequences.cpu(), config.eos_token_id, config.pad_token_id)
     per_source = [ids[i * k : (i + 1) * k] for i in range(len(sources))]
-    mass = settings.get("probability_mass")
-    if mass is None:
+    mass, min_distance = settings.get("probability_mass"), settings.get("min_distance")
+    if mass is None and min_distance is None:
         return per_source
     log_probs = _sequence_log_probs(model, input_ids.to(model.device), attention_mask.to(model.device), ids, k)
-    return [keep_probability_mass(h, log_probs[i * k : (i + 1) * k], mass) for i, h in enumerate(per_source)]
+    return [
+        keep_probability_mass(h, log_probs[i * k : (i + 1) * k], mass, min_distance) for i, h in enumerate(per_source)
+    ]
 
 
 def distill_dataset(
@@ -162,6 +181,7 @@ def distill_dataset(
     max_new_tokens: int = 64,
     batch_size: int = 32,
     probability_mass: float | None = DEFAULT_PROBABILITY_MASS,
+    min_distance: float | None = DEFAULT_MIN_DISTANCE,
     source_column: str = "input_ids",
     kd_column: str = "kd_labels",
     teacher_name: str | None = None,
@@ -187,6 +207,8 @@ def distill_dataset(
             source the distinct hypotheses holding this share of their probability (so sources keep different
             numbers of targets, at most `num_return_sequences`). None: keep all k. Costs one teacher-forced AR
             pass over the hypotheses.
+        min_distance: distinct modes (`keep_probability_mass`): drop a target that agrees with a more probable kept
+            one in more than `1 - min_distance` of its slots (a slot-wise mix or near-copy). None: keep them.
         teacher_name: recorded in the provenance; default `model.config._name_or_path`.
         tokenizer: if given, also adds `<kd_column>_text` with the decoded hypotheses for inspection.
         generation_kwargs: extra `generate` options (e.g. `original_compatible=True`), recorded too.
@@ -207,6 +229,8 @@ def distill_dataset(
         raise ValueError(
             f"probability_mass must be in (0, 1] (or None to keep every hypothesis), got {probability_mass}."
         )
+    if min_distance is not None and not 0.0 <= min_distance <= 1.0:
+        raise ValueError(f"min_distance must be in [0, 1] (or None to keep near-copies), got {min_distance}.")
     state = PartialState()
     output_dir = Path(output_dir)
     chunk_dir = output_dir / CHUNK_DIR
@@ -218,6 +242,7 @@ def distill_dataset(
         "length_penalty": length_penalty,
         "num_return_sequences": num_return_sequences,
         "probability_mass": probability_mass,
+        "min_distance": min_distance,
         "max_new_tokens": max_new_tokens,
         "generation_kwargs": generation_kwargs,
         "source_column": source_column,

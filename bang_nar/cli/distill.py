@@ -6,16 +6,19 @@ stderr. Flags take underscores or dashes (--num_beams, --num-beams).
     bang-nar distill --model out/ar --data train.jsonl --output_dir out/distilled
 
 By default the beam is 16 wide and each source keeps the hypotheses that hold 95% of the beam's probability
-(k from the data, docs/spmd.md): as many targets as the teacher has likely outputs, at most 16.
+(k from the data, docs/spmd.md), less any that repeats a more probable kept one in half of its slots or more
+(distinct modes): as many targets as the teacher has distinct likely outputs, at most 16.
 """
 
 import argparse
 from dataclasses import dataclass, field
 
-# = bang_nar.trainer.sequence_kd.DEFAULT_NUM_BEAMS / DEFAULT_PROBABILITY_MASS (tests/test_sequence_kd.py checks);
-# literals here because importing the trainer (torch) would slow down every `bang-nar` command.
+# = bang_nar.trainer.sequence_kd.DEFAULT_NUM_BEAMS / DEFAULT_PROBABILITY_MASS / DEFAULT_MIN_DISTANCE
+# (tests/test_sequence_kd.py checks); literals here because importing the trainer (torch) would slow down every
+# `bang-nar` command.
 DEFAULT_NUM_BEAMS = 16
 DEFAULT_PROBABILITY_MASS = 0.95
+DEFAULT_MIN_DISTANCE = 0.5
 
 
 @dataclass
@@ -38,6 +41,13 @@ class DistillArguments:
         metadata={
             "help": "k from the data: of those k, keep per source the most probable hypotheses holding this "
             "share of their probability (teacher-forced log-probs). 1 keeps all k."
+        },
+    )
+    min_distance: float = field(
+        default=DEFAULT_MIN_DISTANCE,
+        metadata={
+            "help": "Distinct modes: drop a target that differs from a more probable kept one in fewer than this "
+            "share of its slots (a slot-wise mix of two modes, or a near-copy). 0 keeps them."
         },
     )
     max_new_tokens: int = field(default=64, metadata={"help": "Longest distilled target."})
@@ -72,6 +82,8 @@ def parse(argv: list[str]):
         parser.error(
             f"--probability_mass must be in (0, 1], got {distill_args.probability_mass}; 1 keeps every hypothesis"
         )
+    if not 0.0 <= distill_args.min_distance <= 1.0:
+        parser.error(f"--min_distance must be in [0, 1], got {distill_args.min_distance}; 0 keeps near-copies")
     if distill_args.num_return_sequences > distill_args.num_beams:
         parser.error(
             f"--num_return_sequences ({distill_args.num_return_sequences}) cannot exceed --num_beams "
@@ -104,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=distill_args.batch_size,
             teacher_name=distill_args.model,
             probability_mass=None if distill_args.probability_mass == 1.0 else distill_args.probability_mass,
+            min_distance=distill_args.min_distance or None,
             tokenizer=tokenizer,
             resume=not distill_args.no_resume,
         )
@@ -113,10 +126,10 @@ def run(args: argparse.Namespace) -> int:
         f"Distilled {len(result)} examples with {distill_args.model} (beam {distill_args.num_beams}, "
         f"k={distill_args.num_return_sequences}) → {distill_args.output_dir}"
     )
-    if distill_args.probability_mass < 1.0:
+    if distill_args.probability_mass < 1.0 or distill_args.min_distance > 0:
         kept = sum(len(c) for c in result["kd_labels"]) / max(len(result), 1)
         print(
-            f"k from the data: {kept:.2f} targets per source on average hold {distill_args.probability_mass:.0%} "
-            "of the beam's probability (--probability_mass)"
+            f"k from the data: {kept:.2f} targets per source on average (--probability_mass "
+            f"{distill_args.probability_mass}, --min_distance {distill_args.min_distance})"
         )
     return 0
