@@ -2,7 +2,8 @@
 
 1. train a tiny BANG model in AR mode (the teacher; the same weights hold both streams);
 2. distil: AR-stream beam search (beam 16, length penalty 1.2) over the training sources, keeping per source the
-   hypotheses that hold 95% of the beam's probability (k from the data: `bang-nar distill`'s default);
+   hypotheses that hold 95% of the beam's probability, less slot-wise mixes and near-copies (k from the data with
+   distinct modes: `bang-nar distill`'s default);
 3. fine-tune NAR from the teacher's weights with the `bang_nar` preset (gold targets, BANG's own recipe), with
    sequence KD on the 1-best (`seq_kd`, `kd_top_k=1`, the usual remedy) and with the default `spmd` preset (the
    candidate of the k-best the student already follows, token KD from the AR stream, self-paced weights, AR loss);

@@ -73,8 +73,8 @@ NAR_METHODS: dict[str, dict[str, Any]] = {
     "spmd 16-best (beam 16)": {"train": {"spmd_preset": "spmd"}, "data": "kd16"},
     # `bang-nar distill`'s default since issue 21: beam 16, k from the data (95% of the beam's probability mass), of
     # those only distinct modes (no target within half of its slots of a more probable kept one)
-    "spmd (default: k from the data, distinct modes)": {"train": {"spmd_preset": "spmd"}, "data": "modes"},
-    "spmd (k from the data, mass only)": {"train": {"spmd_preset": "spmd"}, "data": "mass"},
+    "spmd (default: k from the data + distinct modes)": {"train": {"spmd_preset": "spmd"}, "data": "modes"},
+    "spmd (k from the data: mass only)": {"train": {"spmd_preset": "spmd"}, "data": "mass"},
     "seq_kd + min_loss (k from the data)": {"train": {"spmd_preset": "seq_kd"}, "data": "mass"},
     "spmd + glancing 0.5→0.1 (k from the data)": {"train": {"spmd_preset": "spmd", "glance_ratio": 0.5,
                                                            "glance_ratio_end": 0.1}, "data": "mass"},  # fmt: skip
@@ -87,9 +87,9 @@ NAR_METHODS: dict[str, dict[str, Any]] = {
     "spmd + glancing 0.5→0.1": {"train": {"spmd_preset": "spmd", "glance_ratio": 0.5, "glance_ratio_end": 0.1},
                                 "data": "kd4"},  # fmt: skip
 }
-DEFAULT_NAR = "spmd (default: k from the data, distinct modes)"
+DEFAULT_NAR = "spmd (default: k from the data + distinct modes)"
 # Rows renamed since their results were written: the first default of issue 21 kept every target of the mass cut.
-RENAMED_ROWS = {"spmd (default: k from the data)": "spmd (k from the data, mass only)"}
+RENAMED_ROWS = {"spmd (default: k from the data)": "spmd (k from the data: mass only)"}
 # Distilled data sets: name → (beam, k, probability mass, min slot distance); "modes" is `bang-nar distill`'s default.
 DISTILLED: dict[str, tuple[int, int, float | None, float | None]] = {
     "kd4": (4, 4, None, None), "kd8": (8, 8, None, None), "kd16": (16, 16, None, None),

@@ -402,3 +402,15 @@ def test_cards_name_the_project_and_link_no_package_registry(kind, monkeypatch):
     monkeypatch.setattr(metadata, "metadata", with_urls)
     linked = render_model_card(kind, {})
     assert "[bang-nar](https://example.org/bang-nar)" in linked and "pypi.org" not in linked
+
+
+def test_card_data_line_states_k_from_the_data_and_distinct_modes():
+    """The distillation settings that shape C_i (issue 21) reach the card: the mass cut and the distinct-modes
+    filter, each only when it was used."""
+    from bang_nar.trainer.spmd_trainer import _card_mass
+
+    assert _card_mass(None, None) == ""
+    assert "holding 95% of their probability" in _card_mass(0.95, None) and "distinct modes" not in _card_mass(0.95)
+    both = _card_mass(0.95, 0.5)
+    assert "holding 95%" in both and "fewer than 50% of its slots" in both
+    assert "k from the data" not in _card_mass(None, 0.5) and "distinct modes" in _card_mass(None, 0.5)

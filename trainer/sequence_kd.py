@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import datasets
@@ -37,7 +38,7 @@ CHUNK_DIR = "kd_chunks"
 DEFAULT_NUM_BEAMS = 16
 DEFAULT_PROBABILITY_MASS = 0.95
 # ... and of those, only targets that differ from every more probable one kept in at least half of their slots
-# (docs/spmd.md, "distinct modes"): a slot-wise mix of two kept modes, or a near-copy of one, is not another mode.
+# (docs/spmd.md#distinct-modes): a slot-wise mix of two kept modes, or a near-copy of one, is not another mode.
 DEFAULT_MIN_DISTANCE = 0.5
 PROVENANCE_NAME = "provenance.json"
 
@@ -102,9 +103,9 @@ def _sequence_log_probs(
     return torch.cat(scores).tolist()
 
 
-def slot_distance(a: list[int], b: list[int]) -> float:
+def slot_distance(a: Sequence[int], b: Sequence[int]) -> float:
     """The share of NAR slots in which two targets differ: |{t < n : a_t ≠ b_t}| / n with n = max(|a|, |b|), a slot
-    that only one of them has counting as different (docs/spmd.md, "distinct modes")."""
+    that only one of them has counting as different (docs/spmd.md#distinct-modes)."""
     n = max(len(a), len(b))
     return sum(t >= len(a) or t >= len(b) or a[t] != b[t] for t in range(n)) / n if n else 0.0
 

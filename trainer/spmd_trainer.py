@@ -878,7 +878,7 @@ def _card_data(name: str | None, dataset: Any, args: SPMDTrainingArguments, extr
             f"- Distilled targets (`{p.get('kd_column', args.kd_column)}`) by `bang-nar distill`: teacher `{teacher}`, "
             f"AR beam {p.get('num_beams')}, length penalty {p.get('length_penalty')}, "
             f"{p.get('num_return_sequences')} target(s) per source, at most {p.get('max_new_tokens')} new tokens"
-            + _card_mass(p.get("probability_mass"))
+            + _card_mass(p.get("probability_mass"), p.get("min_distance"))
         )
     elif args.uses_distilled_targets:
         lines.append(f"- Distilled targets: column `{args.kd_column}` of the training data (provenance not recorded)")
@@ -886,14 +886,20 @@ def _card_data(name: str | None, dataset: Any, args: SPMDTrainingArguments, extr
     return "\n".join(lines)
 
 
-def _card_mass(mass: float | None) -> str:
-    """The data-driven k of `bang-nar distill` (docs/spmd.md, "k from the data"), for the card's data line."""
-    if mass is None:
-        return ""
-    return (
-        f"; k from the data: per source, the most probable of those holding {mass:.0%} of their probability "
-        "(a source with M likely outputs keeps about M)"
-    )
+def _card_mass(mass: float | None, min_distance: float | None = None) -> str:
+    """The data-driven k of `bang-nar distill` (docs/spmd.md#k-from-the-data), for the card's data line."""
+    text = ""
+    if mass is not None:
+        text += (
+            f"; k from the data: per source, the most probable of those holding {mass:.0%} of their probability "
+            "(a source with M likely outputs keeps about M)"
+        )
+    if min_distance:
+        text += (
+            f"; distinct modes: a target that differs from a more probable kept one in fewer than {min_distance:.0%} "
+            "of its slots (a slot-wise mix or near-copy) is dropped"
+        )
+    return text
 
 
 def _card_spmd_options(args: SPMDTrainingArguments) -> str:
