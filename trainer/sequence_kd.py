@@ -20,8 +20,8 @@ import datetime
 import hashlib
 import json
 import os
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import datasets
