@@ -120,15 +120,22 @@ def constrained_argmax(
     already emitted in the row (`no_repeat_ngram_size` = n, as HF's `NoRepeatNGramLogitsProcessor`). Without
     options this is the plain per-slot argmax of the original generator.
     """
+    return constrained_logits(logits, no_repeat_ngram_size, suppress_repeats).argmax(-1)
+
+
+def constrained_logits(
+    logits: torch.Tensor, no_repeat_ngram_size: int = 0, suppress_repeats: bool = False
+) -> torch.Tensor:
+    """`logits` [B, L, V] with the tokens `constrained_argmax` bans at each slot set to -inf (the processed scores
+    of `output_scores`); `logits` itself without options."""
     if not no_repeat_ngram_size and not suppress_repeats:
-        return logits.argmax(-1)
+        return logits
     batch_size, length, _ = logits.shape
     n = no_repeat_ngram_size
     seen: list[dict[tuple[int, ...], set[int]]] = [{} for _ in range(batch_size)]
-    tokens = torch.zeros(batch_size, length, dtype=torch.long, device=logits.device)
+    masked = logits.clone()
     history: list[list[int]] = [[] for _ in range(batch_size)]
     for t in range(length):
-        scores = logits[:, t].clone()  # [B, V]
         for b in range(batch_size):
             banned = set()
             if suppress_repeats and history[b]:
@@ -136,15 +143,13 @@ def constrained_argmax(
             if n and len(history[b]) >= n - 1:
                 banned |= seen[b].get(tuple(history[b][len(history[b]) - n + 1 :]), set())
             if banned:
-                scores[b, list(banned)] = -math.inf
-        chosen = scores.argmax(-1)
-        tokens[:, t] = chosen
-        for b, token in enumerate(chosen.tolist()):
+                masked[b, t, list(banned)] = -math.inf
+        for b, token in enumerate(masked[:, t].argmax(-1).tolist()):
             history[b].append(token)
             if n and len(history[b]) >= n:
                 ngram = tuple(history[b][-n:])
                 seen[b].setdefault(ngram[:-1], set()).add(ngram[-1])
-    return tokens
+    return masked
 
 
 def _next_index(row: list[int], token: int, start: int, last: int) -> int:
@@ -709,13 +714,17 @@ class BangGenerationMixin(GenerationMixin):
         )
         logits = self._nar_logits(encoder_outputs, attention_mask, num_slots)
         positional_scores = logits.max(dim=-1).values  # [B, L], the original `positional_scores`
-        processed = process_slots(logits, settings, self.config)
-        raw = constrained_argmax(processed, settings.get("no_repeat_ngram_size") or 0, suppress_repeats)
+        per_slot = process_slots(logits, settings, self.config)
+        processed = constrained_logits(per_slot, settings.get("no_repeat_ngram_size") or 0, suppress_repeats)
+        raw = processed.argmax(-1)
 
         config = self.config
         candidates = candidate_scores = sequences_scores = None
         if num_candidates > 1:
-            raw_candidates = nar_candidates(processed, raw, num_candidates, config.eos_token_id)  # [B, K, L]
+            # Candidates vary the constrained argmax with the per-slot constraints only (a candidate's own
+            # repeats are not the argmax's); so do their scores below.
+            raw_candidates = nar_candidates(per_slot, raw, num_candidates, config.eos_token_id)  # [B, K, L]
+            processed = per_slot
             # Candidates are always cut at [SEP] (they are scored as targets); repeats are dropped only with
             # nar_postprocess, so a legitimately repeated word stays possible without it.
             flat = nar_cut_and_dedup(
@@ -1024,6 +1033,7 @@ __all__ = [
     "ForcedEosKeepScoreLogitsProcessor",
     "check_generation_options",
     "constrained_argmax",
+    "constrained_logits",
     "nar_candidates",
     "nar_cut_and_dedup",
     "nar_scan",

@@ -144,13 +144,16 @@ TABLE = {
 }
 
 
-def _outputs(model, mode: str, input_ids, mask, **options):
-    """Returned ids without the start token, and the ids the constraints apply to (NAR: the raw slots)."""
+def _outputs(model, mode: str, input_ids, mask, with_scores: bool = False, **options):
+    """Returned ids without the start token, and the ids the constraints apply to (NAR: the raw slots); with
+    `with_scores`, also the per-step scores [N, T, V] aligned with the first."""
     out = model.generate(input_ids, attention_mask=mask, max_new_tokens=14, return_dict_in_generate=True,
-                         **MODES[mode], **options)
+                         output_scores=with_scores, **MODES[mode], **options)
     if mode.startswith("nar") and mode != "nar_verify":
-        return out.sequences, out.raw_sequences
-    return out.sequences[:, 1:], out.sequences[:, 1:]
+        ids = (out.sequences, out.raw_sequences)
+    else:
+        ids = (out.sequences[:, 1:], out.sequences[:, 1:])
+    return (*ids, torch.stack(out.scores, dim=1)) if with_scores else ids
 
 
 def _ngrams(row: list[int], n: int) -> list[tuple[int, ...]]:
@@ -200,8 +203,11 @@ def test_every_mode_honours_or_refuses_each_constraint(model, mode, name):
         with pytest.raises(ValueError, match=f"mode='{MODES[mode]['mode']}'.*{expected}"):
             _outputs(model, mode, input_ids, mask, **value)
         return
-    out, slots = _outputs(model, mode, input_ids, mask, **value)
+    out, slots, scores = _outputs(model, mode, input_ids, mask, with_scores=True, **value)
     assert _honoured(name, value, out, slots)
+    if mode != "nar_candidates":  # the scores are the constrained ones: their argmax is the token chosen
+        real = out.ne(PAD)
+        assert torch.equal(scores.argmax(-1)[real], out[real])
     if mode == "nar_verify":  # exactly AR greedy under the same constraint
         ar, _ = _outputs(model, "ar", input_ids, mask, **value)
         assert torch.equal(out, ar)
@@ -224,3 +230,16 @@ def test_per_slot_processors_change_nothing_where_nothing_is_suppressed(model):
             keep[unused] = False
             assert torch.equal(before[:, keep], after[:, keep]) and after[:, unused].eq(0).logical_or(
                 after[:, unused].isneginf()).all()
+
+
+@torch.no_grad()
+def test_nar_verify_is_ar_greedy_under_constraints_stored_in_the_generation_config():
+    model = tiny_model(2)
+    input_ids, mask, _ = random_batch(batch_size=4, source_length=16, seed=12)
+    plain = model.generate(input_ids, attention_mask=mask, mode="nar_verify", max_new_tokens=12)
+    frequent = int(torch.bincount(plain[plain.gt(PAD) & plain.ne(SEP)]).argmax())
+    model.generation_config.suppress_tokens = [frequent]
+    model.generation_config.no_repeat_ngram_size = 2
+    verify = model.generate(input_ids, attention_mask=mask, mode="nar_verify", max_new_tokens=12)
+    greedy = model.generate(input_ids, attention_mask=mask, mode="ar", num_beams=1, do_sample=False, max_new_tokens=12)
+    assert torch.equal(verify, greedy) and not verify.eq(frequent).any() and not torch.equal(verify, plain)
