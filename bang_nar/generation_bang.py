@@ -8,7 +8,10 @@
 - `mode="semi_nar"`: k tokens per decoder pass through the decoder's n-stream mode (a reconstruction).
 
 NAR modes honour a fixed set of generation options and refuse every other non-default one with a ValueError that
-names it (`check_generation_options`), so no option is silently ignored.
+names it (`check_generation_options`), so no option is silently ignored. Constraints (`suppress_tokens`,
+`bad_words_ids`, ...) go through Transformers' logits processors where the mode can apply them exactly
+(docs/decoding.md#constraints); `output_scores` / `output_logits` are Transformers' per-step tuples in every mode
+(docs/decoding.md#scores).
 
 Imports only torch, transformers and `.configuration_bang`: `save_pretrained` copies it next to `modeling_bang.py`
 for `trust_remote_code=True` loading.
@@ -341,12 +344,13 @@ def refuse_sequential_constraints(mode: str, settings: dict[str, Any], no_repeat
     if multi:
         raise ValueError(
             f"generate(mode={mode!r}) does not support multi-token bad_words_ids ({multi!r}): its tokens are chosen "
-            f"together, not after the earlier ones; {_SEQUENTIAL_HINT}."
+            f"together, not after the earlier ones; {_SEQUENTIAL_HINT} (bad_words_ids=[] drops a stored one)."
         )
     if no_repeat and settings.get("no_repeat_ngram_size"):
         raise ValueError(
             f"generate(mode={mode!r}) does not support no_repeat_ngram_size={settings['no_repeat_ngram_size']!r}: "
-            f"its tokens are chosen together, not after the earlier ones; {_SEQUENTIAL_HINT}."
+            f"its tokens are chosen together, not after the earlier ones; {_SEQUENTIAL_HINT} "
+            "(no_repeat_ngram_size=0 drops a stored one)."
         )
 
 

@@ -243,3 +243,15 @@ def test_nar_verify_is_ar_greedy_under_constraints_stored_in_the_generation_conf
     verify = model.generate(input_ids, attention_mask=mask, mode="nar_verify", max_new_tokens=12)
     greedy = model.generate(input_ids, attention_mask=mask, mode="ar", num_beams=1, do_sample=False, max_new_tokens=12)
     assert torch.equal(verify, greedy) and not verify.eq(frequent).any() and not torch.equal(verify, plain)
+
+
+@torch.no_grad()
+def test_a_stored_constraint_a_mode_cannot_apply_is_refused_and_can_be_dropped():
+    model = tiny_model(3)
+    input_ids, mask, _ = random_batch(seed=13)
+    plain = model.generate(input_ids, attention_mask=mask, mode="semi_nar", max_new_tokens=6)
+    model.generation_config.no_repeat_ngram_size = 2
+    with pytest.raises(ValueError, match="mode='semi_nar'.*no_repeat_ngram_size=2.*no_repeat_ngram_size=0 drops"):
+        model.generate(input_ids, attention_mask=mask, mode="semi_nar", max_new_tokens=6)
+    dropped = model.generate(input_ids, attention_mask=mask, mode="semi_nar", max_new_tokens=6, no_repeat_ngram_size=0)
+    assert torch.equal(dropped, plain)
