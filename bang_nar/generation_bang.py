@@ -170,7 +170,8 @@ def nar_candidates(logits: torch.Tensor, tokens: torch.Tensor, num_candidates: i
       their best other token, so the candidate really ends there);
     - substitutions: the least confident slot before the argmax cut takes its second-best token.
     Half of the K-1 extra candidates (rounded up) are length variants. Rows may repeat when a row has fewer
-    distinct variants; the rescoring tie-break keeps the first, i.e. the plainer candidate.
+    distinct variants, or where `[SEP]` is impossible at the slots (-inf); the rescoring tie-break keeps the first,
+    i.e. the plainer candidate.
     """
     log_probs = logits.float().log_softmax(-1)  # [B, L, V]
     batch_size, length = tokens.shape
@@ -180,12 +181,14 @@ def nar_candidates(logits: torch.Tensor, tokens: torch.Tensor, num_candidates: i
     num_extra = num_candidates - 1
     num_length = min((num_extra + 1) // 2, length)
     candidates = [tokens]
-    sep_slots = log_probs[..., sep_token_id].topk(num_length, dim=-1).indices  # [B, n_len]
+    sep_scores, sep_slots = log_probs[..., sep_token_id].topk(num_length, dim=-1)  # [B, n_len]
     slot_index = torch.arange(length, device=tokens.device)
     for j in range(num_length):
         cut = sep_slots[:, j : j + 1]  # [B, 1]
         variant = torch.where(tokens.eq(sep_token_id) & (slot_index < cut), best_other, tokens)
-        candidates.append(torch.where(slot_index == cut, torch.full_like(tokens, sep_token_id), variant))
+        variant = torch.where(slot_index == cut, torch.full_like(tokens, sep_token_id), variant)
+        # Never cut where [SEP] is suppressed (-inf, e.g. suppress_tokens): that row keeps the argmax instead.
+        candidates.append(torch.where(sep_scores[:, j : j + 1].isfinite(), variant, tokens))
     num_subs = num_extra - num_length
     if num_subs > 0:
         is_sep = tokens.eq(sep_token_id).int()

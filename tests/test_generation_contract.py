@@ -255,3 +255,16 @@ def test_a_stored_constraint_a_mode_cannot_apply_is_refused_and_can_be_dropped()
         model.generate(input_ids, attention_mask=mask, mode="semi_nar", max_new_tokens=6)
     dropped = model.generate(input_ids, attention_mask=mask, mode="semi_nar", max_new_tokens=6, no_repeat_ngram_size=0)
     assert torch.equal(dropped, plain)
+
+
+@torch.no_grad()
+def test_suppressing_sep_lets_no_nar_candidate_end_early(model):
+    input_ids, mask, _ = random_batch(batch_size=4, source_length=14, seed=5)
+    out = model.generate(input_ids, attention_mask=mask, mode="nar", num_candidates=4, suppress_tokens=[SEP],
+                         nar_postprocess=False, return_dict_in_generate=True)
+    # Without a [SEP] from the model, every candidate runs over all slots and gets the appended [SEP] only.
+    real = out.candidates.ne(PAD)
+    assert torch.equal(real.sum(-1), torch.full((4, 4), 15)) and out.candidates[..., -1].eq(SEP).all()
+    plain = model.generate(input_ids, attention_mask=mask, mode="nar", num_candidates=4, nar_postprocess=False,
+                           return_dict_in_generate=True)
+    assert plain.candidates.ne(PAD).sum(-1).lt(15).any()  # the unconstrained candidates do end early
