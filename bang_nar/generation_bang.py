@@ -8,7 +8,10 @@
 - `mode="semi_nar"`: k tokens per decoder pass through the decoder's n-stream mode (a reconstruction).
 
 NAR modes honour a fixed set of generation options and refuse every other non-default one with a ValueError that
-names it (`check_generation_options`), so no option is silently ignored.
+names it (`check_generation_options`), so no option is silently ignored. Constraints (`suppress_tokens`,
+`bad_words_ids`, ...) go through Transformers' logits processors where the mode can apply them exactly
+(docs/decoding.md#constraints); `output_scores` / `output_logits` are Transformers' per-step tuples in every mode
+(docs/decoding.md#scores).
 
 Imports only torch, transformers and `.configuration_bang`: `save_pretrained` copies it next to `modeling_bang.py`
 for `trust_remote_code=True` loading.
@@ -22,6 +25,12 @@ import torch
 from transformers import GenerationConfig, GenerationMixin
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.generation import LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import (
+    NoBadWordsLogitsProcessor,
+    NoRepeatNGramLogitsProcessor,
+    SuppressTokensAtBeginLogitsProcessor,
+    SuppressTokensLogitsProcessor,
+)
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import ModelOutput
 
@@ -38,16 +47,22 @@ def nar_scan(row: list[int], sep_token_id: int, cls_token_id: int | None = None,
     A leading `[SEP]` is skipped; a `[SEP]` after something was kept ends the output; `[CLS]` is dropped; with
     `dedup`, a token equal to the previously *kept* token is dropped. `cls_token_id=None, dedup=False` only cuts.
     """
+    return [row[slot] for slot in nar_scan_slots(row, sep_token_id, cls_token_id, dedup)[:-1]]
+
+
+def nar_scan_slots(row: list[int], sep_token_id: int, cls_token_id: int | None = None, dedup: bool = True) -> list[int]:
+    """`nar_scan`, as the slots of `row` that it keeps, plus the slot of the `[SEP]` that ends the output, or -1
+    when the row has none (post-processing appends one): slot j produced token j of the post-processed row."""
     kept: list[int] = []
-    for token in row:
+    for slot, token in enumerate(row):
         if token == sep_token_id:
             if kept:
-                break
+                return kept + [slot]
             continue
-        if token == cls_token_id or (dedup and kept and token == kept[-1]):
+        if token == cls_token_id or (dedup and kept and token == row[kept[-1]]):
             continue
-        kept.append(token)
-    return kept
+        kept.append(slot)
+    return kept + [-1]
 
 
 def nar_cut_and_dedup(
@@ -65,6 +80,40 @@ def nar_cut_and_dedup(
     return out
 
 
+def nar_step_scores(
+    logits: torch.Tensor,
+    raw: torch.Tensor,
+    source_rows: torch.Tensor,
+    width: int,
+    sep_token_id: int,
+    cls_token_id: int | None,
+    postprocess: bool,
+    dedup: bool = True,
+) -> tuple[torch.Tensor, ...]:
+    """Per-step NAR scores in Transformers' shape: a tuple of `width` tensors [N, V], step j for token j of the
+    returned sequences (NAR sequences have no start token, so `compute_transition_scores` aligns all of them).
+
+    `logits` [B, L, V] are the slot logits, `raw` [N, L] the slot ids each returned row came from (the argmax, or a
+    candidate), `source_rows` [N] the source of each row. Step j holds the logits of the slot that produced token j
+    (`nar_scan_slots` when `postprocess`, else slot j). A `[SEP]` that post-processing appended (the row has none)
+    gets a forced row (0 for `[SEP]`, -inf elsewhere: log-prob 0, as Transformers scores a forced token); steps after
+    a row's end are zeros, as in `mode="nar_verify"` (docs/decoding.md#scores).
+    """
+    num_rows, length = raw.shape
+    if postprocess:
+        slot_rows = [nar_scan_slots(row, sep_token_id, cls_token_id, dedup) for row in raw.tolist()]
+        slots = [row + [-2] * (width - len(row)) for row in slot_rows]
+        slot_index = torch.tensor(slots, dtype=torch.long, device=logits.device)  # -1: appended [SEP], -2: after
+    else:
+        slot_index = torch.arange(width, device=logits.device).expand(num_rows, width)
+    gathered = logits[source_rows[:, None], slot_index.clamp(min=0)]  # [N, width, V]
+    forced = torch.full_like(gathered[0, 0], -math.inf)
+    forced[sep_token_id] = 0.0
+    gathered = torch.where((slot_index == -1)[..., None], forced, gathered)
+    gathered = gathered.masked_fill((slot_index == -2)[..., None], 0.0)
+    return tuple(gathered.unbind(1))
+
+
 def constrained_argmax(
     logits: torch.Tensor, no_repeat_ngram_size: int = 0, suppress_repeats: bool = False
 ) -> torch.Tensor:
@@ -74,15 +123,22 @@ def constrained_argmax(
     already emitted in the row (`no_repeat_ngram_size` = n, as HF's `NoRepeatNGramLogitsProcessor`). Without
     options this is the plain per-slot argmax of the original generator.
     """
+    return constrained_logits(logits, no_repeat_ngram_size, suppress_repeats).argmax(-1)
+
+
+def constrained_logits(
+    logits: torch.Tensor, no_repeat_ngram_size: int = 0, suppress_repeats: bool = False
+) -> torch.Tensor:
+    """`logits` [B, L, V] with the tokens `constrained_argmax` bans at each slot set to -inf (the processed scores
+    of `output_scores`); `logits` itself without options."""
     if not no_repeat_ngram_size and not suppress_repeats:
-        return logits.argmax(-1)
+        return logits
     batch_size, length, _ = logits.shape
     n = no_repeat_ngram_size
     seen: list[dict[tuple[int, ...], set[int]]] = [{} for _ in range(batch_size)]
-    tokens = torch.zeros(batch_size, length, dtype=torch.long, device=logits.device)
+    masked = logits.clone()
     history: list[list[int]] = [[] for _ in range(batch_size)]
     for t in range(length):
-        scores = logits[:, t].clone()  # [B, V]
         for b in range(batch_size):
             banned = set()
             if suppress_repeats and history[b]:
@@ -90,15 +146,13 @@ def constrained_argmax(
             if n and len(history[b]) >= n - 1:
                 banned |= seen[b].get(tuple(history[b][len(history[b]) - n + 1 :]), set())
             if banned:
-                scores[b, list(banned)] = -math.inf
-        chosen = scores.argmax(-1)
-        tokens[:, t] = chosen
-        for b, token in enumerate(chosen.tolist()):
+                masked[b, t, list(banned)] = -math.inf
+        for b, token in enumerate(masked[:, t].argmax(-1).tolist()):
             history[b].append(token)
             if n and len(history[b]) >= n:
                 ngram = tuple(history[b][-n:])
                 seen[b].setdefault(ngram[:-1], set()).add(ngram[-1])
-    return tokens
+    return masked
 
 
 def _next_index(row: list[int], token: int, start: int, last: int) -> int:
@@ -116,7 +170,8 @@ def nar_candidates(logits: torch.Tensor, tokens: torch.Tensor, num_candidates: i
       their best other token, so the candidate really ends there);
     - substitutions: the least confident slot before the argmax cut takes its second-best token.
     Half of the K-1 extra candidates (rounded up) are length variants. Rows may repeat when a row has fewer
-    distinct variants; the rescoring tie-break keeps the first, i.e. the plainer candidate.
+    distinct variants, or where `[SEP]` is impossible at the slots (-inf); the rescoring tie-break keeps the first,
+    i.e. the plainer candidate.
     """
     log_probs = logits.float().log_softmax(-1)  # [B, L, V]
     batch_size, length = tokens.shape
@@ -126,12 +181,14 @@ def nar_candidates(logits: torch.Tensor, tokens: torch.Tensor, num_candidates: i
     num_extra = num_candidates - 1
     num_length = min((num_extra + 1) // 2, length)
     candidates = [tokens]
-    sep_slots = log_probs[..., sep_token_id].topk(num_length, dim=-1).indices  # [B, n_len]
+    sep_scores, sep_slots = log_probs[..., sep_token_id].topk(num_length, dim=-1)  # [B, n_len]
     slot_index = torch.arange(length, device=tokens.device)
     for j in range(num_length):
         cut = sep_slots[:, j : j + 1]  # [B, 1]
         variant = torch.where(tokens.eq(sep_token_id) & (slot_index < cut), best_other, tokens)
-        candidates.append(torch.where(slot_index == cut, torch.full_like(tokens, sep_token_id), variant))
+        variant = torch.where(slot_index == cut, torch.full_like(tokens, sep_token_id), variant)
+        # Never cut where [SEP] is suppressed (-inf, e.g. suppress_tokens): that row keeps the argmax instead.
+        candidates.append(torch.where(sep_scores[:, j : j + 1].isfinite(), variant, tokens))
     num_subs = num_extra - num_length
     if num_subs > 0:
         is_sep = tokens.eq(sep_token_id).int()
@@ -155,9 +212,14 @@ class BangNARGenerateOutput(ModelOutput):
 
     - `sequences` [B, L']: post-processed ids (first pass of the original post-processing; raw when `nar_postprocess=False`);
     - `raw_sequences` [B, L]: the argmax at every decoder slot, as the original generator returns it;
-    - `scores` [B, L]: the raw max logit per slot (the original `positional_scores`, not a log-prob); for
-      `mode="nar_verify"` with `output_scores=True`, AR greedy's per-step tuple of logits [B, V] instead;
-    - `logits` [B, L, V]: full logits, only with `output_logits=True`;
+    - `scores`: with `output_scores=True`, Transformers' per-step tuple of processed logits [N, V] (after
+      `suppress_tokens` and the other constraints), one per token of `sequences` (`mode="nar"`, no start token) or
+      per token after the `[SEP]` start (`mode="nar_verify"`, as AR greedy), so `compute_transition_scores` works;
+      zeros after a row's end (docs/decoding.md#scores);
+    - `logits`: with `output_logits=True`, the same tuple of unprocessed logits;
+    - `positional_scores` [B, L]: `mode="nar"`, the raw max logit per slot (the original fairseq
+      `positional_scores`, not a log-prob; `scores` before this version);
+    - `slot_logits` [B, L, V]: `mode="nar"` with `output_logits=True`, the logits of every slot (`logits` before);
     - `candidates` [B, K, L''] and `candidate_scores` [B, K]: with `num_candidates` > 1, every post-processed
       candidate and its length-normalised AR-stream log-probability (the best one is `sequences`);
     - `sequences_scores` [B·n]: with `num_candidates`, the AR-stream score of each returned sequence (n =
@@ -167,8 +229,10 @@ class BangNARGenerateOutput(ModelOutput):
 
     sequences: torch.Tensor | None = None
     raw_sequences: torch.Tensor | None = None
-    scores: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
+    scores: tuple[torch.Tensor, ...] | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
+    positional_scores: torch.Tensor | None = None
+    slot_logits: torch.Tensor | None = None
     candidates: torch.Tensor | None = None
     candidate_scores: torch.Tensor | None = None
     sequences_scores: torch.Tensor | None = None
@@ -221,7 +285,16 @@ _HINTS = {
 }
 # Fields of the model's own generation_config that the one-pass modes use; its other fields (beam size, length
 # penalty, ...) are AR settings (converted models store the original AR beam search there) and do not apply.
-_NAR_CONFIG_FIELDS = ("max_new_tokens", "no_repeat_ngram_size", "return_dict_in_generate", "output_logits")
+_NAR_CONFIG_FIELDS = (
+    "max_new_tokens",
+    "no_repeat_ngram_size",
+    "return_dict_in_generate",
+    "output_logits",
+    "output_scores",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "bad_words_ids",
+)
 
 
 def _generation_defaults() -> dict[str, Any]:
@@ -258,6 +331,74 @@ def check_generation_options(mode: str, options: dict[str, Any], config) -> None
             continue
         hint = _HINTS.get(name, "it applies to AR decoding; use mode='ar'")
         raise ValueError(f"generate(mode={mode!r}) does not support {name}={value!r}: {hint}.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Constraints through Transformers' logits processors (docs/decoding.md#constraints)
+# ---------------------------------------------------------------------------------------------------------------
+
+_SEQUENTIAL_HINT = "use mode='nar_verify' (exactly AR greedy, honours it) or mode='ar'"
+
+
+def refuse_sequential_constraints(mode: str, settings: dict[str, Any], no_repeat: bool = True) -> None:
+    """ValueError for constraints that depend on earlier tokens of the same pass, which `mode` chooses at once:
+    multi-token `bad_words_ids` and (with `no_repeat`) `no_repeat_ngram_size`."""
+    multi = [word for word in settings.get("bad_words_ids") or [] if len(word) > 1]
+    if multi:
+        raise ValueError(
+            f"generate(mode={mode!r}) does not support multi-token bad_words_ids ({multi!r}): its tokens are chosen "
+            f"together, not after the earlier ones; {_SEQUENTIAL_HINT} (bad_words_ids=[] drops a stored one)."
+        )
+    if no_repeat and settings.get("no_repeat_ngram_size"):
+        raise ValueError(
+            f"generate(mode={mode!r}) does not support no_repeat_ngram_size={settings['no_repeat_ngram_size']!r}: "
+            f"its tokens are chosen together, not after the earlier ones; {_SEQUENTIAL_HINT} "
+            "(no_repeat_ngram_size=0 drops a stored one)."
+        )
+
+
+def slot_processors(settings: dict[str, Any], eos_token_id: int, device: torch.device) -> LogitsProcessorList:
+    """Transformers' processors of `settings` whose effect on a step does not depend on earlier tokens
+    (`suppress_tokens`, single-token `bad_words_ids`), so they apply to every NAR slot at once. `[SEP]` is never
+    a bad word (as in Transformers)."""
+    processors = LogitsProcessorList()
+    if settings.get("suppress_tokens"):
+        processors.append(SuppressTokensLogitsProcessor(settings["suppress_tokens"], device=device))
+    single = [word for word in settings.get("bad_words_ids") or [] if len(word) == 1]
+    if single:
+        processors.append(NoBadWordsLogitsProcessor(single, eos_token_id=eos_token_id))
+    return processors
+
+
+def prefix_processors(settings: dict[str, Any], eos_token_id: int, device: torch.device) -> LogitsProcessorList:
+    """Every constraint of `settings` as Transformers builds it for AR decoding with one start token: input_ids are
+    the output so far, `[SEP]`-started (`mode="nar_verify"`, which knows each verified token's prefix)."""
+    processors = LogitsProcessorList()
+    if settings.get("no_repeat_ngram_size"):
+        processors.append(NoRepeatNGramLogitsProcessor(settings["no_repeat_ngram_size"]))
+    if settings.get("bad_words_ids"):
+        processors.append(NoBadWordsLogitsProcessor(settings["bad_words_ids"], eos_token_id=eos_token_id))
+    if settings.get("suppress_tokens"):
+        processors.append(SuppressTokensLogitsProcessor(settings["suppress_tokens"], device=device))
+    if settings.get("begin_suppress_tokens"):
+        processors.append(SuppressTokensAtBeginLogitsProcessor(settings["begin_suppress_tokens"], 1, device=device))
+    return processors
+
+
+def process_slots(logits: torch.Tensor, settings: dict[str, Any], config, first_index: int = 1) -> torch.Tensor:
+    """`slot_processors` on every slot of `logits` [B, T, V], and `begin_suppress_tokens` on the slot that predicts
+    output index 1 (`first_index` == 1, the first token after the start, as Transformers' begin index 1 of an
+    encoder-decoder). Unchanged (the same tensor) without constraints."""
+    processors = slot_processors(settings, config.eos_token_id, logits.device)
+    if processors:
+        flat = logits.flatten(0, 1)
+        ids = torch.full((flat.size(0), 1), config.decoder_start_token_id, dtype=torch.long, device=logits.device)
+        logits = processors(ids, flat).view_as(logits)
+    if settings.get("begin_suppress_tokens") and first_index == 1:
+        begin = SuppressTokensAtBeginLogitsProcessor(settings["begin_suppress_tokens"], 1, device=logits.device)
+        ids = torch.full((logits.size(0), 1), config.decoder_start_token_id, dtype=torch.long, device=logits.device)
+        logits = torch.cat([begin(ids, logits[:, 0])[:, None], logits[:, 1:]], dim=1)
+    return logits
 
 
 def _nar_settings(model, mode: str, kwargs: dict[str, Any], honoured: tuple[str, ...]) -> dict[str, Any]:
@@ -365,10 +506,14 @@ class BangGenerationConfig(GenerationConfig):
 @dataclass
 class BangSemiNARGenerateOutput(ModelOutput):
     """`generate(mode="semi_nar", return_dict_in_generate=True)`: `sequences` [B, 1+L] (`[SEP]`-started like AR,
-    pads after the first `[SEP]`) and `num_steps`, the decoder passes used (⌈L/k⌉ for the longest row)."""
+    pads after the first `[SEP]`), `num_steps`, the decoder passes used (⌈L/k⌉ for the longest row), and with
+    `output_scores` / `output_logits` Transformers' per-step tuples of processed / raw logits [B, V], one per token
+    after the start (zeros after a row's end, docs/decoding.md#scores)."""
 
     sequences: torch.Tensor | None = None
     num_steps: int | None = None
+    scores: tuple[torch.Tensor, ...] | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -445,7 +590,9 @@ class BangGenerationMixin(GenerationMixin):
             if (kwargs.get("num_beams") or generation_config.num_beams or 1) > 1:
                 kwargs.setdefault("early_stopping", True)
             kwargs.setdefault("min_new_tokens", 1)
-            kwargs.setdefault("suppress_tokens", [self.config.pad_token_id])
+            # [PAD] is never emitted, whatever else the caller suppresses.
+            suppressed = kwargs.get("suppress_tokens") or generation_config.suppress_tokens or []
+            kwargs["suppress_tokens"] = sorted({*suppressed, self.config.pad_token_id})
             processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
             processors.append(ForcedEosKeepScoreLogitsProcessor(self.config.eos_token_id, total_length))
             kwargs["logits_processor"] = processors
@@ -526,14 +673,17 @@ class BangGenerationMixin(GenerationMixin):
           the number of slots (docs/architecture.md#nar-mode): fewer slots give the first slots of the longer decode.
         - `nar_postprocess=True` (default) cuts at the first non-leading `[SEP]` and drops `[CLS]` and consecutive
           repeats on ids (`nar_cut_and_dedup`); False returns the raw argmax of every slot.
-        - `suppress_repeats` / `no_repeat_ngram_size` constrain the argmax itself (`constrained_argmax`).
+        - `suppress_repeats` / `no_repeat_ngram_size` constrain the argmax itself (`constrained_argmax`, on the
+          slot sequence); `suppress_tokens`, single-token `bad_words_ids` (every slot) and `begin_suppress_tokens`
+          (slot 0) go through Transformers' processors (`process_slots`); multi-token `bad_words_ids`, and
+          `no_repeat_ngram_size` with candidates, are refused (docs/decoding.md#constraints).
         - `num_candidates` = K > 1 builds K candidates (`nar_candidates`: length variants and substitutions) and
           keeps the one with the best length-normalised AR-stream log-prob, scored in one batched teacher-forced
           pass (cost: one AR pass over K·B rows). `num_return_sequences` = n <= K returns the n best per source.
-        Also honoured: `return_dict_in_generate`, `output_logits`, `output_scores` (the slot scores are always in the
-        dict), `use_cache` (no cache in one pass). Any other non-default option raises ValueError naming it; from
-        the model's generation_config only `max_new_tokens`, `no_repeat_ngram_size`, `return_dict_in_generate` and
-        `output_logits` are used (its beam settings are AR settings).
+        Also honoured: `return_dict_in_generate`, `output_scores` / `output_logits` (per-step tuples aligned with
+        `sequences`; `positional_scores` is always in the dict), `use_cache` (no cache in one pass). Any other
+        non-default option raises ValueError naming it; from the model's generation_config only `_NAR_CONFIG_FIELDS`
+        are used (its beam settings are AR settings).
         """
         honoured = (
             "max_new_tokens",
@@ -543,8 +693,12 @@ class BangGenerationMixin(GenerationMixin):
             "output_logits",
             "output_scores",
             "use_cache",
+            "suppress_tokens",
+            "begin_suppress_tokens",
+            "bad_words_ids",
         )
         settings = _nar_settings(self, "nar", generation_options, honoured)
+        refuse_sequential_constraints("nar", settings, no_repeat=False)
         num_return = settings.get("num_return_sequences") or 1
         if num_candidates is None:
             num_candidates = getattr(self.generation_config, "num_candidates", None) or 1
@@ -555,18 +709,29 @@ class BangGenerationMixin(GenerationMixin):
                 f"generate(mode='nar') does not support num_return_sequences={num_return} with "
                 f"num_candidates={num_candidates}: pass num_candidates >= {num_return} (NAR returns candidates)."
             )
+        if num_candidates > 1 and settings.get("no_repeat_ngram_size"):
+            # Candidates substitute slots of the constrained argmax, which can repeat an n-gram again.
+            raise ValueError(
+                f"generate(mode='nar') does not support no_repeat_ngram_size={settings['no_repeat_ngram_size']!r} "
+                f"with num_candidates={num_candidates}: use num_candidates=1, mode='nar_verify' or mode='ar'."
+            )
         input_ids = inputs if inputs is not None else input_ids
         encoder_outputs, attention_mask, num_slots = self._encode_for_nar(
             input_ids, attention_mask, encoder_outputs, settings.get("max_new_tokens"), settings["cap_by_source"]
         )
         logits = self._nar_logits(encoder_outputs, attention_mask, num_slots)
-        scores = logits.max(dim=-1).values  # [B, L], the original `positional_scores`
-        raw = constrained_argmax(logits, settings.get("no_repeat_ngram_size") or 0, suppress_repeats)
+        positional_scores = logits.max(dim=-1).values  # [B, L], the original `positional_scores`
+        per_slot = process_slots(logits, settings, self.config)
+        processed = constrained_logits(per_slot, settings.get("no_repeat_ngram_size") or 0, suppress_repeats)
+        raw = processed.argmax(-1)
 
         config = self.config
         candidates = candidate_scores = sequences_scores = None
         if num_candidates > 1:
-            raw_candidates = nar_candidates(logits, raw, num_candidates, config.eos_token_id)  # [B, K, L]
+            # Candidates vary the constrained argmax with the per-slot constraints only (a candidate's own
+            # repeats are not the argmax's); so do their scores below.
+            raw_candidates = nar_candidates(per_slot, raw, num_candidates, config.eos_token_id)  # [B, K, L]
+            processed = per_slot
             # Candidates are always cut at [SEP] (they are scored as targets); repeats are dropped only with
             # nar_postprocess, so a legitimately repeated word stays possible without it.
             flat = nar_cut_and_dedup(
@@ -583,17 +748,36 @@ class BangGenerationMixin(GenerationMixin):
             rows = torch.arange(raw.size(0), device=raw.device)[:, None]
             sequences = candidates[rows, order].flatten(0, 1)  # [B·n, L'']
             sequences_scores = candidate_scores[rows, order].flatten()
+            slot_ids, source_rows = raw_candidates[rows, order].flatten(0, 1), rows.expand_as(order).flatten()
         elif nar_postprocess:
             sequences = nar_cut_and_dedup(raw, config.eos_token_id, config.bos_token_id, config.pad_token_id)
+            slot_ids, source_rows = raw, torch.arange(raw.size(0), device=raw.device)
         else:
             sequences = raw
+            slot_ids, source_rows = raw, torch.arange(raw.size(0), device=raw.device)
         if not settings.get("return_dict_in_generate"):
             return sequences
+
+        def steps(values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            # Candidates are always cut (and deduplicated with nar_postprocess), as they were built above.
+            return nar_step_scores(
+                values,
+                slot_ids,
+                source_rows,
+                sequences.size(1),
+                config.eos_token_id,
+                config.bos_token_id,
+                postprocess=nar_postprocess or num_candidates > 1,
+                dedup=nar_postprocess,
+            )
+
         return BangNARGenerateOutput(
             sequences=sequences,
             raw_sequences=raw,
-            scores=scores,
-            logits=logits if settings.get("output_logits") else None,
+            scores=steps(processed) if settings.get("output_scores") else None,
+            logits=steps(logits) if settings.get("output_logits") else None,
+            positional_scores=positional_scores,
+            slot_logits=logits if settings.get("output_logits") else None,
             candidates=candidates,
             candidate_scores=candidate_scores,
             sequences_scores=sequences_scores,
@@ -628,10 +812,23 @@ class BangGenerationMixin(GenerationMixin):
         (the KV cache holds the confirmed prefix), accepts the longest prefix where the AR argmax equals the draft,
         and appends the AR token at the first disagreement. The NAR stream does not see the prefix, so the draft
         stays valid after a correction. Returns `[SEP]`-started ids like `mode="ar"`, pads after `[SEP]`.
-        Honoured options: `max_new_tokens`, `return_dict_in_generate`, `use_cache`, `output_scores` (`scores`: the
-        AR logits of each step, as AR greedy returns them); others raise ValueError.
+        Honoured options: `max_new_tokens`, `return_dict_in_generate`, `use_cache`, `output_scores` /
+        `output_logits` (the processed / raw AR logits of each step, as AR greedy returns them), and the constraints
+        `no_repeat_ngram_size`, `bad_words_ids`, `suppress_tokens`, `begin_suppress_tokens`, exactly as AR greedy
+        applies them: Transformers' processors run on each verified position with its prefix as input_ids (a
+        position counts only when its whole prefix is confirmed). Others raise ValueError.
         """
-        honoured = ("max_new_tokens", "return_dict_in_generate", "use_cache", "output_scores")
+        honoured = (
+            "max_new_tokens",
+            "return_dict_in_generate",
+            "use_cache",
+            "output_scores",
+            "output_logits",
+            "no_repeat_ngram_size",
+            "bad_words_ids",
+            "suppress_tokens",
+            "begin_suppress_tokens",
+        )
         settings = _nar_settings(self, "nar_verify", generation_options, honoured)
         if original_compatible is None:
             original_compatible = bool(getattr(self.generation_config, "original_compatible", False))
@@ -640,7 +837,10 @@ class BangGenerationMixin(GenerationMixin):
             input_ids, attention_mask, encoder_outputs, settings.get("max_new_tokens"), settings["cap_by_source"]
         )
         config = self.config
-        draft = self._nar_logits(encoder_outputs, attention_mask, num_slots).argmax(-1)  # [B, L]
+        processors = prefix_processors(settings, config.eos_token_id, attention_mask.device)
+        # The draft obeys the per-slot constraints, so that the AR stream agrees with it more often.
+        draft = process_slots(self._nar_logits(encoder_outputs, attention_mask, num_slots), settings, config)
+        draft = draft.argmax(-1)  # [B, L]
         batch_size = draft.size(0)
         start = draft.new_full((batch_size, 1), config.decoder_start_token_id)
         rows = torch.cat([start, draft], dim=1).tolist()  # index k >= 1 holds output token k
@@ -651,6 +851,7 @@ class BangGenerationMixin(GenerationMixin):
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         cached = 0
         step_scores = None  # [B, L, V] with output_scores: the AR logits that chose each output token
+        step_logits = None  # [B, L, V] with output_logits: the same before the constraints
         while active:
             # Verify up to the draft's next [SEP] only: past it the draft is filler, and a longer AR output is
             # confirmed one token per round anyway. This keeps rounds short when the decode length is the source's.
@@ -664,11 +865,21 @@ class BangGenerationMixin(GenerationMixin):
                 use_cache=True,
                 mode="ar",
             ).logits
+            raw_logits = logits
             if original_compatible:
                 logits = self._original_rules(logits, cached + 1, num_slots)
+            if processors:
+                # Position j predicts index cached + j + 1 after the prefix rows[b][: cached + j + 1]; it is used
+                # only when that prefix is confirmed, so the constraint sees what AR greedy would.
+                prefix = torch.tensor([rows[b][:end] for b in active], dtype=draft.dtype, device=draft.device)
+                logits = torch.stack(
+                    [processors(prefix[:, : cached + j + 1], logits[:, j]) for j in range(logits.size(1))], dim=1
+                )
             predicted = logits.argmax(-1).tolist()  # predicted[i][j]: AR token for index cached + j + 1
             if settings.get("output_scores") and step_scores is None:
                 step_scores = logits.new_zeros(batch_size, num_slots, logits.size(-1))
+            if settings.get("output_logits") and step_logits is None:
+                step_logits = logits.new_zeros(batch_size, num_slots, logits.size(-1))
             still_active = []
             for i, b in enumerate(active):
                 ar_passes[b] += 1
@@ -680,6 +891,8 @@ class BangGenerationMixin(GenerationMixin):
                     token = predicted[i][k - 1 - cached]
                     if step_scores is not None:
                         step_scores[b, k - 1] = logits[i, k - 1 - cached]
+                    if step_logits is not None:
+                        step_logits[b, k - 1] = raw_logits[i, k - 1 - cached]
                     agreed = rows[b][k] == token
                     rows[b][k] = token
                     k += 1
@@ -709,7 +922,10 @@ class BangGenerationMixin(GenerationMixin):
         # Per-step scores as AR greedy returns them (a tuple of [B, V], one per output token after `[SEP]`), so
         # `compute_transition_scores` works; zeros where a row had already stopped.
         scores = None if step_scores is None else tuple(step_scores[:, : keep - 1].unbind(1))
-        return BangNARGenerateOutput(sequences=sequences, raw_sequences=draft, ar_passes=ar_passes, scores=scores)
+        raw_steps = None if step_logits is None else tuple(step_logits[:, : keep - 1].unbind(1))
+        return BangNARGenerateOutput(
+            sequences=sequences, raw_sequences=draft, ar_passes=ar_passes, scores=scores, logits=raw_steps
+        )
 
     @torch.no_grad()
     def _generate_semi_nar(
@@ -732,11 +948,24 @@ class BangGenerationMixin(GenerationMixin):
         `block_size` defaults to the generation config's `block_size` (a model fine-tuned with
         `train_mode="semi_nar"` stores its k there), else 4. `max_new_tokens` (or the generation config's) defaults
         to the padded source length (the NAR rule). Rows stop at their first `[SEP]`; the loop stops when all rows
-        have. Also honoured: `return_dict_in_generate`, `use_cache` (always cached); any other non-default option
-        (`num_beams`, `do_sample`, ...) raises ValueError naming it.
+        have. Also honoured: `return_dict_in_generate`, `use_cache` (always cached), `output_scores`,
+        `output_logits`, and through Transformers' processors `suppress_tokens`, single-token `bad_words_ids` and
+        `begin_suppress_tokens` (first token); `no_repeat_ngram_size` and multi-token `bad_words_ids` are refused
+        (a block's tokens are chosen together), as is any other non-default option (`num_beams`, `do_sample`, ...).
         """
-        honoured = ("max_new_tokens", "return_dict_in_generate", "use_cache")
+        honoured = (
+            "max_new_tokens",
+            "return_dict_in_generate",
+            "use_cache",
+            "output_scores",
+            "output_logits",
+            "suppress_tokens",
+            "begin_suppress_tokens",
+            "bad_words_ids",
+            "no_repeat_ngram_size",  # refused below unless 0, with the alternative
+        )
         settings = _nar_settings(self, "semi_nar", generation_options, honoured)
+        refuse_sequential_constraints("semi_nar", settings)
         config = self.config
         input_ids = inputs if inputs is not None else input_ids
         block_size = resolve_block_size(self, block_size)
@@ -761,6 +990,8 @@ class BangGenerationMixin(GenerationMixin):
         sequences = torch.full((batch_size, 1), config.decoder_start_token_id, dtype=torch.long, device=device)
         finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
         new_main, produced, num_steps = sequences, 0, 0
+        step_scores: list[torch.Tensor] = []  # [B, k, V] per block, with output_scores
+        step_logits: list[torch.Tensor] = []
         while produced < max_new_tokens and not bool(finished.all()):
             k = min(block_size, max_new_tokens - produced)
             hidden = decoder(
@@ -774,17 +1005,28 @@ class BangGenerationMixin(GenerationMixin):
                 output_hidden_states=False,
                 return_dict=True,
             ).last_hidden_state
-            tokens = self.lm_head(hidden).argmax(-1)  # [B, k]
+            logits = self.lm_head(hidden)  # [B, k, V]
+            processed = process_slots(logits, settings, config, first_index=produced + 1)
+            tokens = processed.argmax(-1)  # [B, k]
             # After a row's first [SEP] (in an earlier block or earlier in this one) it only gets pads.
             is_eos = tokens.eq(config.eos_token_id).long()
             after_eos = finished[:, None] | ((is_eos.cumsum(1) - is_eos) > 0)
             tokens = tokens.masked_fill(after_eos, config.pad_token_id)
+            if settings.get("output_scores"):
+                step_scores.append(processed.masked_fill(after_eos[..., None], 0.0))
+            if settings.get("output_logits"):
+                step_logits.append(logits.masked_fill(after_eos[..., None], 0.0))
             finished |= is_eos.bool().any(1)
             sequences = torch.cat([sequences, tokens], dim=1)
             new_main, produced, num_steps = tokens, produced + k, num_steps + 1
         if not settings.get("return_dict_in_generate"):
             return sequences
-        return BangSemiNARGenerateOutput(sequences=sequences, num_steps=num_steps)
+        return BangSemiNARGenerateOutput(
+            sequences=sequences,
+            num_steps=num_steps,
+            scores=tuple(torch.cat(step_scores, dim=1).unbind(1)) if step_scores else None,
+            logits=tuple(torch.cat(step_logits, dim=1).unbind(1)) if step_logits else None,
+        )
 
 
 __all__ = [
@@ -798,7 +1040,14 @@ __all__ = [
     "ForcedEosKeepScoreLogitsProcessor",
     "check_generation_options",
     "constrained_argmax",
+    "constrained_logits",
     "nar_candidates",
     "nar_cut_and_dedup",
     "nar_scan",
+    "nar_scan_slots",
+    "nar_step_scores",
+    "prefix_processors",
+    "process_slots",
+    "refuse_sequential_constraints",
+    "slot_processors",
 ]

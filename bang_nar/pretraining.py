@@ -121,12 +121,6 @@ def pretraining_forward(
     return output
 
 
-def semi_nar_forward(model: BangForConditionalGeneration, **kwargs) -> BangPreTrainingOutput:
-    """`model.semi_nar_forward(**kwargs)`: semi-NAR fine-tuning, the n-stream objective with n = k = `block_size`
-    streams and `target_idx = t mod k` (`forward(mode="semi_nar")`; kept here for existing imports)."""
-    return model.semi_nar_forward(**kwargs)
-
-
 @torch.no_grad()
 def encoder_gap(model: torch.nn.Module, batch: dict[str, torch.Tensor], **forward_kwargs) -> torch.Tensor:
     """How much the decoder reads the source: the pretraining loss of `batch` with each sample's source swapped for
@@ -268,7 +262,7 @@ class BangPreTrainer(Trainer):
     are zeroed; the shared embeddings train). Without the encoder MLM term this only delays the collapse of a
     from-scratch encoder (README); it stays for experiments.
     Semi-NAR fine-tuning (n = k streams, `target_idx = t mod k`) is `SPMDTrainingArguments(train_mode="semi_nar")`
-    (`bang-nar train --train_mode semi_nar`), through `semi_nar_forward`.
+    (`bang-nar train --train_mode semi_nar`), through `BangForConditionalGeneration.semi_nar_forward`.
     """
 
     def __init__(
@@ -358,7 +352,6 @@ __all__ = [
     "encoder_gap",
     "pretraining_forward",
     "resolve_block_size",
-    "semi_nar_forward",
     "store_block_size",
     "stream_supervision",
 ]

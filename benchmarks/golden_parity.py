@@ -67,7 +67,7 @@ def measure(golden_dir: Path, attn_implementation: str = "eager") -> list[dict]:
                          "relative_error": abs(loss.item() - expected.item()) / expected.item()})
         gen = model.generate(src, attention_mask=mask, mode="nar", return_dict_in_generate=True)
         rows.append({"set": set_name, "tensor": "nar_generate_tokens (mismatches)", "max_abs_error": int(gen.raw_sequences.ne(case["nar_generate_tokens"]).sum())})
-        add("nar_generate_positional_scores", gen.scores, case["nar_generate_positional_scores"], torch.ones_like(gen.scores, dtype=torch.bool))
+        add("nar_generate_positional_scores", gen.positional_scores, case["nar_generate_positional_scores"], torch.ones_like(gen.positional_scores, dtype=torch.bool))
     return rows
 
 

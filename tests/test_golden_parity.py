@@ -138,7 +138,7 @@ def test_nar_generator_tokens_scores_and_postprocessing(golden):
     src = case["src_tokens_right_padded"]
     out = model.generate(src, attention_mask=src.ne(0).long(), mode="nar", return_dict_in_generate=True)
     assert torch.equal(out.raw_sequences, case["nar_generate_tokens"])
-    assert (out.scores - case["nar_generate_positional_scores"]).abs().max().item() <= ATOL
+    assert (out.positional_scores - case["nar_generate_positional_scores"]).abs().max().item() <= ATOL
     if name != "main":
         return
     # The last three post-processing cases are the original generator's strings for this batch.

@@ -151,7 +151,7 @@ def test_generate_nar_is_argmax_of_forward_and_postprocessed(model):
     input_ids, mask, _ = random_batch()
     out = model.generate(input_ids, attention_mask=mask, mode="nar", return_dict_in_generate=True, output_logits=True)
     assert out.raw_sequences.shape == input_ids.shape  # original rule: padded source length
-    assert torch.equal(out.raw_sequences, out.logits.argmax(-1))
+    assert torch.equal(out.raw_sequences, out.slot_logits.argmax(-1))
     assert torch.equal(out.sequences, nar_cut_and_dedup(out.raw_sequences, 102, 101, 0))
     assert model.generate(input_ids, attention_mask=mask, mode="nar", max_new_tokens=4, nar_postprocess=False).shape == (3, 4)
     assert torch.equal(

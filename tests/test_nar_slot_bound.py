@@ -50,7 +50,7 @@ def test_stored_bound_gives_the_first_slots_of_source_length_decoding():
     model.generation_config.max_new_tokens = 4
     stored = model.generate(input_ids, attention_mask=mask, mode="nar", return_dict_in_generate=True)
     assert torch.equal(stored.raw_sequences, full.raw_sequences[:, :4])
-    torch.testing.assert_close(stored.scores, full.scores[:, :4])
+    torch.testing.assert_close(stored.positional_scores, full.positional_scores[:, :4])
     # An explicit None (an unset CLI option) keeps the stored bound; candidates and nar_verify use it too.
     explicit_none = model.generate(input_ids, attention_mask=mask, mode="nar", max_new_tokens=None, nar_postprocess=False)
     assert torch.equal(explicit_none, full.raw_sequences[:, :4])

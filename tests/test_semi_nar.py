@@ -171,14 +171,10 @@ def test_semi_nar_on_the_distilled_best_target(tmp_path):
                      semi_nar_targets="ar_kd")
 
 
-@torch.no_grad()
-def test_former_entry_points_are_the_models(model):
-    from bang_nar.pretraining import semi_nar_forward
-    from bang_nar.semi_nar import generate_semi_nar
+def test_former_wrappers_are_gone():
+    # The semi-NAR loop is generate(mode="semi_nar") and the objective model.semi_nar_forward (issue 23).
+    import bang_nar.pretraining
 
-    input_ids, mask, labels = random_batch()
-    assert torch.equal(generate_semi_nar(model, input_ids, attention_mask=mask, block_size=2, max_new_tokens=5),
-                       model.generate(input_ids, attention_mask=mask, mode="semi_nar", block_size=2, max_new_tokens=5))
-    old = semi_nar_forward(model, input_ids=input_ids, attention_mask=mask, labels=labels, block_size=2)
-    new = model(input_ids=input_ids, attention_mask=mask, labels=labels, mode="semi_nar", block_size=2)
-    torch.testing.assert_close(old.loss, new.loss)
+    with pytest.raises(ImportError):
+        __import__("bang_nar.semi_nar")
+    assert not hasattr(bang_nar.pretraining, "semi_nar_forward")
