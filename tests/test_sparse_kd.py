@@ -277,3 +277,16 @@ def test_a_ruled_out_token_gives_a_finite_loss():
     loss, _ = sparse_kd_divergence(student, ids, log_probs, torch.ones(1, 1, 2, dtype=torch.bool))
     (grad,) = torch.autograd.grad(loss, student)
     assert torch.isfinite(loss) and torch.isfinite(grad).all()
+
+
+def test_cli_train_refuses_data_without_the_stored_columns(tmp_path, capsys):
+    """One line, before any model loads: a distilled folder without --kd_top_n has no stored top-n."""
+    from bang_nar.cli import main
+
+    distill_dataset(tiny_model(seed=5), _source_only(3), tmp_path / "kd", **SETTINGS)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(tmp_path / "kd"), "--output_dir", str(tmp_path / "out"), "--kd_target", "stored",
+              "--use_cpu"])  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("bang-nar train: error: --kd_target stored reads the teacher's top-n") and "--kd_top_n" in err
