@@ -4,6 +4,9 @@ kd_top_n=n)` and read by `kd_target="stored"` instead of a teacher pass (Eq. 2s)
 from __future__ import annotations
 
 import json
+import os
+import sys
+from pathlib import Path
 
 import datasets
 import pytest
@@ -13,7 +16,13 @@ from bang_nar.trainer import SPMDDataCollator, distill_dataset, sparse_kd_diverg
 from bang_nar.trainer.collator import KD_TOP_IDS, KD_TOP_LOG_PROBS
 from bang_nar.trainer.sequence_kd import StaleChunksError, load_provenance
 from tests.conftest import tiny_model
-from tests.spmd_toy import single_thread, spmd_args, spmd_trainer, toy_dataset  # noqa: F401 (autouse fixture)
+from tests.spmd_toy import (  # noqa: F401 (autouse fixture)
+    run_two_processes,
+    single_thread,
+    spmd_args,
+    spmd_trainer,
+    toy_dataset,
+)
 from tests.test_spmd_device import BlockingHostCopies, count_host_syncs, sync_free_model_masks  # noqa: F401 (fixture)
 
 VOCAB = 128  # tests.conftest.tiny_config
@@ -172,7 +181,8 @@ def test_training_with_stored_targets_never_runs_a_teacher(tmp_path, monkeypatch
         trainer = spmd_trainer(tmp_path / f"run{beta}", dataset=data, kd_target="stored", max_steps=3, **options)
         assert trainer.teacher is None
         modes: list[str] = []
-        hook = trainer.model.register_forward_pre_hook(lambda m, a, kw: modes.append(kw["mode"]), with_kwargs=True)
+        hook = trainer.model.register_forward_pre_hook(lambda m, a, kw, seen=modes: seen.append(kw["mode"]),
+                                                       with_kwargs=True)  # fmt: skip
         trainer.train()
         hook.remove()
         assert modes == passes * 3
@@ -247,7 +257,8 @@ def test_cli_flags_parse_and_validate(tmp_path, capsys):
      {"glance_ratio": 0.5}],
     ids=["min_loss", "all-ar_nar_kl", "beta-on-m_i", "glancing"],
 )  # fmt: skip
-def test_stored_step_is_device_clean_and_sync_free(tmp_path, options, sync_free_model_masks):
+@pytest.mark.usefixtures("sync_free_model_masks")
+def test_stored_step_is_device_clean_and_sync_free(tmp_path, options):
     """As tests/test_spmd_device.py for the teacher: on `meta` no CPU tensor meets the model's and no host sync
     happens; a whole training_step on the CPU converts no tensor to Python."""
     dataset = _with_exact_top(toy_dataset(num=4), tiny_model(seed=11).eval(), 5)
@@ -290,3 +301,57 @@ def test_cli_train_refuses_data_without_the_stored_columns(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("bang-nar train: error: --kd_target stored reads the teacher's top-n") and "--kd_top_n" in err
+
+
+def test_train_model_keeps_the_stored_columns(tmp_path, monkeypatch):
+    """`bang_nar.pipeline.train_model` (what `bang-nar train` calls) selects the columns the trainer reads: with
+    kd_target='stored' the stored top-n too (it used to drop them, and the trainer refused the data)."""
+    from bang_nar import pipeline
+    from bang_nar.trainer import SPMDSeq2SeqTrainer
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(self, model=None, args=None, **kwargs):
+        seen["columns"] = kwargs["train_dataset"].column_names
+        raise Stop
+
+    monkeypatch.setattr(SPMDSeq2SeqTrainer, "__init__", capture)
+    dataset = toy_dataset(num=2).add_column(KD_TOP_IDS, [[[[5]]]] * 2).add_column(KD_TOP_LOG_PROBS, [[[[-0.5]]]] * 2)
+    for kd_target, expected in (("stored", [KD_TOP_IDS, KD_TOP_LOG_PROBS]), ("teacher", [])):
+        with pytest.raises(Stop):
+            pipeline.train_model(None, None, dataset, spmd_args(tmp_path, kd_target=kd_target))
+        assert seen["columns"] == ["input_ids", "labels", "kd_labels", *expected]
+
+
+# Percentile pacing over the global batch and β = 0.5 (the AR term's global token count): what DDP must agree on.
+DDP_OPTIONS = dict(kd_target="stored", ar_loss_weight=0.5, max_steps=3, optim="sgd", learning_rate=0.05, pace_q0=0.25)
+
+
+def _ddp_training(output_dir: Path, batch_size: int) -> tuple[dict[str, torch.Tensor], int]:
+    dataset = _with_exact_top(toy_dataset(num=12, k=3), tiny_model(seed=11).eval(), 6)
+    trainer = spmd_trainer(output_dir, dataset=dataset, per_device_train_batch_size=batch_size, **DDP_OPTIONS)
+    trainer.train()
+    weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    return weights, trainer.accelerator.num_processes
+
+
+def test_two_processes_match_one_process_with_the_global_batch(tmp_path):
+    """Under DDP (torchrun, gloo) the stored-KD run gives the weights of one process with the global batch."""
+    run_two_processes("tests.test_sparse_kd", tmp_path)
+    single, world = _ddp_training(tmp_path / "single", batch_size=4)
+    assert world == 1
+    for rank in (0, 1):
+        for name, value in torch.load(tmp_path / f"weights_{rank}.pt").items():
+            torch.testing.assert_close(value, single[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+if __name__ == "__main__":  # one torchrun worker of the test above
+    torch.set_num_threads(1)
+    assert int(os.environ["WORLD_SIZE"]) == 2, "start with torchrun --nproc_per_node 2"
+    out = Path(sys.argv[1])
+    weights, num_processes = _ddp_training(out / "train", batch_size=2)
+    assert num_processes == 2
+    torch.save(weights, out / f"weights_{torch.distributed.get_rank()}.pt")

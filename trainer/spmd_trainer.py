@@ -611,7 +611,8 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
     # ---- data, evaluation, checkpoints, model card ------------------------------------------------------------
 
     def _set_signature_columns_if_needed(self) -> None:
-        """Keep the distilled-candidate column, which the model's forward does not name."""
+        """Keep the distilled-candidate column, and with `kd_target='stored'` the stored top-n columns, which the
+        model's forward does not name."""
         super()._set_signature_columns_if_needed()
         extra = [self.args.kd_column] + ([KD_TOP_IDS, KD_TOP_LOG_PROBS] if self.args.uses_stored_kd else [])
         self._signature_columns += [c for c in extra if c not in self._signature_columns]
