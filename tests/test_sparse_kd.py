@@ -137,8 +137,11 @@ def _with_exact_top(dataset: datasets.Dataset, teacher, n: int) -> datasets.Data
     return dataset.add_column(KD_TOP_IDS, ids).add_column(KD_TOP_LOG_PROBS, log_probs)
 
 
-@pytest.mark.parametrize("mix_strategy", ["min_loss", "all"])
-def test_trainer_stored_kl_equals_the_frozen_teacher_kl(tmp_path, mix_strategy):
+@pytest.mark.parametrize(
+    "options", [{"mix_strategy": "min_loss"}, {"mix_strategy": "all"}, {"kd_top_k": 2, "pace_signal": "ar_nar_kl"}],
+    ids=["min_loss", "all", "kd_top_k-ar_nar_kl"],
+)
+def test_trainer_stored_kl_equals_the_frozen_teacher_kl(tmp_path, options):
     """n = V through the trainer: the loss and gradients of kd_target='stored' are those of the frozen teacher
     that stored them (to 1e-4); with the float16 values `distill_dataset` stores, to float16 precision."""
     teacher_dir = tmp_path / "teacher"
@@ -147,8 +150,8 @@ def test_trainer_stored_kl_equals_the_frozen_teacher_kl(tmp_path, mix_strategy):
     dataset = _with_exact_top(toy_dataset(num=4, k=3), teacher, VOCAB)
     batch = SPMDDataCollator(pad_token_id=0)(list(dataset))
 
-    def loss_and_grads(**options):
-        trainer = spmd_trainer(tmp_path / "run", dataset=dataset, mix_strategy=mix_strategy, **options)
+    def loss_and_grads(**other):
+        trainer = spmd_trainer(tmp_path / "run", dataset=dataset, **options, **other)
         model = trainer.model.train()
         loss = trainer.compute_loss(model, batch)
         grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
@@ -254,8 +257,8 @@ def test_cli_flags_parse_and_validate(tmp_path, capsys):
 @pytest.mark.parametrize(
     "options",
     [{}, {"mix_strategy": "all", "pace_signal": "ar_nar_kl"}, {"ar_loss_weight": 0.5, "ar_loss_target": "chosen"},
-     {"glance_ratio": 0.5}],
-    ids=["min_loss", "all-ar_nar_kl", "beta-on-m_i", "glancing"],
+     {"glance_ratio": 0.5}, {"train_mode": "mixed", "nar_ratio": 0.5}],
+    ids=["min_loss", "all-ar_nar_kl", "beta-on-m_i", "glancing", "mixed"],
 )  # fmt: skip
 @pytest.mark.usefixtures("sync_free_model_masks")
 def test_stored_step_is_device_clean_and_sync_free(tmp_path, options):
@@ -268,8 +271,13 @@ def test_stored_step_is_device_clean_and_sync_free(tmp_path, options):
     trainer.state.max_steps = 10
     num_items = batch["labels"].ne(-100).sum()
     with count_host_syncs() as calls:
-        trainer.training_step(model, batch, num_items_in_batch=num_items)
-    assert calls == []
+        for _ in range(3):  # mixed: both modes
+            trainer.training_step(model, batch, num_items_in_batch=num_items)
+    mixed = options.get("train_mode") == "mixed"
+    # mixed: the per-batch mode is drawn from the host generator (a CPU tensor, no device sync), one per step
+    assert calls == (["__float__"] * 3 if mixed else [])
+    if mixed:
+        assert {"ar_loss", "kd/stored_mass"} <= set(trainer._reduce_metrics("train"))  # both modes ran
     if options.get("glance_ratio"):
         return  # glancing's generator cannot live on `meta` (nor does tests/test_spmd_device.py try it)
     model.to("meta")
