@@ -12,7 +12,13 @@ import datasets
 import pytest
 import torch
 
-from bang_nar.trainer import SPMDDataCollator, distill_dataset, sparse_kd_divergence, token_kd_divergence
+from bang_nar.trainer import (
+    SPMDDataCollator,
+    distill_dataset,
+    sequence_kd_nll,
+    sparse_kd_divergence,
+    token_kd_divergence,
+)
 from bang_nar.trainer.collator import KD_TOP_IDS, KD_TOP_LOG_PROBS
 from bang_nar.trainer.sequence_kd import StaleChunksError, load_provenance
 from tests.conftest import tiny_model
@@ -86,6 +92,8 @@ def _dense_and_sparse(n: int, temperature: float, seed: int = 0):
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_with_n_equal_to_the_vocabulary_the_stored_kl_is_the_dense_kl(temperature):
+    """Eq. 2s = Eq. 2 at n = V, as a loss and its gradient; at τ = 1 also with the student's log-probs of the stored
+    ids gathered together with ℓ_NAR's (`sequence_kd_nll(extra_ids=...)`, what the trainer does)."""
     student, teacher, mask, indices, values = _dense_and_sparse(VOCAB, temperature)
     dense, dense_parts = token_kd_divergence(student.unsqueeze(1), teacher, mask, temperature)
     (dense_grad,) = torch.autograd.grad(dense, student)
@@ -97,6 +105,18 @@ def test_with_n_equal_to_the_vocabulary_the_stored_kl_is_the_dense_kl(temperatur
     torch.testing.assert_close(sparse_grad, dense_grad, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(sparse_parts["per_sequence"], dense_parts["per_sequence"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(sparse_parts["stored_mass"], torch.ones(3, 2))
+    if temperature == 1.0:  # one gather for ℓ_NAR and the KL: the same ℓ_NAR + KL and gradients
+        candidates = torch.randint(0, VOCAB, (3, 2, 5), generator=torch.Generator().manual_seed(3))
+
+        def both(shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            nll, parts = sequence_kd_nll(student, candidates, 0.1, extra_ids=indices if shared else None)
+            kd, _ = sparse_kd_divergence(student, indices, values, mask, student_log_probs=parts["log_probs"],
+                                         student_stored_log_probs=parts.get("extra_log_probs"))  # fmt: skip
+            return (nll + kd).detach(), torch.autograd.grad(nll + kd, student)[0]
+
+        (loss_shared, grad_shared), (loss_apart, grad_apart) = both(True), both(False)
+        torch.testing.assert_close(loss_shared, loss_apart)
+        torch.testing.assert_close(grad_shared, grad_apart)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
@@ -138,9 +158,11 @@ def _with_exact_top(dataset: datasets.Dataset, teacher, n: int) -> datasets.Data
 
 
 @pytest.mark.parametrize(
-    "options", [{"mix_strategy": "min_loss"}, {"mix_strategy": "all"}, {"kd_top_k": 2, "pace_signal": "ar_nar_kl"}],
-    ids=["min_loss", "all", "kd_top_k-ar_nar_kl"],
-)
+    "options",
+    [{"mix_strategy": "min_loss"}, {"mix_strategy": "all"}, {"kd_top_k": 2, "pace_signal": "ar_nar_kl"},
+     {"kd_temperature": 2.0}, {"glance_ratio": 0.5}],
+    ids=["min_loss", "all", "kd_top_k-ar_nar_kl", "tau2", "glancing"],
+)  # fmt: skip
 def test_trainer_stored_kl_equals_the_frozen_teacher_kl(tmp_path, options):
     """n = V through the trainer: the loss and gradients of kd_target='stored' are those of the frozen teacher
     that stored them (to 1e-4); with the float16 values `distill_dataset` stores, to float16 precision."""
@@ -166,7 +188,8 @@ def test_trainer_stored_kl_equals_the_frozen_teacher_kl(tmp_path, options):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     # the stored precision (float16 log-probs, as distill_dataset writes them) keeps the loss within 1e-4 too
     rounded = batch | {KD_TOP_LOG_PROBS: batch[KD_TOP_LOG_PROBS].half().float()}
-    approx = trainer.compute_loss(trainer.model.train(), rounded).detach()
+    fresh = spmd_trainer(tmp_path / "run", dataset=dataset, kd_target="stored", **options)  # glancing: same draws
+    approx = fresh.compute_loss(fresh.model.train(), rounded).detach()
     torch.testing.assert_close(approx, frozen, atol=1e-4, rtol=1e-4)
 
 

@@ -248,24 +248,32 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         #    docs/architecture.md); its encoder output is shared by the AR passes below
         candidates, is_distilled = self._candidates(inputs)  # [B, K, T], [K]
         glancing = args.uses_glancing
+        # stored top-n KD (docs/spmd.md#stored-kd): ids and log-probs [B, K, T, n]; at τ = 1 the NAR log-probs of the
+        # stored ids are gathered with those of the candidates (one vocabulary-sized gradient in backward, not two)
+        stored = self._stored_columns(inputs) if args.uses_stored_kd else None
+        gather_ids = stored[0] if stored is not None and args.kd_temperature == 1.0 else None
+        top_ids, top_log_probs, student_top = None, None, None  # of m_i: [B, K', T, n]
         with torch.no_grad() if glancing else contextlib.nullcontext():  # glancing: this pass only chooses m_i
             nar_logits, encoder_outputs = self._student_nar(model, inputs, candidates.size(-1))
-            _, nar = sequence_kd_nll(nar_logits, candidates, eps)  # Eq. 1, ℓ_NAR(c): [B, K]
+            _, nar = sequence_kd_nll(nar_logits, candidates, eps, extra_ids=None if glancing else gather_ids)  # Eq. 1
         draws = self._mix_draws(candidates.size(0), nar_logits.device)
         choice, chosen = candidate_choice(  # Eq. 3
             nar["per_candidate"], nar["valid"], is_distilled, args.mix_strategy, args.p_mix, draws,
             validate=args.spmd_debug,
         )  # fmt: skip
-        # the stored top-n of m_i (docs/spmd.md#stored-kd), gathered by the same choice: no teacher pass
-        stored = self._stored_top(inputs, choice) if args.uses_stored_kd else None
+        if stored is not None:  # the stored entries of m_i, by the same choice: no teacher pass
+            top_ids, top_log_probs = self._chosen(stored, choice)
+            if "extra_log_probs" in nar:
+                (student_top,) = self._chosen((nar["extra_log_probs"],), choice)
         targets, choice, nar_loss = _selected(candidates, choice, nar["per_candidate"], args.mix_strategy)
         scored = targets  # the positions of m_i that are scored (all of them without glancing)
         if glancing:  # 2b. glance at m_i in proportion to the first pass's errors, train on the other slots
             scored, glance_ids = self._glance(nar_logits, targets)
             # The training pass runs the encoder again: the choosing pass above kept no graph.
             nar_logits, encoder_outputs = self._student_nar(model, inputs, candidates.size(-1), glance_ids)
-            nar = sequence_kd_nll(nar_logits, scored, eps)[1]
+            nar = sequence_kd_nll(nar_logits, scored, eps, extra_ids=top_ids if gather_ids is not None else None)[1]
             nar_loss = nar["per_candidate"]
+            student_top = nar.get("extra_log_probs")
         # 3. the AR stream keeps training (Eq. 7, second term) on gold, or on m_i (`ar_loss_target`)
         ar_loss, ar, teacher_logits = None, None, None
         # On m_i the AR term is a local token mean: Trainer's num_items_in_batch counts gold tokens.
@@ -281,9 +289,10 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
                 teacher_logits = ar_logits.detach().view(*targets.shape, -1)
         # 4. AR-stream knowledge under no_grad, then the token KL (Eq. 2), or the stored top-n's (Eq. 2s)
         kd, stored_mass = None, None
-        if stored is not None:
+        if top_ids is not None and top_log_probs is not None:
             kd = sparse_kd_divergence(
-                nar_logits, *stored, scored.ne(IGNORE_INDEX), args.kd_temperature, student_log_probs=nar["log_probs"]
+                nar_logits, top_ids, top_log_probs, scored.ne(IGNORE_INDEX), args.kd_temperature,
+                student_log_probs=nar["log_probs"], student_stored_log_probs=student_top,
             )[1]  # fmt: skip
             kd, stored_mass = kd["per_sequence"], kd["stored_mass"]  # [B, K']
         elif args.needs_teacher:
@@ -419,11 +428,9 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         is_distilled = torch.arange(candidates.size(1), device=candidates.device) >= (1 if has_gold else 0)
         return candidates, is_distilled
 
-    def _stored_top(self, inputs: dict[str, torch.Tensor], choice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The stored top-n (docs/spmd.md#stored-kd) of the targets that carry choice weight: `(ids, log-probs)`,
-        each `[B, K', T, n]`, m_i alone (K' = 1, the argmax of the Eq. 3 weights `choice` `[B, K]`) unless
-        `mix_strategy='all'`. Candidates are the distilled targets only (the config refuses gold), so candidate j is
-        stored target j."""
+    def _stored_columns(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stored top-n (docs/spmd.md#stored-kd) of every candidate: `(ids, log-probs)`, each `[B, K, T, n]`.
+        Candidates are the distilled targets only (the config refuses gold), so candidate j is stored target j."""
         missing = [c for c in (KD_TOP_IDS, KD_TOP_LOG_PROBS) if c not in inputs]
         if missing:
             raise ValueError(
@@ -433,10 +440,15 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         ids, log_probs = inputs[KD_TOP_IDS], inputs[KD_TOP_LOG_PROBS]
         if self.args.kd_top_k:
             ids, log_probs = ids[:, : self.args.kd_top_k], log_probs[:, : self.args.kd_top_k]
+        return ids, log_probs
+
+    def _chosen(self, tensors: tuple[torch.Tensor, ...], choice: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each `[B, K, T, n]` tensor at the targets that carry choice weight: m_i alone (`[B, 1, T, n]`, the argmax
+        of the Eq. 3 weights `choice` `[B, K]`), or all of them with `mix_strategy='all'`."""
         if self.args.mix_strategy == "all":
-            return ids, log_probs
-        index = choice.argmax(-1)[:, None, None, None].expand(-1, 1, *ids.shape[2:])  # [B, 1, T, n]
-        return ids.gather(1, index), log_probs.gather(1, index)
+            return tensors
+        index = choice.argmax(-1)[:, None, None, None]
+        return tuple(t.gather(1, index.expand(-1, 1, *t.shape[2:])) for t in tensors)
 
     def _glance(self, nar_logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Glancing (Qian et al. 2021) on the chosen targets `[B, 1, T]` (the config refuses mix_strategy='all' with
