@@ -120,7 +120,10 @@ def train_model(
     """
     from .trainer import SPMDSeq2SeqTrainer
 
-    columns = [c for c in ("input_ids", "attention_mask", "labels", args.kd_column) if c in train_dataset.column_names]
+    keep = ["input_ids", "attention_mask", "labels", args.kd_column]
+    if getattr(args, "uses_stored_kd", False):  # the teacher's stored top-n (docs/spmd.md#stored-kd)
+        keep += ["kd_top_ids", "kd_top_log_probs"]
+    columns = [c for c in keep if c in train_dataset.column_names]
     trainer = SPMDSeq2SeqTrainer(
         model=model,
         args=args,

@@ -8,6 +8,10 @@ several-fold); on CUDA it is wall time with the device synchronised.
 
     python benchmarks/spmd_passes.py                    # small size, batch 16, 3 rounds (~1 min of CPU time)
     python benchmarks/spmd_passes.py --device cuda --size base --batch 32
+    python benchmarks/spmd_passes.py --variants "spmd;spmd, stored top-8 KD (beta=0)"  # these rows only
+
+The stored-KD rows (docs/spmd.md#stored-kd) read random top-n ids and log-probs from the batch (`--top-n` of them
+per position) instead of running a teacher; their cost does not depend on the values.
 """
 
 from __future__ import annotations
@@ -34,6 +38,15 @@ VARIANTS = {
 }
 
 
+def stored_variants(top_n: int) -> dict[str, dict[str, object]]:
+    """The stored top-n KD rows (no teacher pass): with the AR gold pass (β = 0.5) and without (β = 0, its default)."""
+    stored = {"spmd_preset": "spmd", "kd_target": "stored"}
+    return {
+        f"spmd, stored top-{top_n} KD (beta=0.5)": {**stored, "ar_loss_weight": 0.5},
+        f"spmd, stored top-{top_n} KD (beta=0)": {**stored, "ar_loss_weight": 0.0},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="small")
@@ -43,7 +56,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="Measured rounds (one more warms up).")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--top-n", type=int, default=8, help="Stored top-n entries per position (stored-KD rows).")
+    parser.add_argument(
+        "--variants", default=None, help="Row names to run, separated by ';' (default: all; plain NAR always runs, it "
+        "is the unit)."
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    variants = {**VARIANTS, **stored_variants(args.top_n)}
+    if args.variants:
+        chosen = {name.strip() for name in args.variants.split(";") if name.strip()}
+        if chosen - set(variants):
+            parser.error(f"unknown --variants {sorted(chosen - set(variants))}; rows: {list(variants)}")
+        variants = {name: options for name, options in variants.items()
+                    if name == "bang_nar (plain NAR)" or name in chosen}  # fmt: skip
     set_threads(args.threads)
     from bang_nar.trainer import SPMDSeq2SeqTrainer, SPMDTrainingArguments
 
@@ -54,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     kd = torch.randint(1000, speed.VOCAB_SIZE, (args.batch, args.candidates, shape[1]), generator=generator)
     for ids in (source, labels, kd):
         ids[..., -1] = speed.SEP
-    batch = {"input_ids": source, "attention_mask": torch.ones_like(source), "labels": labels, "kd_labels": kd}
+    top_shape = (*kd.shape, args.top_n)
+    top_ids = torch.randint(0, speed.VOCAB_SIZE, top_shape, generator=generator)
+    top_log_probs = torch.randn(top_shape, generator=generator).log_softmax(-1)
+    batch = {"input_ids": source, "attention_mask": torch.ones_like(source), "labels": labels, "kd_labels": kd,
+             "kd_top_ids": top_ids, "kd_top_log_probs": top_log_probs}  # fmt: skip
     batch = {k: v.to(args.device) for k, v in batch.items()}
-    data = datasets.Dataset.from_dict({k: batch[k].tolist() for k in ("input_ids", "labels", "kd_labels")})
+    data = datasets.Dataset.from_dict({k: batch[k].tolist() for k in batch if k != "attention_mask"})
     model = speed.build_models(args.size, set(), args.device, 0)["bang"].train()
     common = dict(per_device_train_batch_size=args.batch, report_to=[], save_strategy="no",
                   use_cpu=args.device == "cpu", disable_tqdm=True)  # fmt: skip
@@ -72,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             name: SPMDSeq2SeqTrainer(
                 model=model, args=SPMDTrainingArguments(output_dir=f"{tmp}/{i}", **common, **options), train_dataset=data
             )
-            for i, (name, options) in enumerate(VARIANTS.items())
+            for i, (name, options) in enumerate(variants.items())
         }  # fmt: skip
         for trainer in trainers.values():
             trainer.state.max_steps = 10
@@ -89,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                       "peak_memory_mib": None if memory[name] is None else round(memory[name], 1)}  # fmt: skip
         print(f"| {name} | {rows[name]['ms']} | {rows[name]['x_plain_nar']} | {rows[name]['peak_memory_mib']} |")
     print(json.dumps({"benchmark": "spmd_passes", "device": args.device, "size": args.size, "batch": args.batch,
-                      "candidates": args.candidates, "rounds": args.rounds, "rows": rows}))  # fmt: skip
+                      "candidates": args.candidates, "top_n": args.top_n, "rounds": args.rounds, "rows": rows}))  # fmt: skip
     return 0
 
 

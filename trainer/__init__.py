@@ -13,6 +13,7 @@ from .spmd_loss import (
     pace_difficulty,
     self_paced_weights,
     sequence_kd_nll,
+    sparse_kd_divergence,
     token_kd_divergence,
 )
 from .spmd_trainer import SelfPacedState, SPMDSeq2SeqTrainer
@@ -30,5 +31,6 @@ __all__ = [
     "pace_difficulty",
     "self_paced_weights",
     "sequence_kd_nll",
+    "sparse_kd_divergence",
     "token_kd_divergence",
 ]

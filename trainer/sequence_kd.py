@@ -32,6 +32,8 @@ from tqdm.auto import tqdm
 
 from bang_nar.data import length_sorted_batches
 
+from .collator import KD_TOP_IDS, KD_TOP_LOG_PROBS
+
 CHUNK_DIR = "kd_chunks"
 # `bang-nar distill`'s defaults (issue 21): a beam wide enough for many modes, k from the data (docs/spmd.md,
 # "k from the data"): the k-best lists follow the number of likely outputs, not a fixed k.
@@ -81,13 +83,33 @@ def _sequence_log_probs(
     """log p(ŷ | x) of each hypothesis under the AR stream, teacher-forced (the sum of its token log-probs, [SEP]
     included): exact whatever the length penalty and the beam search's own score bookkeeping. Hypotheses go through
     in slices of about `max_rows`, so the `[rows, T, vocab]` logits stay bounded with a large vocabulary."""
+    return _teacher_forced(model, input_ids, attention_mask, hypotheses, per_source, max_rows)[0]
+
+
+@torch.no_grad()
+def _teacher_forced(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    hypotheses: list[list[int]],
+    per_source: int,
+    max_rows: int = 256,
+    top_n: int | None = None,
+) -> tuple[list[float], list[dict[str, list[list[Any]]]] | None]:
+    """The teacher-forced AR pass over every hypothesis: `(log p(ŷ | x) per hypothesis, top-n per hypothesis)`.
+
+    With `top_n`, each hypothesis also gets the teacher's `top_n` most probable tokens at each of its positions
+    (`{"ids": [|ŷ|][n], "log_probs": [|ŷ|][n]}`, log-probs of the full vocabulary, most probable first, rounded to
+    float16 precision): the stored sparse KD target of docs/spmd.md#stored-kd. Same slicing as without it, so the
+    `[rows, T, vocab]` logits stay bounded."""
     length = max(len(h) for h in hypotheses)
     labels = torch.full((len(hypotheses), length), -100, dtype=torch.long)
     for i, ids in enumerate(hypotheses):
         labels[i, : len(ids)] = torch.as_tensor(ids)
     labels = labels.to(model.device)
     sources_per_slice = max(1, max_rows // per_source)
-    scores = []
+    scores: list[torch.Tensor] = []
+    tops: list[dict[str, list[list[Any]]]] = []
     for start in range(0, input_ids.size(0), sources_per_slice):
         rows = slice(start * per_source, (start + sources_per_slice) * per_source)
         part = labels[rows]
@@ -98,9 +120,20 @@ def _sequence_log_probs(
             mode="ar",
             use_cache=False,
         ).logits
-        nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), part, reduction="none")  # 0 at -100
-        scores.append(-nll.sum(-1))
-    return torch.cat(scores).tolist()
+        log_probs = logits.float().log_softmax(-1)  # [rows, T, V]
+        token = log_probs.gather(-1, part.clamp_min(0).unsqueeze(-1)).squeeze(-1)  # [rows, T]
+        scores.append(token.masked_fill(part.eq(-100), 0.0).sum(-1))
+        if top_n is not None:
+            values, indices = log_probs.topk(top_n, dim=-1)  # [rows, T, n], most probable first
+            # float16 precision: half the bytes of float32 in the dataset (docs/spmd.md#stored-kd)
+            values = values.to(torch.float16).cpu()
+            indices = indices.cpu()
+            for row, n_tokens in enumerate(part.ne(-100).sum(-1).tolist()):
+                tops.append({
+                    "ids": indices[row, :n_tokens].tolist(),
+                    "log_probs": values[row, :n_tokens].tolist(),
+                })  # fmt: skip
+    return torch.cat(scores).tolist(), tops if top_n is not None else None
 
 
 def slot_distance(a: Sequence[int], b: Sequence[int]) -> float:
@@ -141,8 +174,9 @@ def keep_probability_mass(
 @torch.no_grad()
 def _distil_chunk(
     model: Any, sources: list[list[int]], settings: dict[str, Any], generation_kwargs: dict[str, Any]
-) -> list[list[list[int]]]:
-    """Beam-search one chunk of sources; returns k id lists per source."""
+) -> list[Any]:
+    """Beam-search one chunk of sources; returns k id lists per source, or, with `kd_top_n`, per source
+    `{"targets": [k][|ŷ|], "top_ids": [k][|ŷ|][n], "top_log_probs": [k][|ŷ|][n]}`."""
     config = model.config
     length = max(len(s) for s in sources)
     input_ids = torch.full((len(sources), length), config.pad_token_id, dtype=torch.long)
@@ -163,12 +197,33 @@ def _distil_chunk(
     ids = _hypotheses_to_ids(sequences.cpu(), config.eos_token_id, config.pad_token_id)
     per_source = [ids[i * k : (i + 1) * k] for i in range(len(sources))]
     mass, min_distance = settings.get("probability_mass"), settings.get("min_distance")
-    if mass is None and min_distance is None:
+    top_n = settings.get("kd_top_n")
+    if mass is None and min_distance is None and top_n is None:
         return per_source
-    log_probs = _sequence_log_probs(model, input_ids.to(model.device), attention_mask.to(model.device), ids, k)
-    return [
-        keep_probability_mass(h, log_probs[i * k : (i + 1) * k], mass, min_distance) for i, h in enumerate(per_source)
-    ]
+    # One teacher-forced pass gives both the sequence log-probs (k from the data) and the top-n (stored KD).
+    log_probs, tops = _teacher_forced(
+        model, input_ids.to(model.device), attention_mask.to(model.device), ids, k, top_n=top_n
+    )
+    kept = per_source
+    if mass is not None or min_distance is not None:
+        kept = [
+            keep_probability_mass(h, log_probs[i * k : (i + 1) * k], mass, min_distance)
+            for i, h in enumerate(per_source)
+        ]
+    if tops is None:
+        return kept
+    result = []
+    for i, targets in enumerate(kept):
+        # A repeated hypothesis has the same teacher-forced top-n: the first occurrence stands for it.
+        first: dict[tuple[int, ...], dict[str, Any]] = {}
+        for ids_j, top in zip(per_source[i], tops[i * k : (i + 1) * k]):
+            first.setdefault(tuple(ids_j), top)
+        result.append({
+            "targets": targets,
+            "top_ids": [first[tuple(t)]["ids"] for t in targets],
+            "top_log_probs": [first[tuple(t)]["log_probs"] for t in targets],
+        })  # fmt: skip
+    return result
 
 
 def distill_dataset(
@@ -183,6 +238,7 @@ def distill_dataset(
     batch_size: int = 32,
     probability_mass: float | None = DEFAULT_PROBABILITY_MASS,
     min_distance: float | None = DEFAULT_MIN_DISTANCE,
+    kd_top_n: int | None = None,
     source_column: str = "input_ids",
     kd_column: str = "kd_labels",
     teacher_name: str | None = None,
@@ -210,6 +266,11 @@ def distill_dataset(
             pass over the hypotheses.
         min_distance: distinct modes (`keep_probability_mass`): drop a target that agrees with a more probable kept
             one in more than `1 - min_distance` of its slots (a slot-wise mix or near-copy). None: keep them.
+        kd_top_n: the stored sparse KD target (docs/spmd.md#stored-kd): for every kept target, the teacher's
+            `kd_top_n` most probable tokens and their log-probs at each target position, from the teacher-forced
+            AR pass (run for this even when `probability_mass` is None), as the columns `kd_top_ids` (int32) and
+            `kd_top_log_probs` (float16), `[k][|ŷ|][n]` per source, aligned with `kd_column`. `bang-nar train
+            --kd_target stored` then needs no teacher pass. None (default): no such columns.
         teacher_name: recorded in the provenance; default `model.config._name_or_path`.
         tokenizer: if given, also adds `<kd_column>_text` with the decoded hypotheses for inspection.
         generation_kwargs: extra `generate` options (e.g. `original_compatible=True`), recorded too.
@@ -232,6 +293,16 @@ def distill_dataset(
         )
     if min_distance is not None and not 0.0 <= min_distance <= 1.0:
         raise ValueError(f"min_distance must be in [0, 1] (or None to keep near-copies), got {min_distance}.")
+    if kd_top_n is not None:
+        vocab_size = model.config.vocab_size
+        if not 1 <= kd_top_n <= vocab_size:
+            raise ValueError(
+                f"kd_top_n must be in [1, {vocab_size}] (the teacher's vocabulary size), or None to store no top-n; "
+                f"got {kd_top_n}."
+            )
+        taken = [c for c in (KD_TOP_IDS, KD_TOP_LOG_PROBS) if c in dataset.column_names]
+        if taken:
+            raise ValueError(f"dataset already has the column(s) {taken}; remove them to store a new top-n.")
     state = PartialState()
     output_dir = Path(output_dir)
     chunk_dir = output_dir / CHUNK_DIR
@@ -244,6 +315,7 @@ def distill_dataset(
         "num_return_sequences": num_return_sequences,
         "probability_mass": probability_mass,
         "min_distance": min_distance,
+        "kd_top_n": kd_top_n,
         "max_new_tokens": max_new_tokens,
         "generation_kwargs": generation_kwargs,
         "source_column": source_column,
@@ -277,11 +349,17 @@ def distill_dataset(
     state.wait_for_everyone()
 
     if state.is_main_process:
-        hypotheses: list[Any] = [None] * len(dataset)
+        entries: list[Any] = [None] * len(dataset)
         for c, rows in enumerate(chunks):
             for i, h in zip(rows, json.loads((chunk_dir / f"{c:08d}.json").read_text())):
-                hypotheses[i] = h
+                entries[i] = h
+        hypotheses = [e["targets"] for e in entries] if kd_top_n is not None else entries
         merged = dataset.add_column(kd_column, hypotheses)
+        if kd_top_n is not None:  # int32 ids and float16 log-probs: 6 bytes per stored entry
+            merged = merged.add_column(KD_TOP_IDS, [e["top_ids"] for e in entries], feature=_nested("int32"))
+            merged = merged.add_column(
+                KD_TOP_LOG_PROBS, [e["top_log_probs"] for e in entries], feature=_nested("float16")
+            )
         if tokenizer is not None:
             texts = [tokenizer.batch_decode(h, skip_special_tokens=True) for h in hypotheses]
             merged = merged.add_column(f"{kd_column}_text", texts)
@@ -301,6 +379,11 @@ def distill_dataset(
             chunk_dir.rmdir()
     state.wait_for_everyone()
     return datasets.load_from_disk(str(output_dir / "dataset"))
+
+
+def _nested(dtype: str) -> datasets.List:
+    """The feature of a stored top-n column: `[k][|ŷ|][n]` values of `dtype` per source."""
+    return datasets.List(datasets.List(datasets.List(datasets.Value(dtype))))
 
 
 def load_provenance(output_dir: str | os.PathLike) -> dict[str, Any]:

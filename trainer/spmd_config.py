@@ -43,7 +43,8 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
     - `train_mode` / `nar_ratio`: BANG's per-batch mode policy (docs/architecture.md#loss), drawn from a seeded generator.
     - `target_sources` (C_i), `mix_strategy` and `p_mix` (Eq. 3), `kd_alpha` (α, Eq. 4), `kd_temperature` (τ, Eq. 2),
       `ar_loss_weight` (β, Eq. 7), `ar_loss_target` (y or m_i in Eq. 7), `teacher` ("self" or a frozen checkpoint
-      path, for q_AR), `teacher_dropout` (the self-teacher in training or eval mode), `pace_mode` (Eq. 6),
+      path, for q_AR), `kd_target` (q_AR from a teacher pass, or the teacher's top-n stored in the data:
+      docs/spmd.md#stored-kd), `teacher_dropout` (the self-teacher in training or eval mode), `pace_mode` (Eq. 6),
       `pace_signal` (Eq. 5), `pace_q0` (q0), `pace_warmup_ratio`, `pace_lambda0` (λ0, default calibrated on the first
       batch), `pace_growth` (μ).
     - `semi_nar_block_size`, `semi_nar_targets`: k of `train_mode="semi_nar"` (n = k streams, `target_idx = t mod
@@ -116,7 +117,7 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
         default=None,
         metadata={
             "help": "β of Eq. 7, weight of the AR-stream gold loss. Default: from spmd_preset (spmd: 0.5 with "
-            "teacher='self', 0 with a frozen teacher)."
+            "teacher='self', 0 with a frozen teacher or kd_target='stored')."
         },
     )
     ar_loss_target: Literal["gold", "chosen"] = field(
@@ -134,6 +135,16 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
         metadata={
             "help": "Source of q_AR: 'self' (the same model under stop-gradient, sharing the batch's encoder pass) "
             "or the path/id of a frozen AR-fine-tuned BANG checkpoint."
+        },
+    )
+    kd_target: Literal["teacher", "stored"] = field(
+        default="teacher",
+        metadata={
+            "help": "Where q_AR of the token KL (Eq. 2) comes from: 'teacher' (an AR pass of `teacher` each step) "
+            "or 'stored' (the teacher's top-n log-probs stored by `bang-nar distill --kd_top_n N` in the columns "
+            "kd_top_ids / kd_top_log_probs, q renormalised over those n ids: Eq. 2s of docs/spmd.md). 'stored' "
+            "loads and runs no teacher; it needs target_sources=['ar_kd'] (gold has no stored top-n) and "
+            "makes β default to 0, as a frozen teacher does. Its quality was not measured."
         },
     )
     teacher_dropout: bool = field(
@@ -221,8 +232,9 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
         if self.spmd_preset not in SPMD_PRESETS:
             raise ValueError(f"spmd_preset must be one of {sorted(SPMD_PRESETS)}, got {self.spmd_preset!r}.")
         preset = dict(SPMD_PRESETS[self.spmd_preset])
-        # docs/spmd.md Eq. 7: β = 0.5 with the self-teacher, 0 with a frozen teacher.
-        if self.teacher != "self":
+        # docs/spmd.md Eq. 7: β = 0.5 with the self-teacher, 0 with a frozen teacher or its stored top-n
+        # (docs/spmd.md#stored-kd): then the student's AR stream is nobody's teacher.
+        if self.teacher != "self" or self.kd_target == "stored":
             preset["ar_loss_weight"] = 0.0
         for name, value in preset.items():
             if getattr(self, name) is None:
@@ -291,6 +303,30 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
             raise ValueError(f"ar_loss_target must be 'gold' or 'chosen', got {self.ar_loss_target!r}.")
         if self.uses_glancing and self.mix_strategy == "all":
             raise ValueError("Glancing reveals slots of one chosen target; use mix_strategy='min_loss' or 'random'.")
+        self._check_kd_target()
+
+    def _check_kd_target(self) -> None:
+        """`kd_target='stored'` (docs/spmd.md#stored-kd): only where a KL is computed, on distilled targets only."""
+        if self.kd_target not in ("teacher", "stored"):
+            raise ValueError(f"kd_target must be 'teacher' or 'stored', got {self.kd_target!r}.")
+        if self.kd_target != "stored":
+            return
+        if not self.needs_teacher:
+            raise ValueError(
+                "kd_target='stored' replaces the teacher pass of the token KL, and this run computes no KL "
+                f"(train_mode={self.train_mode!r}, kd_alpha={self.kd_alpha}, pace_signal={self.pace_signal!r}); "
+                "drop kd_target or set kd_alpha > 0 (e.g. spmd_preset='spmd')."
+            )
+        if self.teacher != "self":
+            raise ValueError(
+                f"kd_target='stored' reads q_AR from the data (its teacher is the one in provenance.json), so "
+                f"teacher={self.teacher!r} would be unused; drop teacher or use kd_target='teacher'."
+            )
+        if "gold" in self.target_sources:
+            raise ValueError(
+                "kd_target='stored' has the teacher's top-n of the distilled targets only, not of gold; set "
+                "target_sources=['ar_kd'] (spmd_preset='spmd') or use kd_target='teacher'."
+            )
 
     # ---- derived settings the trainer reads ----
 
@@ -323,12 +359,17 @@ class SPMDTrainingArguments(Seq2SeqTrainingArguments):
         return self.has_nar_batches and (self.kd_alpha > 0 or self.pace_signal == "ar_nar_kl")
 
     @property
+    def uses_stored_kd(self) -> bool:
+        """True when q_AR comes from the stored top-n of the data (`kd_target='stored'`): no teacher pass."""
+        return self.needs_teacher and self.kd_target == "stored"
+
+    @property
     def shares_ar_pass(self) -> bool:
         """True when one AR pass gives both β·ℓ_AR(m_i) and q_AR: the AR term on the chosen target, the self-teacher
         with dropout (the same training-mode pass), and both needed."""
         return (
             self.needs_teacher and self.ar_loss_weight > 0 and self.ar_loss_target == "chosen"
-            and self.teacher == "self" and self.teacher_dropout
+            and self.teacher == "self" and self.teacher_dropout and self.kd_target == "teacher"
         )  # fmt: skip
 
     @property

@@ -5,7 +5,7 @@ No Trainer, no model, no process group: every function takes tensors and returns
 `K` (candidate targets per sample), `T` (target positions), `V` (vocabulary). Targets are right-padded with -100.
 
 Reading order follows the document: Eq. (1) `gold_nll` / `sequence_kd_nll`, Eq. (2) `token_kd_divergence`,
-Eq. (3) `candidate_choice`, Eq. (5) `pace_difficulty`, Eq. (6) `self_paced_weights`, Eq. (4)+(7)
+Eq. (2s) `sparse_kd_divergence` (the stored top-n variant), Eq. (3) `candidate_choice`, Eq. (5) `pace_difficulty`, Eq. (6) `self_paced_weights`, Eq. (4)+(7)
 `mixed_distillation_loss`.
 """
 
@@ -31,6 +31,7 @@ __all__ = [
     "pace_difficulty",
     "self_paced_weights",
     "sequence_kd_nll",
+    "sparse_kd_divergence",
     "token_kd_divergence",
 ]
 
@@ -44,13 +45,15 @@ def _normalise(total: torch.Tensor, count: torch.Tensor, num_items_in_batch: int
 
 
 def _smoothed_token_nll(
-    logits: torch.Tensor, targets: torch.Tensor, epsilon: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    logits: torch.Tensor, targets: torch.Tensor, epsilon: float, extra_ids: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Per-token `(1-ε)·(-log p(target)) + ε·mean_v(-log p(v))` for K targets sharing one distribution per position.
 
     logits `[B, T', V]` with T' >= T; targets `[B, K, T]`. Returns `(smoothed [B, K, T], nll [B, K, T], mask,
-    log-probs [B, T, V])`, zero where the target is -100. Sharing is exact for the NAR stream: slot t depends only on
-    the source and t (causal [MASK] attention, docs/architecture.md#nar-mode), so one pass scores every candidate.
+    log-probs [B, T, V], extra)`, zero where the target is -100. Sharing is exact for the NAR stream: slot t depends
+    only on the source and t (causal [MASK] attention, docs/architecture.md#nar-mode), so one pass scores every
+    candidate. `extra_ids` `[B, K_e, T, n]` (the stored top-n, docs/spmd.md#stored-kd) are gathered in the same
+    gather (`extra` `[B, K_e, T, n]`, else None): its backward then builds one vocabulary-sized gradient, not two.
     """
     if logits.size(1) < targets.size(-1):
         raise ValueError(
@@ -62,10 +65,18 @@ def _smoothed_token_nll(
     # Gather the K targets of each position from the shared [B, T, V] (not from a [B, K, T, V] expansion, whose
     # backward would allocate and reduce K vocabulary-sized buffers).
     index = targets.clamp_min(0).transpose(1, 2)  # [B, T, K]
-    nll = -log_probs.gather(-1, index).transpose(1, 2)  # [B, K, T]
+    num = index.size(-1)
+    if extra_ids is not None:
+        batch, num_extra, length, n = extra_ids.shape
+        index = torch.cat([index, extra_ids.permute(0, 2, 1, 3).reshape(batch, length, num_extra * n)], -1)
+    gathered = log_probs.gather(-1, index)  # [B, T, K (+ K_e·n)]
+    nll = -gathered[..., :num].transpose(1, 2)  # [B, K, T]
+    extra = None
+    if extra_ids is not None:
+        extra = gathered[..., num:].reshape(batch, length, num_extra, n).permute(0, 2, 1, 3)
     uniform = -log_probs.mean(-1).unsqueeze(1)  # [B, 1, T]: the ε/V·Σ_v term
     smoothed = (1.0 - epsilon) * nll + epsilon * uniform
-    return smoothed.masked_fill(~mask, 0.0), nll.masked_fill(~mask, 0.0), mask, log_probs
+    return smoothed.masked_fill(~mask, 0.0), nll.masked_fill(~mask, 0.0), mask, log_probs, extra
 
 
 def sequence_kd_nll(
@@ -73,6 +84,7 @@ def sequence_kd_nll(
     candidates: torch.Tensor,
     epsilon: float = 0.1,
     num_items_in_batch: int | torch.Tensor | None = None,
+    extra_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. (1) of docs/spmd.md for every candidate c ∈ C_i: label-smoothed NAR cross-entropy ℓ_NAR(c).
 
@@ -82,15 +94,18 @@ def sequence_kd_nll(
             an absent candidate.
         epsilon: label smoothing ε.
         num_items_in_batch: divisor of the summed token loss (Trainer convention); default: the token count.
+        extra_ids: `[B, K_e, T, n]` token ids whose NAR log-probs to gather as well (the stored top-n of
+            docs/spmd.md#stored-kd), in the same gather as the candidates' (one vocabulary-sized gradient in backward).
 
     Returns:
         `loss`: scalar, summed over every candidate token / `num_items_in_batch` (the sequence-KD NLL when the
         candidates are AR-stream targets). `components`: `per_candidate` `[B, K]` ℓ_NAR(c) (token mean over c,
         `[SEP]` included; 0 for absent ones), `nll_per_candidate` `[B, K]` (ε = 0), `num_tokens` `[B, K]`,
         `valid` `[B, K]` bool, `log_probs` `[B, T, V]` (float32, in the graph: `token_kd_divergence` can reuse them,
-        so the NAR log-softmax runs, and back-propagates, once).
+        so the NAR log-softmax runs, and back-propagates, once); with `extra_ids`, `extra_log_probs` `[B, K_e, T, n]`
+        (in the graph; for `sparse_kd_divergence(student_stored_log_probs=...)`).
     """
-    smoothed, nll, mask, log_probs = _smoothed_token_nll(logits, candidates, epsilon)
+    smoothed, nll, mask, log_probs, extra = _smoothed_token_nll(logits, candidates, epsilon, extra_ids)
     num_tokens = mask.sum(-1)  # [B, K]
     denominator = num_tokens.clamp_min(1)
     components = {
@@ -100,6 +115,8 @@ def sequence_kd_nll(
         "valid": num_tokens > 0,
         "log_probs": log_probs,
     }
+    if extra is not None:
+        components["extra_log_probs"] = extra
     return _normalise(smoothed.sum(), num_tokens.sum(), num_items_in_batch), components
 
 
@@ -180,6 +197,68 @@ def token_kd_divergence(
     per_token = per_token.masked_fill(~mask, 0.0)
     num_tokens = mask.sum(-1)
     components = {"per_sequence": per_token.sum(-1) / num_tokens.clamp_min(1)}
+    return _normalise(per_token.sum(), num_tokens.sum(), num_items_in_batch), components
+
+
+def sparse_kd_divergence(
+    student_logits: torch.Tensor,
+    top_ids: torch.Tensor,
+    top_log_probs: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float = 1.0,
+    num_items_in_batch: int | torch.Tensor | None = None,
+    student_log_probs: torch.Tensor | None = None,
+    student_stored_log_probs: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eq. (2s) of docs/spmd.md (docs/spmd.md#stored-kd): the token KL towards the teacher's stored top-n.
+
+    With S_t the n stored ids of position t and log q_v their stored full-vocabulary log-probs, the target is q
+    renormalised over S_t, q̃^τ_v = q_v^{1/τ} / Σ_{u ∈ S_t} q_u^{1/τ} (= softmax over S_t of log q_v / τ), and
+
+    KL_S(c) = mean_t τ² · Σ_{v ∈ S_t} q̃^τ_v · (log q̃^τ_v − log p^τ_NAR(v | t, x)),
+
+    with p_NAR normalised over the whole vocabulary. With n = V it is Eq. (2) exactly; its gradient with respect to
+    the student's (tempered) logits is τ·(p^τ − q̃^τ), the dense form with q̃ in place of q.
+
+    Args:
+        student_logits: `[B, T', V]` NAR logits, `T' >= T`, shared by the K' targets of a sample.
+        top_ids: `[B, K', T, n]` stored token ids (any value where `mask` is False).
+        top_log_probs: `[B, K', T, n]` the teacher's log-probs of those ids (finite; any value where masked).
+        mask: `[B, K', T]` bool, the real tokens of each target (`[SEP]` included).
+        temperature: τ > 0.
+        num_items_in_batch: divisor of the summed token KL; default the token count.
+        student_log_probs: `log_softmax(student_logits)` already computed, used at τ = 1.
+        student_stored_log_probs: `[B, K', T, n]` those log-probs already gathered at `top_ids` (`sequence_kd_nll`'s
+            `extra_log_probs`, one gather for both terms), used at τ = 1.
+
+    Returns:
+        `loss`: scalar token-normalised KL. `components`: `per_sequence` `[B, K']` KL_S(c) (token mean per target),
+        `stored_mass` `[B, K']` (detached): the mean over positions of Σ_{v ∈ S_t} q_v, the teacher's probability
+        the n stored ids hold (1 when nothing was cut).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    batch, num, length, n = top_ids.shape
+    if temperature == 1.0 and student_stored_log_probs is not None:
+        log_p_stored = student_stored_log_probs
+    else:
+        if temperature == 1.0 and student_log_probs is not None:
+            log_p = student_log_probs[:, :length]
+        else:
+            log_p = (student_logits[:, :length].float() / temperature).log_softmax(-1)
+        # Gather the K'·n stored ids of each position from the shared [B, T, V] (no [B, K', T, V] expansion).
+        index = top_ids.permute(0, 2, 1, 3).reshape(batch, length, num * n)
+        log_p_stored = log_p.gather(-1, index).view(batch, length, num, n).permute(0, 2, 1, 3)  # [B, K', T, n]
+    # A -inf log-prob (a token the teacher rules out) would give 0·(−inf) = NaN below; float16's lowest is as good.
+    stored = top_log_probs.detach().float().clamp_min(torch.finfo(torch.float16).min)
+    log_q = (stored / temperature).log_softmax(-1)  # q̃^τ over S_t
+    q = log_q.exp()
+    per_token = ((q * log_q).sum(-1) - (q * log_p_stored).sum(-1)) * temperature**2  # [B, K', T]
+    per_token = per_token.masked_fill(~mask, 0.0)
+    num_tokens = mask.sum(-1)
+    denominator = num_tokens.clamp_min(1)
+    mass = stored.exp().sum(-1).masked_fill(~mask, 0.0)
+    components = {"per_sequence": per_token.sum(-1) / denominator, "stored_mass": mass.sum(-1) / denominator}
     return _normalise(per_token.sum(), num_tokens.sum(), num_items_in_batch), components
 
 

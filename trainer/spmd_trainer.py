@@ -31,7 +31,7 @@ from bang_nar.hub import (
     table_notes,
 )
 
-from .collator import SPMDDataCollator
+from .collator import KD_TOP_IDS, KD_TOP_LOG_PROBS, SPMDDataCollator
 from .spmd_config import SPMDTrainingArguments
 from .spmd_loss import (
     IGNORE_INDEX,
@@ -42,6 +42,7 @@ from .spmd_loss import (
     pace_difficulty,
     self_paced_weights,
     sequence_kd_nll,
+    sparse_kd_divergence,
     token_kd_divergence,
 )
 
@@ -51,7 +52,7 @@ SPMD_STATE_NAME = "spmd_state.pt"
 STAGING_DIR = ".checkpoint-staging"
 MODEL_CARD_TEMPLATE = "spmd_model_card"
 # Columns of the per-sample statistics gathered across ranks in `SelfPacedState.update`.
-STATS = ("difficulty", "nar_loss", "kd_loss", "from_gold", "ar_loss_sum", "ar_tokens")
+STATS = ("difficulty", "nar_loss", "kd_loss", "from_gold", "ar_loss_sum", "ar_tokens", "stored_mass")
 
 
 @dataclass
@@ -247,22 +248,32 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         #    docs/architecture.md); its encoder output is shared by the AR passes below
         candidates, is_distilled = self._candidates(inputs)  # [B, K, T], [K]
         glancing = args.uses_glancing
+        # stored top-n KD (docs/spmd.md#stored-kd): ids and log-probs [B, K, T, n]; at τ = 1 the NAR log-probs of the
+        # stored ids are gathered with those of the candidates (one vocabulary-sized gradient in backward, not two)
+        stored = self._stored_columns(inputs) if args.uses_stored_kd else None
+        gather_ids = stored[0] if stored is not None and args.kd_temperature == 1.0 else None
+        top_ids, top_log_probs, student_top = None, None, None  # of m_i: [B, K', T, n]
         with torch.no_grad() if glancing else contextlib.nullcontext():  # glancing: this pass only chooses m_i
             nar_logits, encoder_outputs = self._student_nar(model, inputs, candidates.size(-1))
-            _, nar = sequence_kd_nll(nar_logits, candidates, eps)  # Eq. 1, ℓ_NAR(c): [B, K]
+            _, nar = sequence_kd_nll(nar_logits, candidates, eps, extra_ids=None if glancing else gather_ids)  # Eq. 1
         draws = self._mix_draws(candidates.size(0), nar_logits.device)
         choice, chosen = candidate_choice(  # Eq. 3
             nar["per_candidate"], nar["valid"], is_distilled, args.mix_strategy, args.p_mix, draws,
             validate=args.spmd_debug,
         )  # fmt: skip
+        if stored is not None:  # the stored entries of m_i, by the same choice: no teacher pass
+            top_ids, top_log_probs = self._chosen(stored, choice)
+            if "extra_log_probs" in nar:
+                (student_top,) = self._chosen((nar["extra_log_probs"],), choice)
         targets, choice, nar_loss = _selected(candidates, choice, nar["per_candidate"], args.mix_strategy)
         scored = targets  # the positions of m_i that are scored (all of them without glancing)
         if glancing:  # 2b. glance at m_i in proportion to the first pass's errors, train on the other slots
             scored, glance_ids = self._glance(nar_logits, targets)
             # The training pass runs the encoder again: the choosing pass above kept no graph.
             nar_logits, encoder_outputs = self._student_nar(model, inputs, candidates.size(-1), glance_ids)
-            nar = sequence_kd_nll(nar_logits, scored, eps)[1]
+            nar = sequence_kd_nll(nar_logits, scored, eps, extra_ids=top_ids if gather_ids is not None else None)[1]
             nar_loss = nar["per_candidate"]
+            student_top = nar.get("extra_log_probs")
         # 3. the AR stream keeps training (Eq. 7, second term) on gold, or on m_i (`ar_loss_target`)
         ar_loss, ar, teacher_logits = None, None, None
         # On m_i the AR term is a local token mean: Trainer's num_items_in_batch counts gold tokens.
@@ -276,9 +287,15 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             ar_loss, ar = gold_nll(ar_logits, targets.flatten(0, 1), eps, ar_items)
             if args.shares_ar_pass:  # the same training-mode pass is the self-teacher's: no second AR pass
                 teacher_logits = ar_logits.detach().view(*targets.shape, -1)
-        # 4. AR-stream knowledge under no_grad, then the token KL (Eq. 2)
-        kd = None
-        if args.needs_teacher:
+        # 4. AR-stream knowledge under no_grad, then the token KL (Eq. 2), or the stored top-n's (Eq. 2s)
+        kd, stored_mass = None, None
+        if top_ids is not None and top_log_probs is not None:
+            kd = sparse_kd_divergence(
+                nar_logits, top_ids, top_log_probs, scored.ne(IGNORE_INDEX), args.kd_temperature,
+                student_log_probs=nar["log_probs"], student_stored_log_probs=student_top,
+            )[1]  # fmt: skip
+            kd, stored_mass = kd["per_sequence"], kd["stored_mass"]  # [B, K']
+        elif args.needs_teacher:
             if teacher_logits is None:
                 teacher_logits = self._teacher_logits(inputs, encoder_outputs, targets, model)  # [B, K', T, V]
             mask = scored.ne(IGNORE_INDEX)
@@ -291,7 +308,7 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         # 5. self-paced weights over the global micro-batch (Eq. 5-6), then Eq. 4 + 7
         mismatch = nar_mismatch(nar_logits, scored) if args.pace_signal == "disagreement" else None
         difficulty, _ = pace_difficulty(args.pace_signal, nar_loss, kd, mismatch, choice)
-        stats = _stats(difficulty, nar_loss, kd, choice, chosen["from_gold"], ar)
+        stats = _stats(difficulty, nar_loss, kd, choice, chosen["from_gold"], ar, stored_mass)
         pace = self.pace_state.update(
             self.state.global_step, self.state.epoch or 0.0, self.state.max_steps, stats, self.accelerator,
             check_sizes=args.spmd_debug,
@@ -410,6 +427,28 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         # Built on the device (torch.tensor(list, device=...) would be a blocking host-to-device copy, a sync).
         is_distilled = torch.arange(candidates.size(1), device=candidates.device) >= (1 if has_gold else 0)
         return candidates, is_distilled
+
+    def _stored_columns(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stored top-n (docs/spmd.md#stored-kd) of every candidate: `(ids, log-probs)`, each `[B, K, T, n]`.
+        Candidates are the distilled targets only (the config refuses gold), so candidate j is stored target j."""
+        missing = [c for c in (KD_TOP_IDS, KD_TOP_LOG_PROBS) if c not in inputs]
+        if missing:
+            raise ValueError(
+                f"kd_target='stored' needs {missing} in every batch; distil with `bang-nar distill --kd_top_n N` "
+                "(distill_dataset(..., kd_top_n=N)) or use kd_target='teacher'."
+            )
+        ids, log_probs = inputs[KD_TOP_IDS], inputs[KD_TOP_LOG_PROBS]
+        if self.args.kd_top_k:
+            ids, log_probs = ids[:, : self.args.kd_top_k], log_probs[:, : self.args.kd_top_k]
+        return ids, log_probs
+
+    def _chosen(self, tensors: tuple[torch.Tensor, ...], choice: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each `[B, K, T, n]` tensor at the targets that carry choice weight: m_i alone (`[B, 1, T, n]`, the argmax
+        of the Eq. 3 weights `choice` `[B, K]`), or all of them with `mix_strategy='all'`."""
+        if self.args.mix_strategy == "all":
+            return tensors
+        index = choice.argmax(-1)[:, None, None, None]
+        return tuple(t.gather(1, index.expand(-1, 1, *t.shape[2:])) for t in tensors)
 
     def _glance(self, nar_logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Glancing (Qian et al. 2021) on the chosen targets `[B, 1, T]` (the config refuses mix_strategy='all' with
@@ -570,6 +609,8 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             values["pace/lambda"] = self.pace_state.lam
         if self.args.ar_loss_weight > 0:
             values["ar_loss"] = stats["ar_loss_sum"].sum() / stats["ar_tokens"].sum().clamp_min(1)
+        if self.args.uses_stored_kd:  # the teacher's probability the n stored ids hold (1: nothing cut)
+            values["kd/stored_mass"] = stats["stored_mass"].mean()
         self._record("train", values)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -582,10 +623,11 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
     # ---- data, evaluation, checkpoints, model card ------------------------------------------------------------
 
     def _set_signature_columns_if_needed(self) -> None:
-        """Keep the distilled-candidate column, which the model's forward does not name."""
+        """Keep the distilled-candidate column, and with `kd_target='stored'` the stored top-n columns, which the
+        model's forward does not name."""
         super()._set_signature_columns_if_needed()
-        if self.args.kd_column not in self._signature_columns:
-            self._signature_columns.append(self.args.kd_column)
+        extra = [self.args.kd_column] + ([KD_TOP_IDS, KD_TOP_LOG_PROBS] if self.args.uses_stored_kd else [])
+        self._signature_columns += [c for c in extra if c not in self._signature_columns]
 
     def prediction_step(
         self,
@@ -597,7 +639,7 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """Evaluation: gold loss in `eval_mode`; with `predict_with_generate`, `generate(mode=eval_mode)` (NAR by
         default: the one-pass decode SPMD trains for)."""
-        inputs = {k: v for k, v in inputs.items() if k != self.args.kd_column}
+        inputs = {k: v for k, v in inputs.items() if k not in (self.args.kd_column, KD_TOP_IDS, KD_TOP_LOG_PROBS)}
         if self.args.predict_with_generate and not prediction_loss_only:
             inputs["mode"] = self.args.eval_mode  # reaches both `generate` and the loss forward
             if self.args.eval_mode == "semi_nar":
@@ -840,7 +882,13 @@ def _card_recipe(args: SPMDTrainingArguments) -> str:
             f"- Glancing training (Qian et al. 2021; beyond docs/spmd.md): ratio {args.glance_ratio} → "
             f"{args.glance_ratio_end} of the first pass's wrong slots revealed; only the other slots are scored."
         )
-    if args.kd_alpha > 0:
+    if args.kd_alpha > 0 and args.kd_target == "stored":
+        lines.append(
+            "- Token KL towards the distilling teacher's top-n log-probs stored in the data (`kd_top_ids`, "
+            f"`kd_top_log_probs`), renormalised over those n ids; no teacher pass; weight α={args.kd_alpha}, "
+            f"temperature τ={args.kd_temperature} (Eq. 2s, 4)."
+        )
+    elif args.kd_alpha > 0:
         teacher = (
             "the model's own AR stream (stop-gradient)"
             if args.teacher == "self"
@@ -879,6 +927,7 @@ def _card_data(name: str | None, dataset: Any, args: SPMDTrainingArguments, extr
             f"AR beam {p.get('num_beams')}, length penalty {p.get('length_penalty')}, "
             f"{p.get('num_return_sequences')} target(s) per source, at most {p.get('max_new_tokens')} new tokens"
             + _card_mass(p.get("probability_mass"), p.get("min_distance"))
+            + (f"; the teacher's top-{p['kd_top_n']} log-probs stored per position" if p.get("kd_top_n") else "")
         )
     elif args.uses_distilled_targets:
         lines.append(f"- Distilled targets: column `{args.kd_column}` of the training data (provenance not recorded)")
@@ -1008,6 +1057,12 @@ def _check_dataset(dataset: Any, args: SPMDTrainingArguments) -> None:
     missing = [c for c in ("input_ids", "labels") if c not in columns]
     if args.uses_distilled_targets and args.kd_column not in columns:
         missing.append(args.kd_column)
+    stored = [c for c in (KD_TOP_IDS, KD_TOP_LOG_PROBS) if args.uses_stored_kd and c not in columns]
+    if stored and not missing:
+        raise ValueError(
+            f"kd_target='stored' needs the columns {stored} (the teacher's top-n, docs/spmd.md#stored-kd); distil "
+            "with `bang-nar distill --kd_top_n N` (distill_dataset(..., kd_top_n=N)) or use kd_target='teacher'."
+        )
     if missing:
         hint = (
             f" '{args.kd_column}' holds the AR-stream targets: build it with bang_nar.trainer.distill_dataset, or "
@@ -1037,6 +1092,7 @@ def _stats(
     choice: torch.Tensor,
     from_gold: torch.Tensor,
     ar: dict[str, torch.Tensor] | None,
+    stored_mass: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-sample `[B, len(STATS)]` statistics for the one all-gather (difficulty first)."""
     zeros = torch.zeros_like(difficulty)
@@ -1047,6 +1103,7 @@ def _stats(
         from_gold,
         ar["sum_per_sequence"] if ar is not None else zeros,
         ar["num_tokens"].float() if ar is not None else zeros,
+        (choice * stored_mass).sum(-1) if stored_mass is not None else zeros,
     ]
     return torch.stack([c.detach().float() for c in columns], dim=-1)
 

@@ -50,6 +50,15 @@ class DistillArguments:
             "share of its slots (a slot-wise mix of two modes, or a near-copy). 0 keeps them."
         },
     )
+    kd_top_n: int | None = field(
+        default=None,
+        metadata={
+            "help": "Also store, for every kept target, the teacher's N most probable tokens and their log-probs at "
+            "each position (columns kd_top_ids, kd_top_log_probs; float16 log-probs, 6 bytes per entry), for "
+            "`bang-nar train --kd_target stored`, which then runs no teacher pass (docs/spmd.md#stored-kd). "
+            "Default: none stored."
+        },
+    )
     max_new_tokens: int = field(default=64, metadata={"help": "Longest distilled target."})
     batch_size: int = field(default=32, metadata={"help": "Sources per generate call (one resumable chunk)."})
     no_resume: bool = field(default=False, metadata={"help": "Recompute chunks of an earlier run."})
@@ -76,7 +85,9 @@ def parse(argv: list[str]):
     distill_args, data_args = parse_dataclasses(parser, argv, "--model, --data and --output_dir.")
     if distill_args.num_return_sequences is None:  # the default: the whole beam (k-best lists, issue 10)
         distill_args.num_return_sequences = distill_args.num_beams
-    check_counts(parser, distill_args, ("num_beams", "num_return_sequences", "max_new_tokens", "batch_size"))
+    check_counts(
+        parser, distill_args, ("num_beams", "num_return_sequences", "max_new_tokens", "batch_size", "kd_top_n")
+    )
     check_counts(parser, data_args, ("max_source_length", "max_target_length", "max_samples"))
     if not 0.0 < distill_args.probability_mass <= 1.0:
         parser.error(
@@ -104,6 +115,11 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(data_args)  # first: a bad data file is reported before the model loads
     model, tokenizer = load_model_and_tokenizer(distill_args.model)
     data = prepare_dataset(data, tokenizer, data_args.max_source_length, data_args.max_target_length)
+    if distill_args.kd_top_n is not None and distill_args.kd_top_n > model.config.vocab_size:
+        raise CLIError(
+            f"--kd_top_n {distill_args.kd_top_n} exceeds the teacher's vocabulary ({model.config.vocab_size} tokens); "
+            "use at most that"
+        )
     try:
         result = distill_dataset(
             model,
@@ -117,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             teacher_name=distill_args.model,
             probability_mass=None if distill_args.probability_mass == 1.0 else distill_args.probability_mass,
             min_distance=distill_args.min_distance or None,
+            kd_top_n=distill_args.kd_top_n,
             tokenizer=tokenizer,
             resume=not distill_args.no_resume,
         )
@@ -131,5 +148,10 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"k from the data: {kept:.2f} targets per source on average (--probability_mass "
             f"{distill_args.probability_mass}, --min_distance {distill_args.min_distance})"
+        )
+    if distill_args.kd_top_n is not None:
+        print(
+            f"Stored the teacher's top-{distill_args.kd_top_n} log-probs of every target position (kd_top_ids, "
+            "kd_top_log_probs): train with --kd_target stored to skip the teacher pass"
         )
     return 0

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 # Flags that choose the recipe; when none is given, the data decides (see the module docstring).
-_RECIPE_FLAGS = ("train_mode", "spmd_preset", "target_sources")
+_RECIPE_FLAGS = ("train_mode", "spmd_preset", "target_sources", "kd_target")
 
 
 def add_parser(subparsers) -> None:
@@ -97,6 +97,13 @@ def run(args: argparse.Namespace) -> int:
             f"trains the AR teacher (--train_mode ar). Next: `bang-nar distill --model {out} --data "
             f"{data_args.data} --output_dir DISTILLED`, then `bang-nar train --model_name_or_path {out} --data "
             "DISTILLED --train_mode nar --output_dir OUT`."
+        )
+    stored = ("kd_top_ids", "kd_top_log_probs")  # = bang_nar.trainer.collator.KD_TOP_IDS / KD_TOP_LOG_PROBS
+    if training_args.uses_stored_kd and any(c not in data.column_names for c in stored):
+        raise CLIError(
+            f"--kd_target stored reads the teacher's top-n log-probs from the data, and {data_args.data} has none "
+            f"(no {' / '.join(stored)} columns). Distil with `bang-nar distill --model AR_MODEL --data TRAIN "
+            "--output_dir DISTILLED --kd_top_n 8`, or drop --kd_target stored (a teacher pass each step)."
         )
     texts = list(data["source"]) + list(data["target"]) if "source" in data.column_names else None
     if (
