@@ -201,7 +201,7 @@ def run_demo(
     step("train AR teacher", t)
 
     t = time.perf_counter()
-    distilled = distill_dataset(  # the default beam and k from the data, as `bang-nar distill`
+    distilled = distill_dataset(  # the defaults of `bang-nar distill`: beam 16, k from the data, distinct modes
         teacher,
         train,
         output_dir / "distilled",
@@ -211,7 +211,7 @@ def run_demo(
         teacher_name="demo AR teacher",
         resume=False,
     )
-    step("distil (AR beam 16, k from the data)", t)
+    step("distil (AR beam 16, k from the data, distinct modes)", t)
 
     students = {}
     recipes = {  # folder: (dataset, SPMDTrainingArguments fields)

@@ -75,6 +75,9 @@ NAR_METHODS: dict[str, dict[str, Any]] = {
     # those only distinct modes (no target within half of its slots of a more probable kept one)
     "spmd (default: k from the data + distinct modes)": {"train": {"spmd_preset": "spmd"}, "data": "modes"},
     "spmd (k from the data: mass only)": {"train": {"spmd_preset": "spmd"}, "data": "mass"},
+    # issue 22: the token KL from the teacher's top-8 stored at distillation time (no teacher pass; β = 0)
+    "spmd stored top-8 KD (default lists)": {"train": {"spmd_preset": "spmd", "kd_target": "stored"},
+                                             "data": "modes_top8"},  # fmt: skip
     "seq_kd + min_loss (k from the data)": {"train": {"spmd_preset": "seq_kd"}, "data": "mass"},
     "spmd + glancing 0.5→0.1 (k from the data)": {"train": {"spmd_preset": "spmd", "glance_ratio": 0.5,
                                                            "glance_ratio_end": 0.1}, "data": "mass"},  # fmt: skip
@@ -95,7 +98,9 @@ DISTILLED: dict[str, tuple[int, int, float | None, float | None]] = {
     "kd4": (4, 4, None, None), "kd8": (8, 8, None, None), "kd16": (16, 16, None, None),
     "mass": (DEFAULT_NUM_BEAMS, DEFAULT_NUM_BEAMS, DEFAULT_PROBABILITY_MASS, None),
     "modes": (DEFAULT_NUM_BEAMS, DEFAULT_NUM_BEAMS, DEFAULT_PROBABILITY_MASS, DEFAULT_MIN_DISTANCE),
+    "modes_top8": (DEFAULT_NUM_BEAMS, DEFAULT_NUM_BEAMS, DEFAULT_PROBABILITY_MASS, DEFAULT_MIN_DISTANCE),
 }  # fmt: skip
+STORED_TOP_N = {"modes_top8": 8}  # distilled sets that also store the teacher's top-n per position (kd_top_n)
 AR_ROWS = {"AR greedy (teacher)": {"mode": "ar", "num_beams": 1}, "AR beam 4 (teacher)": {"mode": "ar", "num_beams": 4}}
 VERIFY_ROW = "spmd + nar_verify"  # the row name of the fixed-k default's nar_verify scores (earlier results)
 FIXED_K_DEFAULT = "spmd (default: 4-best)"  # the default before issue 21
@@ -151,6 +156,7 @@ def distil_k_best(
     for kind in sorted(kinds):
         beam, k, mass, distance = DISTILLED[kind]
         name = kind if mass is None else f"{kind}{beam}_{mass}" + (f"_{distance}" if distance is not None else "")
+        top_n = STORED_TOP_N.get(kind)
         folder = cache / name if cache is not None else None
         if folder is not None and folder.is_dir():
             distilled[kind] = datasets.load_from_disk(str(folder))
@@ -158,7 +164,7 @@ def distil_k_best(
             continue
         distilled[kind], distil_s[kind] = pipeline.distil(
             teacher, train_set, max_new_tokens=MAX_TARGET_TOKENS, num_beams=beam, num_return_sequences=k,
-            probability_mass=mass, min_distance=distance,
+            probability_mass=mass, min_distance=distance, **({"kd_top_n": top_n} if top_n else {}),
         )  # fmt: skip
         if folder is not None:
             distilled[kind].save_to_disk(str(folder))

@@ -109,7 +109,8 @@ def train(
     `callbacks` may stop training early (`PlateauStop`)."""
     from bang_nar.trainer import SPMDSeq2SeqTrainer, SPMDTrainingArguments
 
-    columns = [c for c in ("input_ids", "labels", "kd_labels") if c in dataset.column_names]
+    stored = ("kd_top_ids", "kd_top_log_probs")  # the teacher's top-n of `distill --kd_top_n` (kd_target="stored")
+    columns = [c for c in ("input_ids", "labels", "kd_labels", *stored) if c in dataset.column_names]
     with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         args = SPMDTrainingArguments(
