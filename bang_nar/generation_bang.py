@@ -283,8 +283,9 @@ _HINTS = {
     "num_return_sequences": "it needs mode='nar' with num_candidates >= num_return_sequences",
     "cache_implementation": "BANG keeps a dynamic cache of the main stream only (any mode); drop the option",
 }
-# Fields of the model's own generation_config that the one-pass modes use; its other fields (beam size, length
-# penalty, ...) are AR settings (converted models store the original AR beam search there) and do not apply.
+# Fields of the model's own generation_config that the one-pass modes use, and the options every one of them
+# honours (or refuses in one line where the mode cannot: docs/decoding.md#constraints); its other fields (beam
+# size, length penalty, ...) are AR settings (converted models store the original AR beam search there).
 _NAR_CONFIG_FIELDS = (
     "max_new_tokens",
     "no_repeat_ngram_size",
@@ -685,18 +686,7 @@ class BangGenerationMixin(GenerationMixin):
         non-default option raises ValueError naming it; from the model's generation_config only `_NAR_CONFIG_FIELDS`
         are used (its beam settings are AR settings).
         """
-        honoured = (
-            "max_new_tokens",
-            "no_repeat_ngram_size",
-            "num_return_sequences",
-            "return_dict_in_generate",
-            "output_logits",
-            "output_scores",
-            "use_cache",
-            "suppress_tokens",
-            "begin_suppress_tokens",
-            "bad_words_ids",
-        )
+        honoured = (*_NAR_CONFIG_FIELDS, "use_cache", "num_return_sequences")
         settings = _nar_settings(self, "nar", generation_options, honoured)
         refuse_sequential_constraints("nar", settings, no_repeat=False)
         num_return = settings.get("num_return_sequences") or 1
@@ -818,17 +808,7 @@ class BangGenerationMixin(GenerationMixin):
         applies them: Transformers' processors run on each verified position with its prefix as input_ids (a
         position counts only when its whole prefix is confirmed). Others raise ValueError.
         """
-        honoured = (
-            "max_new_tokens",
-            "return_dict_in_generate",
-            "use_cache",
-            "output_scores",
-            "output_logits",
-            "no_repeat_ngram_size",
-            "bad_words_ids",
-            "suppress_tokens",
-            "begin_suppress_tokens",
-        )
+        honoured = (*_NAR_CONFIG_FIELDS, "use_cache")
         settings = _nar_settings(self, "nar_verify", generation_options, honoured)
         if original_compatible is None:
             original_compatible = bool(getattr(self.generation_config, "original_compatible", False))
@@ -953,17 +933,7 @@ class BangGenerationMixin(GenerationMixin):
         `begin_suppress_tokens` (first token); `no_repeat_ngram_size` and multi-token `bad_words_ids` are refused
         (a block's tokens are chosen together), as is any other non-default option (`num_beams`, `do_sample`, ...).
         """
-        honoured = (
-            "max_new_tokens",
-            "return_dict_in_generate",
-            "use_cache",
-            "output_scores",
-            "output_logits",
-            "suppress_tokens",
-            "begin_suppress_tokens",
-            "bad_words_ids",
-            "no_repeat_ngram_size",  # refused below unless 0, with the alternative
-        )
+        honoured = (*_NAR_CONFIG_FIELDS, "use_cache")  # no_repeat_ngram_size: refused below unless 0
         settings = _nar_settings(self, "semi_nar", generation_options, honoured)
         refuse_sequential_constraints("semi_nar", settings)
         config = self.config
