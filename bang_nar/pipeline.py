@@ -119,10 +119,11 @@ def train_model(
     Returns the trainer (its `state.log_history` holds the loss parts per step).
     """
     from .trainer import SPMDSeq2SeqTrainer
+    from .trainer.collator import KD_TOP_IDS, KD_TOP_LOG_PROBS
 
     keep = ["input_ids", "attention_mask", "labels", args.kd_column]
     if getattr(args, "uses_stored_kd", False):  # the teacher's stored top-n (docs/spmd.md#stored-kd)
-        keep += ["kd_top_ids", "kd_top_log_probs"]
+        keep += [KD_TOP_IDS, KD_TOP_LOG_PROBS]
     columns = [c for c in keep if c in train_dataset.column_names]
     trainer = SPMDSeq2SeqTrainer(
         model=model,

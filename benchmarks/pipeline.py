@@ -108,9 +108,9 @@ def train(
 
     `callbacks` may stop training early (`PlateauStop`)."""
     from bang_nar.trainer import SPMDSeq2SeqTrainer, SPMDTrainingArguments
+    from bang_nar.trainer.collator import KD_TOP_IDS, KD_TOP_LOG_PROBS  # `distill --kd_top_n` (kd_target="stored")
 
-    stored = ("kd_top_ids", "kd_top_log_probs")  # the teacher's top-n of `distill --kd_top_n` (kd_target="stored")
-    columns = [c for c in ("input_ids", "labels", "kd_labels", *stored) if c in dataset.column_names]
+    columns = [c for c in ("input_ids", "labels", "kd_labels", KD_TOP_IDS, KD_TOP_LOG_PROBS) if c in dataset.column_names]
     with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         args = SPMDTrainingArguments(

@@ -117,7 +117,7 @@ def test_min_distance_drops_slot_wise_mixes_of_more_probable_modes():
 def test_probability_mass_scores_each_hypothesis_with_the_teacher(tmp_path):
     """Each kept list is the most probable part of the beam under the teacher's own teacher-forced log-probs, and
     the setting is recorded; a mass outside (0, 1] is refused."""
-    from bang_nar.trainer.sequence_kd import _sequence_log_probs
+    from bang_nar.trainer.sequence_kd import _teacher_forced
 
     model = tiny_model(seed=5)
     settings = SETTINGS | {"num_return_sequences": 4}
@@ -127,14 +127,14 @@ def test_probability_mass_scores_each_hypothesis_with_the_teacher(tmp_path):
     assert {k: load_provenance(tmp_path / "mass")[k] for k in options} == options
     for row, all_four in zip(kept, full):
         source = torch.tensor([row["input_ids"]])
-        log_probs = _sequence_log_probs(model.eval(), source, torch.ones_like(source), all_four["kd_labels"], 4)
+        log_probs = _teacher_forced(model.eval(), source, torch.ones_like(source), all_four["kd_labels"], 4)[0]
         assert row["kd_labels"] == keep_probability_mass(all_four["kd_labels"], log_probs, 0.6, 0.5)
         assert 1 <= len(row["kd_labels"]) <= 4
     # slicing the scoring pass (a bounded logits tensor) gives the same log-probs
     sources = torch.tensor([full[i]["input_ids"][:4] for i in range(3)])
     hypotheses = [h for i in range(3) for h in full[i]["kd_labels"]]
-    whole = _sequence_log_probs(model, sources, torch.ones_like(sources), hypotheses, 4)
-    assert whole == pytest.approx(_sequence_log_probs(model, sources, torch.ones_like(sources), hypotheses, 4, 4))
+    whole = _teacher_forced(model, sources, torch.ones_like(sources), hypotheses, 4)[0]
+    assert whole == pytest.approx(_teacher_forced(model, sources, torch.ones_like(sources), hypotheses, 4, 4)[0])
     with pytest.raises(ValueError, match="probability_mass must be in"):
         distill_dataset(model, _source_only(), tmp_path / "bad", **settings | {"probability_mass": 0.0})
     with pytest.raises(ValueError, match="min_distance must be in"):

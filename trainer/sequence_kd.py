@@ -72,21 +72,6 @@ def _write_json(path: Path, payload: Any) -> None:
 
 
 @torch.no_grad()
-def _sequence_log_probs(
-    model: Any,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    hypotheses: list[list[int]],
-    per_source: int,
-    max_rows: int = 256,
-) -> list[float]:
-    """log p(ŷ | x) of each hypothesis under the AR stream, teacher-forced (the sum of its token log-probs, [SEP]
-    included): exact whatever the length penalty and the beam search's own score bookkeeping. Hypotheses go through
-    in slices of about `max_rows`, so the `[rows, T, vocab]` logits stay bounded with a large vocabulary."""
-    return _teacher_forced(model, input_ids, attention_mask, hypotheses, per_source, max_rows)[0]
-
-
-@torch.no_grad()
 def _teacher_forced(
     model: Any,
     input_ids: torch.Tensor,
@@ -97,6 +82,10 @@ def _teacher_forced(
     top_n: int | None = None,
 ) -> tuple[list[float], list[dict[str, list[list[Any]]]] | None]:
     """The teacher-forced AR pass over every hypothesis: `(log p(ŷ | x) per hypothesis, top-n per hypothesis)`.
+
+    log p(ŷ | x) is the sum of its token log-probs, [SEP] included: exact whatever the length penalty and the beam
+    search's own score bookkeeping. Hypotheses go through in slices of about `max_rows` (`per_source` of them per
+    source), so the `[rows, T, vocab]` logits stay bounded with a large vocabulary.
 
     With `top_n`, each hypothesis also gets the teacher's `top_n` most probable tokens at each of its positions
     (`{"ids": [|ŷ|][n], "log_probs": [|ŷ|][n]}`, log-probs of the full vocabulary, most probable first, rounded to

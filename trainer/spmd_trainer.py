@@ -262,9 +262,9 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
             validate=args.spmd_debug,
         )  # fmt: skip
         if stored is not None:  # the stored entries of m_i, by the same choice: no teacher pass
-            top_ids, top_log_probs = self._chosen(stored, choice)
+            top_ids, top_log_probs = _chosen(stored, choice, args.mix_strategy)
             if "extra_log_probs" in nar:
-                (student_top,) = self._chosen((nar["extra_log_probs"],), choice)
+                (student_top,) = _chosen((nar["extra_log_probs"],), choice, args.mix_strategy)
         targets, choice, nar_loss = _selected(candidates, choice, nar["per_candidate"], args.mix_strategy)
         scored = targets  # the positions of m_i that are scored (all of them without glancing)
         if glancing:  # 2b. glance at m_i in proportion to the first pass's errors, train on the other slots
@@ -441,14 +441,6 @@ class SPMDSeq2SeqTrainer(Seq2SeqTrainer):
         if self.args.kd_top_k:
             ids, log_probs = ids[:, : self.args.kd_top_k], log_probs[:, : self.args.kd_top_k]
         return ids, log_probs
-
-    def _chosen(self, tensors: tuple[torch.Tensor, ...], choice: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Each `[B, K, T, n]` tensor at the targets that carry choice weight: m_i alone (`[B, 1, T, n]`, the argmax
-        of the Eq. 3 weights `choice` `[B, K]`), or all of them with `mix_strategy='all'`."""
-        if self.args.mix_strategy == "all":
-            return tensors
-        index = choice.argmax(-1)[:, None, None, None]
-        return tuple(t.gather(1, index.expand(-1, 1, *t.shape[2:])) for t in tensors)
 
     def _glance(self, nar_logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Glancing (Qian et al. 2021) on the chosen targets `[B, 1, T]` (the config refuses mix_strategy='all' with
@@ -1073,16 +1065,25 @@ def _check_dataset(dataset: Any, args: SPMDTrainingArguments) -> None:
         raise ValueError(f"train_dataset lacks the column(s) {missing}.{hint}")
 
 
+def _chosen(tensors: tuple[torch.Tensor, ...], choice: torch.Tensor, strategy: str) -> tuple[torch.Tensor, ...]:
+    """Each `[B, K, ...]` tensor at the candidates that carry choice weight: m_i alone (`[B, 1, ...]`, the argmax of
+    the Eq. 3 weights `choice` `[B, K]`), or all of them with `strategy == 'all'`."""
+    if strategy == "all":
+        return tensors
+    index = choice.argmax(-1)
+    return tuple(t.gather(1, index.view(-1, *[1] * (t.dim() - 1)).expand(-1, 1, *t.shape[2:])) for t in tensors)
+
+
 def _selected(
     candidates: torch.Tensor, choice: torch.Tensor, nar_loss: torch.Tensor, strategy: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keep only the candidates that carry choice weight: m_i alone (`[B, 1, …]`) unless `strategy == 'all'`, so
-    the teacher runs once per sample. Returns `(targets [B, K', T], weights [B, K'], ℓ_NAR [B, K'])`."""
+    """Keep only the candidates that carry choice weight (`_chosen`): m_i alone (`[B, 1, …]`) unless
+    `strategy == 'all'`, so the teacher runs once per sample. Returns `(targets [B, K', T], weights [B, K'],
+    ℓ_NAR [B, K'])`."""
     if strategy == "all":
         return candidates, choice, nar_loss
-    index = choice.argmax(-1, keepdim=True)  # [B, 1]
-    targets = candidates.gather(1, index.unsqueeze(-1).expand(-1, -1, candidates.size(-1)))
-    return targets, torch.ones_like(index, dtype=choice.dtype), nar_loss.gather(1, index)
+    targets, loss = _chosen((candidates, nar_loss), choice, strategy)
+    return targets, torch.ones_like(loss, dtype=choice.dtype), loss
 
 
 def _stats(
